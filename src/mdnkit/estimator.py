@@ -1,0 +1,399 @@
+"""``MDNRegressor``: a scikit-learn estimator of conditional densities p(y | x).
+
+NumPy (or pandas) in, NumPy out, in the user's units: inputs and targets are standardised
+inside, and every density, log-likelihood, quantile and sample is mapped back, the
+log-densities including the log-Jacobian ``-Σ_j log σ_y,j`` of the target scaling.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
+
+from mdnkit import _validation
+from mdnkit.distributions import CovarianceType, GaussianMixture
+from mdnkit.heads import COVARIANCE_TYPES, MDN
+from mdnkit.networks import ACTIVATIONS, Activation
+from mdnkit.training import TrainingConfig, train
+
+_PREDICT_CHUNK = 65_536  # rows per forward pass at predict time: memory stays flat
+
+
+class MDNRegressor(RegressorMixin, BaseEstimator):
+    """Mixture Density Network regressor (Bishop, 1994): the whole distribution of ``y`` given ``x``.
+
+    Args:
+        n_components: Number of Gaussian components ``K``.
+        hidden_sizes: Widths of the hidden layers of the MLP.
+        activation: Hidden nonlinearity: ``"relu"``, ``"tanh"``, ``"elu"``, ``"gelu"``, ``"silu"``...
+        covariance_type: ``"diagonal"``, ``"full"`` (Cholesky factor) or ``"isotropic"``; the same
+            for 1-D targets.
+        optimizer: ``"adam"`` (AdamW) or ``"lbfgs"`` (full batch, as the GPflow tutorial).
+        learning_rate: Step size (for L-BFGS, its ``lr``, usually 1).
+        batch_size: Rows per gradient step; ``None`` uses the whole training set each step.
+        max_epochs: Upper bound on passes over the training data.
+        validation_fraction: Share of the rows held out for early stopping, which restores the
+            best weights; ``0.0`` trains on everything for ``max_epochs``.
+        patience: Epochs without validation improvement before stopping.
+        weight_decay: Decoupled L2 penalty (AdamW).
+        input_noise, target_noise: Standard deviation of the Gaussian noise added to the
+            standardised inputs and targets at every step (noise regularisation).
+        min_scale: Floor on every component's standard deviation, in standardised target units.
+        gradient_clip: Maximum gradient norm (``None`` to turn clipping off).
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        dtype: ``"float32"`` or ``"float64"`` for the network.
+        verbose: Show a progress bar with the train / validation NLL.
+        random_state: Seed for the weights, the split, the shuffling and the noise.
+        warm_start: Continue from the current weights when ``fit`` is called again.
+
+    Attributes:
+        module_: The fitted :class:`~mdnkit.heads.MDN` (works on standardised data).
+        history_: One dict per epoch: ``epoch``, ``train_nll``, ``val_nll``, ``learning_rate``,
+            ``time`` (NLLs in nats per row, original units).
+        n_iter_: Epochs run. ``best_epoch_``: the epoch whose weights were kept.
+        n_features_in_, n_outputs_: Input and target dimensions.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.uniform(-1, 1, (300, 1)); y = np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=300)
+        >>> model = MDNRegressor(n_components=3, max_epochs=50, random_state=0).fit(X, y)
+        >>> model.predict(X[:2]).shape, model.sample(X[:2], n_samples=5).shape
+        ((2,), (2, 5))
+    """
+
+    def __init__(
+        self,
+        n_components: int = 5,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: Activation = "relu",
+        covariance_type: CovarianceType = "diagonal",
+        optimizer: Literal["adam", "lbfgs"] = "adam",
+        learning_rate: float = 3e-3,
+        batch_size: int | None = None,
+        max_epochs: int = 2000,
+        validation_fraction: float = 0.1,
+        patience: int = 100,
+        weight_decay: float = 0.0,
+        input_noise: float = 0.0,
+        target_noise: float = 0.0,
+        min_scale: float = 1e-3,
+        gradient_clip: float | None = 10.0,
+        device: str = "auto",
+        dtype: Literal["float32", "float64"] = "float32",
+        verbose: bool = False,
+        random_state: int | np.random.RandomState | None = None,
+        warm_start: bool = False,
+    ) -> None:
+        self.n_components = n_components
+        self.hidden_sizes = hidden_sizes
+        self.activation = activation
+        self.covariance_type = covariance_type
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.weight_decay = weight_decay
+        self.input_noise = input_noise
+        self.target_noise = target_noise
+        self.min_scale = min_scale
+        self.gradient_clip = gradient_clip
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+        self.random_state = random_state
+        self.warm_start = warm_start
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any) -> MDNRegressor:
+        """Fit the network to rows ``X (n, p)`` and targets ``y (n,)`` or ``(n, d)``.
+
+        Returns:
+            ``self``.
+        """
+        self._check_params()
+        X = _validation.as_float_matrix(X, "X", allow_1d=False)
+        y_in = y
+        y = _validation.as_float_matrix(y, "y", allow_1d=True)
+        _validation.check_lengths(X, y)
+        self._y_is_1d = y.ndim == 1
+        y = y.reshape(len(y), -1)
+        _validation.check_constant_targets(y)
+        if hasattr(y_in, "columns"):
+            self.target_names_ = [str(c) for c in y_in.columns]
+        n_val = self._n_validation(len(X))
+        if self.warm_start and hasattr(self, "module_"):
+            if X.shape[1] != self.n_features_in_ or y.shape[1] != self.n_outputs_:
+                raise ValueError(
+                    f"warm_start: the model was fitted on {self.n_features_in_} features and "
+                    f"{self.n_outputs_} targets, got {X.shape[1]} and {y.shape[1]}."
+                )
+        else:
+            self._fit_scalers(X, y)
+
+        seed = _seed(self.random_state)
+        device = _resolve_device(self.device)
+        dtype = torch.float32 if self.dtype == "float32" else torch.float64
+        rows = np.random.default_rng(seed).permutation(len(X))
+        val_rows, train_rows = rows[:n_val], rows[n_val:]
+        x_all = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=dtype, device=device)
+        y_all = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=dtype, device=device)
+        train_index = torch.as_tensor(train_rows, device=device)
+        val_index = torch.as_tensor(val_rows, device=device)
+
+        if not (self.warm_start and hasattr(self, "module_")):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.module_ = self._build_module(X.shape[1], y.shape[1]).to(device=device, dtype=dtype)
+            self.module_.initialize(y_all[train_index], random_state=seed)
+            self.history_: list[dict[str, float]] = []
+        self.module_.to(device=device, dtype=dtype)
+
+        generator = torch.Generator(device=device).manual_seed(seed)
+        config = TrainingConfig(
+            optimizer=self.optimizer,
+            learning_rate=float(self.learning_rate),
+            batch_size=self.batch_size,
+            max_epochs=int(self.max_epochs),
+            patience=int(self.patience),
+            weight_decay=float(self.weight_decay),
+            gradient_clip=self.gradient_clip,
+            input_noise=float(self.input_noise),
+            target_noise=float(self.target_noise),
+            verbose=bool(self.verbose),
+        )
+        result = train(
+            self.module_,
+            x_all[train_index], y_all[train_index],
+            x_all[val_index] if n_val else None, y_all[val_index] if n_val else None,
+            config=config, generator=generator, nll_offset=self._log_jacobian,
+        )
+        offset = len(self.history_)
+        for record in result.history:
+            record["epoch"] += offset
+        self.history_ = self.history_ + result.history
+        self.n_iter_ = len(result.history)
+        self.best_epoch_ = result.best_epoch + offset
+        if n_val and not result.stopped_early and self.n_iter_ - result.best_epoch < self.patience // 4:
+            warnings.warn(
+                f"MDNRegressor stopped at max_epochs={self.max_epochs} while the validation NLL was "
+                "still improving; increase max_epochs (or learning_rate).",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def _check_params(self) -> None:
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+        for name in ("n_components", "max_epochs", "patience"):
+            positive_int(name)
+        if self.batch_size is not None:
+            positive_int("batch_size")
+        sizes = self.hidden_sizes
+        if isinstance(sizes, numbers.Integral) or not all(
+            isinstance(s, numbers.Integral) and s >= 1 for s in sizes
+        ):
+            raise ValueError(f"hidden_sizes must be a sequence of positive integers, got {sizes!r}.")
+        choices = {
+            "activation": tuple(ACTIVATIONS), "covariance_type": COVARIANCE_TYPES,
+            "optimizer": ("adam", "lbfgs"), "dtype": ("float32", "float64"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        for name in ("learning_rate", "min_scale"):
+            if not (isinstance(getattr(self, name), numbers.Real) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}.")
+        for name in ("weight_decay", "input_noise", "target_noise"):
+            if not (isinstance(getattr(self, name), numbers.Real) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}.")
+        if not (isinstance(self.validation_fraction, numbers.Real) and 0 <= self.validation_fraction < 1):
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
+
+    def _n_validation(self, n_rows: int) -> int:
+        if self.validation_fraction == 0:
+            return 0
+        n_val = math.ceil(self.validation_fraction * n_rows)
+        if n_rows - n_val < 2 or n_val < 1:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} of {n_rows} rows leaves {n_rows - n_val} "
+                f"training rows; at least {math.ceil(2 / (1 - self.validation_fraction)) + 1} rows are "
+                "needed, or set validation_fraction=0."
+            )
+        return n_val
+
+    def _fit_scalers(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.n_features_in_ = X.shape[1]
+        self.n_outputs_ = y.shape[1]
+        self.x_mean_ = X.mean(axis=0)
+        x_scale = X.std(axis=0)
+        self.x_scale_ = np.where(x_scale > 0, x_scale, 1.0)  # constant features pass through
+        self.y_mean_ = y.mean(axis=0)
+        self.y_scale_ = y.std(axis=0)
+
+    @property
+    def _log_jacobian(self) -> float:
+        """Shift from a standardised-unit NLL to an original-unit NLL: ``Σ_j log σ_y,j``."""
+        return float(np.log(self.y_scale_).sum())
+
+    def _build_module(self, n_features: int, n_outputs: int) -> MDN:
+        return MDN(
+            n_features, n_outputs, int(self.n_components), tuple(int(s) for s in self.hidden_sizes),
+            self.activation, self.covariance_type, float(self.min_scale),
+        )
+
+    # ------------------------------------------------------------------ predicting
+    def _check_X(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "module_")
+        X = _validation.as_float_matrix(X, "X", allow_1d=False)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but MDNRegressor was fitted with "
+                f"{self.n_features_in_} features."
+            )
+        return X
+
+    def _check_y(self, y: Any, n_rows: int) -> np.ndarray:
+        y = _validation.as_float_matrix(y, "y", allow_1d=True).reshape(len(np.asarray(y)), -1)
+        if len(y) != n_rows:
+            raise ValueError(f"X has {n_rows} rows but y has {len(y)}; they must match row for row.")
+        if y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {y.shape[1]} target columns, the model was fitted with {self.n_outputs_}.")
+        return y
+
+    def predict_dist(self, X: Any) -> GaussianMixture:
+        """The conditional distribution of ``y`` for each row, in original units (float64).
+
+        Returns:
+            A :class:`~mdnkit.distributions.GaussianMixture` with batch shape ``(n,)`` and event
+            shape ``(d,)`` (``(1,)`` for a 1-D target).
+        """
+        X = self._check_X(X)
+        parameter = next(self.module_.parameters())
+        x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=parameter.dtype, device=parameter.device)
+        self.module_.eval()
+        with torch.no_grad():
+            parts = [self.module_(chunk).to(torch.float64) for chunk in x.split(_PREDICT_CHUNK)]
+        mixture = parts[0] if len(parts) == 1 else _concatenate(parts)
+        return mixture.affine(torch.as_tensor(self.y_mean_), torch.as_tensor(self.y_scale_))
+
+    def _shape_targets(self, values: np.ndarray) -> np.ndarray:
+        """``[..., d]`` -> drop the last axis for a model fitted on 1-D ``y``."""
+        return values[..., 0] if getattr(self, "_y_is_1d", False) else values
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Conditional mean, ``(n,)`` or ``(n, d)``."""
+        return self._shape_targets(self.predict_dist(X).mean.numpy())
+
+    def predict_std(self, X: Any) -> np.ndarray:
+        """Conditional standard deviation (law of total variance), ``(n,)`` or ``(n, d)``."""
+        return self._shape_targets(self.predict_dist(X).stddev.numpy())
+
+    def score_samples(self, X: Any, y: Any) -> np.ndarray:
+        """Log-likelihood ``log p(y_i | x_i)`` of each row, in original units, ``(n,)``."""
+        mixture = self.predict_dist(X)
+        y = self._check_y(y, mixture.batch_shape[0])
+        return mixture.log_prob(torch.as_tensor(y)).numpy()
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean log-likelihood per row (higher is better), in original units."""
+        return float(np.average(self.score_samples(X, y), weights=sample_weight))
+
+    def sample(
+        self, X: Any, n_samples: int = 1, temperature: float = 1.0, random_state: int | None = None
+    ) -> np.ndarray:
+        """Draw from ``p(y | x)``: ``(n, n_samples)`` for 1-D ``y``, else ``(n, n_samples, d)``."""
+        mixture = self.predict_dist(X)
+        with torch.random.fork_rng(devices=[]):
+            if random_state is not None:
+                torch.manual_seed(_seed(random_state))
+            draws = mixture.sample((int(n_samples),), temperature=temperature)  # [S, n, d]
+        return self._shape_targets(draws.movedim(0, 1).numpy())
+
+    def predict_quantiles(self, X: Any, q: float | Sequence[float]) -> np.ndarray:
+        """Conditional quantiles: ``(n, len(q))`` for 1-D ``y``, else per-target ``(n, len(q), d)``."""
+        mixture = self.predict_dist(X)
+        levels = torch.as_tensor(np.atleast_1d(np.asarray(q, dtype=np.float64)))
+        if levels.ndim != 1 or ((levels < 0) | (levels > 1)).any() or levels.isnan().any():
+            raise ValueError(f"q must be probabilities in [0, 1], got {q!r}.")
+        columns = []
+        for j in range(self.n_outputs_):
+            marginal = mixture if self.n_outputs_ == 1 else mixture.marginal([j])
+            probabilities = levels[:, None].expand(len(levels), mixture.batch_shape[0])
+            columns.append(marginal.icdf(probabilities)[..., 0].T.numpy())  # (n, Q)
+        return self._shape_targets(np.stack(columns, axis=-1))
+
+    def predict_interval(self, X: Any, coverage: float = 0.9) -> np.ndarray:
+        """Central interval holding ``coverage``: ``(n, 2)`` for 1-D ``y``, else ``(n, 2, d)``."""
+        if not 0 < coverage < 1:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage!r}.")
+        tail = (1.0 - coverage) / 2.0
+        return self.predict_quantiles(X, [tail, 1.0 - tail])
+
+    def predict_modes(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Every local maximum of ``p(y | x)``, sorted by density.
+
+        Returns:
+            ``(modes, log_density)``: modes ``(n, K)`` for 1-D ``y`` or ``(n, K, d)``, NaN where a
+            row has fewer than ``K`` modes; log densities ``(n, K)``, ``-inf`` there.
+        """
+        found = self.predict_dist(X).modes()
+        return self._shape_targets(found.value.numpy()), found.log_prob.numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the fitted model to one safetensors file (weights + JSON), atomically."""
+        from mdnkit.io import save_estimator
+
+        save_estimator(self, path, overwrite=overwrite)
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = True
+        tags.regressor_tags.poor_score = True  # score is a log-likelihood, not R²
+        return tags
+
+
+def _concatenate(parts: list[GaussianMixture]) -> GaussianMixture:
+    logits = torch.cat([p.logits for p in parts])
+    loc = torch.cat([p.loc for p in parts])
+    if parts[0].scale_tril is not None:
+        return GaussianMixture(logits, loc, scale_tril=torch.cat([p.scale_tril for p in parts]))
+    return GaussianMixture(logits, loc, scale=torch.cat([p.scale for p in parts]))
+
+
+def _seed(random_state: int | np.random.RandomState | None) -> int:
+    """An integer seed from a scikit-learn style ``random_state``."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31 - 1))
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
+    raise ValueError(f"random_state must be None, an int or a numpy RandomState, got {random_state!r}.")
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here; use device='auto' or 'cpu'.")
+    return resolved

@@ -1,0 +1,294 @@
+"""Reading and writing mdnkit model files.
+
+A model file is a single `safetensors <https://huggingface.co/docs/safetensors>`_
+file (``.mdn`` is the conventional suffix, but the path is always used exactly
+as given). The tensors are the model weights; everything else (configuration,
+scalers, versions) is a JSON document stored as a string under the key
+``"mdnkit"`` in the header's ``__metadata__`` map. The document always carries
+``format``, ``format_version``, ``mdnkit_version`` and ``torch_version``.
+
+Safetensors was chosen because loading it never executes code: unlike
+``torch.load``/pickle, a hostile file can at worst fail to parse. Files are
+written atomically (temporary file in the same directory, fsync, rename), so a
+crash leaves either the old file or the new one, never a mixture, and an
+existing file is only replaced when ``overwrite=True`` is passed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import numpy as np
+import torch
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "load", "read_model_file", "save_estimator",
+    "write_model_file",
+]
+
+FORMAT_NAME = "mdnkit"
+FORMAT_VERSION = 1
+_METADATA_KEY = "mdnkit"
+
+
+class ModelFileError(ValueError):
+    """A file is not a readable, compatible mdnkit model file."""
+
+
+def _mdnkit_version() -> str:
+    # Imported lazily: this module is part of mdnkit and must not depend on
+    # the package's __init__ having finished importing.
+    try:
+        import mdnkit
+
+        return str(mdnkit.__version__)
+    except Exception:
+        try:
+            from importlib.metadata import version
+
+            return version("mdnkit")
+        except Exception:
+            return "unknown"
+
+
+def _check_json(value: Any, where: str) -> None:
+    # Walk the document ourselves so the error names the offending key,
+    # which json.dumps does not do.
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: key {key!r} is not a string; JSON object keys must be strings")
+            _check_json(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"{where} is {value!r}, which is not valid JSON")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise TypeError(f"{where} has type {type(value).__name__}, which is not JSON-serialisable")
+
+
+def write_model_file(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    document: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Atomically write weights and a JSON document to a model file.
+
+    Args:
+        path: Destination, used exactly as given (``.mdn`` is conventional).
+        tensors: Weights by name; copied to contiguous CPU tensors.
+        document: JSON-serialisable configuration. Format and version keys
+            (``format``, ``format_version``, ``mdnkit_version``,
+            ``torch_version``) are added, replacing any given values.
+        overwrite: Replace an existing file. Without it, an existing file is
+            never touched.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileNotFoundError: The parent directory does not exist.
+        TypeError: A document value is not JSON-serialisable, or a tensor is
+            not a ``torch.Tensor``.
+
+    Example:
+        >>> write_model_file("model.mdn", {"w": torch.ones(2)}, {"n_components": 3})
+        PosixPath('model.mdn')
+    """
+    target = pathlib.Path(path)
+    parent = target.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {str(target)!r}: directory {str(parent)!r} does not exist")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{str(target)!r} already exists; pass overwrite=True to replace it")
+    _check_json(document, "document")
+    full = dict(document)
+    full.update(
+        format=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+        mdnkit_version=_mdnkit_version(),
+        torch_version=str(torch.__version__),
+    )
+    cpu: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"tensor {name!r} has type {type(tensor).__name__}, expected torch.Tensor")
+        # A private contiguous copy: safetensors rejects views and tensors
+        # sharing storage (e.g. tied weights), and must not see later edits.
+        cpu[name] = tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+    payload = safetensors.torch.save(cpu, metadata={_METADATA_KEY: json.dumps(full, sort_keys=True)})
+
+    # Same directory as the target so that os.replace is an atomic rename.
+    tmp = tempfile.NamedTemporaryFile(dir=parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
+    try:
+        with tmp:
+            tmp.write(payload)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        # Check again just before replacing: the file may have appeared meanwhile.
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{str(target)!r} already exists; pass overwrite=True to replace it")
+        os.replace(tmp.name, target)
+    except BaseException:
+        pathlib.Path(tmp.name).unlink(missing_ok=True)
+        raise
+    if os.name == "posix":
+        # Persist the rename itself; not every filesystem supports this.
+        try:
+            fd = os.open(parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+    return target
+
+
+def read_model_file(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a model file written by :func:`write_model_file`.
+
+    Never unpickles or executes anything from the file.
+
+    Args:
+        path: The model file.
+        device: Device to place the tensors on.
+
+    Returns:
+        ``(tensors, document)``; the document includes the format and version keys.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ModelFileError: The file is corrupt, truncated, not an mdnkit model,
+            or written by a newer, incompatible mdnkit.
+
+    Example:
+        >>> tensors, document = read_model_file("model.mdn")
+        >>> document["format_version"]
+        1
+    """
+    source = pathlib.Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"model file {str(source)!r} does not exist")
+    if source.is_dir():
+        raise ModelFileError(f"{str(source)!r} is a directory, not an mdnkit model file")
+    try:
+        with safetensors.safe_open(str(source), framework="pt", device=str(device)) as f:
+            metadata = f.metadata() or {}
+            if _METADATA_KEY not in metadata:
+                raise ModelFileError(
+                    f"{str(source)!r} is a safetensors file but not an mdnkit model (no {_METADATA_KEY!r} metadata)"
+                )
+            raw = metadata[_METADATA_KEY]
+            # Load every tensor now so that no memory map outlives the handle.
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except safetensors.SafetensorError as exc:
+        raise ModelFileError(f"{str(source)!r} is not a valid mdnkit model file (corrupt or truncated): {exc}") from exc
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{str(source)!r} has an invalid mdnkit document (bad JSON): {exc}") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise ModelFileError(f"{str(source)!r} has format {found!r}, expected {FORMAT_NAME!r}")
+    version = document.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{str(source)!r} has an invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{str(source)!r} was written by a newer mdnkit (file format version {version}, this mdnkit "
+            f"reads up to version {FORMAT_VERSION}, written by mdnkit {document.get('mdnkit_version')}); "
+            "upgrade mdnkit to read it"
+        )
+    return tensors, document
+
+
+# ---------------------------------------------------------------------- estimators
+_FITTED_ARRAYS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_")
+_FITTED_VALUES = ("n_features_in_", "n_outputs_", "n_iter_", "best_epoch_", "history_", "_y_is_1d")
+_FITTED_OPTIONAL = ("feature_names_in_", "target_names_")
+
+
+def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
+    """Write a fitted :class:`~mdnkit.MDNRegressor` to ``path`` (see :func:`write_model_file`)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator, "module_")
+    params = estimator.get_params(deep=False)
+    if not isinstance(params["random_state"], (int, type(None))):
+        params["random_state"] = None  # a RandomState object has no JSON form; refits will differ
+    params["hidden_sizes"] = [int(s) for s in params["hidden_sizes"]]
+    fitted: dict[str, Any] = {name: np.asarray(getattr(estimator, name)).tolist() for name in _FITTED_ARRAYS}
+    fitted.update({name: getattr(estimator, name) for name in _FITTED_VALUES})
+    fitted["history_"] = [
+        {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+         for key, value in record.items()}
+        for record in estimator.history_
+    ]
+    for name in _FITTED_OPTIONAL:
+        if hasattr(estimator, name):
+            fitted[name] = [str(v) for v in getattr(estimator, name)]
+    document = {"estimator": type(estimator).__name__, "params": params, "fitted": fitted}
+    return write_model_file(path, estimator.module_.state_dict(), document, overwrite=overwrite)
+
+
+def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
+    """Read a model written by :meth:`MDNRegressor.save`.
+
+    Args:
+        path: The model file.
+        device: Where to put the network (default: the saved ``device`` setting, ``"auto"``
+            meaning CUDA when present).
+
+    Returns:
+        The fitted estimator; its ``score_samples`` equal the saved model's.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ModelFileError: Not an mdnkit model, corrupt, truncated, or from an incompatible version.
+    """
+    from mdnkit.estimator import MDNRegressor, _resolve_device
+
+    tensors, document = read_model_file(path)
+    if document.get("estimator") != "MDNRegressor":
+        raise ModelFileError(f"{str(path)!r} holds a {document.get('estimator')!r}, not an MDNRegressor.")
+    try:
+        params, fitted = dict(document["params"]), document["fitted"]
+        if device is not None:
+            params["device"] = device
+        estimator = MDNRegressor(**params)
+        for name in _FITTED_ARRAYS:
+            setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))
+        for name in _FITTED_VALUES:
+            setattr(estimator, name, fitted[name])
+        estimator.history_ = [
+            {key: (math.nan if value is None else value) for key, value in record.items()}
+            for record in fitted["history_"]
+        ]
+        for name in _FITTED_OPTIONAL:
+            if name in fitted:
+                setattr(estimator, name, np.asarray(fitted[name], dtype=object))
+        module = estimator._build_module(estimator.n_features_in_, estimator.n_outputs_)
+        dtype = torch.float32 if estimator.dtype == "float32" else torch.float64
+        module.load_state_dict(tensors, strict=True)
+        estimator.module_ = module.to(device=_resolve_device(params["device"]), dtype=dtype).eval()
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise ModelFileError(
+            f"{str(path)!r} is an mdnkit file but its contents do not match this version of "
+            f"MDNRegressor ({type(error).__name__}: {error})."
+        ) from None
+    return estimator
