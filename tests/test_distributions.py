@@ -832,7 +832,7 @@ def test_condition_bayes_identity(cov_type, dims):
 # ----------------------------------------------------------------------------------------------
 # 10. Highest density intervals
 # ----------------------------------------------------------------------------------------------
-def np_hdr_grid(logw, mu, cov, coverage, n_grid=200_001):
+def np_hdr_grid(logw, mu, cov, coverage, n_grid=100_001):
     """Brute-force HDR on a fine grid: the level lambda is the density at which the grid mass
     of {p >= lambda} first reaches `coverage`; intervals are the runs of the grid where
     p >= lambda, with endpoints refined by brentq on p(y) - lambda."""
@@ -871,7 +871,7 @@ HDI_CASES = {
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_highest_density_intervals(cov_type, case):
     """HDIs: union has scipy-cdf probability = coverage (1e-3), p(endpoints) = level (rel 1e-3),
-    and the intervals and level match a brute-force 200k-point grid HDR computed in numpy."""
+    and the intervals and level match a brute-force 100k-point grid HDR computed in numpy."""
     weights, means, sds, coverage, n_expected = HDI_CASES[case]
     params = params_1d(weights, means, sds, cov_type=cov_type)
     logw, mu, cov = np_params(params)

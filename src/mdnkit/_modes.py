@@ -109,8 +109,10 @@ def find_modes(mixture: GaussianMixture, max_iter: int = 500, tol: float = 1e-7)
     curvature = torch.linalg.eigvalsh(hessian).amax(-1) * local_variance  # dimensionless
     is_maximum = (curvature < 1e-6).reshape(n_rows, n_components)
 
-    # Same peak: sorted by density, a candidate duplicates a higher maximum when the density
-    # does not dip on the segment between them (robust to slow convergence on flat tops).
+    # Same peak: sorted by density, a candidate duplicates a higher maximum when the two are
+    # within half a local scale and the density does not dip at their midpoint (robust to slow
+    # convergence on flat tops; the distance bound keeps apart two modes whose midpoint happens
+    # to sit on a third, higher one).
     x = x.reshape(n_rows, n_components, dim)
     log_density = log_density.reshape(n_rows, n_components)
     order = log_density.argsort(dim=-1, descending=True)
@@ -122,7 +124,10 @@ def find_modes(mixture: GaussianMixture, max_iter: int = 500, tol: float = 1e-7)
     mid_joint, _ = joint_terms(midpoints.reshape(-1, dim), mid_rows)
     mid_density = torch.logsumexp(mid_joint, -1).reshape(n_rows, n_components, n_components)
     lower = torch.minimum(log_density.unsqueeze(-1), log_density.unsqueeze(-2))
-    same_peak = mid_density >= lower - 1e-9 * lower.abs().clamp_min(1.0)
+    local_scale = local_variance.reshape(n_rows, n_components).gather(-1, order).sqrt()  # [R, J]
+    distance = (x.unsqueeze(-2) - x.unsqueeze(-3)).abs().amax(-1)  # [R, J, J]
+    close = distance < 0.5 * torch.maximum(local_scale.unsqueeze(-1), local_scale.unsqueeze(-2))
+    same_peak = close & (mid_density >= lower - 1e-9 * lower.abs().clamp_min(1.0))
     earlier = torch.ones(n_components, n_components, dtype=torch.bool, device=x.device).tril(-1)
     duplicate = (same_peak & earlier & is_maximum.unsqueeze(-2)).any(-1)
     keep = is_maximum & ~duplicate

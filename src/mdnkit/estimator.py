@@ -40,7 +40,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             for 1-D targets.
         optimizer: ``"adam"`` (AdamW) or ``"lbfgs"`` (full batch, as the GPflow tutorial).
         learning_rate: Step size (for L-BFGS, its ``lr``, usually 1).
-        batch_size: Rows per gradient step; ``None`` uses the whole training set each step.
+        batch_size: Rows per gradient step (shuffled each epoch); ``None`` uses the whole training
+            set each step (full batch, as most MDN tutorials do).
         max_epochs: Upper bound on passes over the training data.
         validation_fraction: Share of the rows held out for early stopping, which restores the
             best weights; ``0.0`` trains on everything for ``max_epochs``.
@@ -79,8 +80,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         activation: Activation = "relu",
         covariance_type: CovarianceType = "diagonal",
         optimizer: Literal["adam", "lbfgs"] = "adam",
-        learning_rate: float = 3e-3,
-        batch_size: int | None = None,
+        learning_rate: float = 1e-3,
+        batch_size: int | None = 256,
         max_epochs: int = 2000,
         validation_fraction: float = 0.1,
         patience: int = 100,
@@ -278,7 +279,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         return y
 
     def predict_dist(self, X: Any) -> GaussianMixture:
-        """The conditional distribution of ``y`` for each row, in original units (float64).
+        """The conditional distribution of ``y`` for each row, in original units (float64, CPU).
 
         Returns:
             A :class:`~mdnkit.distributions.GaussianMixture` with batch shape ``(n,)`` and event
@@ -289,7 +290,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=parameter.dtype, device=parameter.device)
         self.module_.eval()
         with torch.no_grad():
-            parts = [self.module_(chunk).to(torch.float64) for chunk in x.split(_PREDICT_CHUNK)]
+            parts = [self.module_(chunk).to("cpu", torch.float64) for chunk in x.split(_PREDICT_CHUNK)]
         mixture = parts[0] if len(parts) == 1 else _concatenate(parts)
         return mixture.affine(torch.as_tensor(self.y_mean_), torch.as_tensor(self.y_scale_))
 

@@ -68,7 +68,8 @@ class MixtureHead(nn.Module):
         k, d = self.n_components, self.out_features
         logits, loc, raw_scale, off_diagonal = self.linear(features).split(self.split_sizes, dim=-1)
         loc = loc.unflatten(-1, (k, d))  # [*B, K, D]
-        scale = F.softplus(raw_scale) + self.min_scale
+        # contiguous(): softplus on a strided slice of the flat output is ~15x slower on CPU.
+        scale = F.softplus(raw_scale.contiguous()) + self.min_scale
         if self.covariance_type == "isotropic":
             return GaussianMixture(logits, loc, scale=scale)  # scale [*B, K]
         scale = scale.unflatten(-1, (k, d))  # [*B, K, D]

@@ -104,8 +104,10 @@ def write_model_file(
             not a ``torch.Tensor``.
 
     Example:
-        >>> write_model_file("model.mdn", {"w": torch.ones(2)}, {"n_components": 3})
-        PosixPath('model.mdn')
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.mdn"
+        >>> write_model_file(path, {"w": torch.ones(2)}, {"n_components": 3}).name
+        'model.mdn'
     """
     target = pathlib.Path(path)
     parent = target.parent
@@ -177,9 +179,11 @@ def read_model_file(
             or written by a newer, incompatible mdnkit.
 
     Example:
-        >>> tensors, document = read_model_file("model.mdn")
-        >>> document["format_version"]
-        1
+        >>> import tempfile, pathlib
+        >>> path = write_model_file(pathlib.Path(tempfile.mkdtemp()) / "m.mdn", {"w": torch.ones(2)}, {})
+        >>> tensors, document = read_model_file(path)
+        >>> document["format_version"], tensors["w"].tolist()
+        (1, [1.0, 1.0])
     """
     source = pathlib.Path(path)
     if not source.exists():
