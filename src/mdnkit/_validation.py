@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 
 def _column_names(data: Any, n_columns: int) -> list[str]:
@@ -28,6 +29,12 @@ def as_float_matrix(data: Any, name: str, *, allow_1d: bool) -> np.ndarray:
                 f"{name} has non-numeric columns {bad}; encode them as numbers first "
                 "(e.g. one-hot with pandas.get_dummies)."
             )
+    if data is None:
+        raise ValueError(f"MDNRegressor requires {name} to be passed, but the target {name} is None.")
+    if sparse.issparse(data):
+        raise ValueError(f"{name} is a sparse matrix; MDNRegressor needs dense data: pass {name}.toarray().")
+    if np.asarray(data).dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} contains complex values; mdnkit models real-valued data.")
     try:
         array = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -39,13 +46,13 @@ def as_float_matrix(data: Any, name: str, *, allow_1d: bool) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D array (rows, columns), got shape {array.shape}.")
     if array.ndim == 1 and not allow_1d:
         raise ValueError(
-            f"{name} must be 2-D (rows, features), got a 1-D array of shape {array.shape}; "
-            "use X.reshape(-1, 1) for a single feature."
+            f"{name} must be 2-D (rows, features), got a 1-D array of shape {array.shape}. "
+            "Reshape your data with X.reshape(-1, 1) for a single feature."
         )
     if array.shape[0] == 0:
         raise ValueError(f"{name} has no rows.")
     if array.ndim == 2 and array.shape[1] == 0:
-        raise ValueError(f"{name} has no columns.")
+        raise ValueError(f"{name} has 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
     _check_finite(array, data, name)
     return array
 

@@ -45,7 +45,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         max_epochs: Upper bound on passes over the training data.
         validation_fraction: Share of the rows held out for early stopping, which restores the
             best weights; ``0.0`` trains on everything for ``max_epochs``.
-        patience: Epochs without validation improvement before stopping.
+        patience: Epochs without validation improvement before stopping; the learning rate is
+            halved after half as many (a shorter wait starved fits in the defaults sweep).
         weight_decay: Decoupled L2 penalty (AdamW).
         input_noise, target_noise: Standard deviation of the Gaussian noise added to the
             standardised inputs and targets at every step (noise regularisation).
@@ -129,6 +130,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         y_in = y
         y = _validation.as_float_matrix(y, "y", allow_1d=True)
         _validation.check_lengths(X, y)
+        if len(X) < 2:
+            raise ValueError("X has 1 sample; fitting a conditional density needs at least 2 rows.")
         self._y_is_1d = y.ndim == 1
         y = y.reshape(len(y), -1)
         _validation.check_constant_targets(y)
@@ -169,6 +172,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             batch_size=self.batch_size,
             max_epochs=int(self.max_epochs),
             patience=int(self.patience),
+            lr_decay_patience=max(1, int(self.patience) // 2),
             weight_decay=float(self.weight_decay),
             gradient_clip=self.gradient_clip,
             input_noise=float(self.input_noise),
@@ -231,11 +235,12 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         if self.validation_fraction == 0:
             return 0
         n_val = math.ceil(self.validation_fraction * n_rows)
-        if n_rows - n_val < 2 or n_val < 1:
+        if n_rows - n_val < 2:
+            minimum = next(n for n in range(3, 10**9) if n - math.ceil(self.validation_fraction * n) >= 2)
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} of {n_rows} rows leaves {n_rows - n_val} "
-                f"training rows; at least {math.ceil(2 / (1 - self.validation_fraction)) + 1} rows are "
-                "needed, or set validation_fraction=0."
+                f"validation_fraction={self.validation_fraction} of {n_rows} rows leaves "
+                f"{n_rows - n_val} for training; at least {minimum} rows are needed, or set "
+                "validation_fraction=0."
             )
         return n_val
 
@@ -265,8 +270,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         X = _validation.as_float_matrix(X, "X", allow_1d=False)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"X has {X.shape[1]} features, but MDNRegressor was fitted with "
-                f"{self.n_features_in_} features."
+                f"X has {X.shape[1]} features, but MDNRegressor is expecting "
+                f"{self.n_features_in_} features as input (the number it was fitted with)."
             )
         return X
 

@@ -272,6 +272,7 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
         raise ModelFileError(f"{str(path)!r} holds a {document.get('estimator')!r}, not an MDNRegressor.")
     try:
         params, fitted = dict(document["params"]), document["fitted"]
+        params["hidden_sizes"] = tuple(params["hidden_sizes"])  # JSON has lists, get_params had a tuple
         if device is not None:
             params["device"] = device
         estimator = MDNRegressor(**params)

@@ -33,7 +33,7 @@ class TrainingConfig:
     batch_size: int | None = None
     max_epochs: int = 1000
     patience: int = 50
-    lr_decay_patience: int = 20
+    lr_decay_patience: int = 25
     lr_decay_factor: float = 0.5
     weight_decay: float = 0.0
     gradient_clip: float | None = 10.0

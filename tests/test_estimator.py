@@ -1,0 +1,698 @@
+"""Tests for ``MDNRegressor``: scikit-learn compliance and integration, units, shapes, the maths
+of every predict method against independent NumPy/SciPy computations, input errors, determinism,
+save/load and warm starts. Every model is tiny; the fitted ones are cached per configuration."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.special import logsumexp
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import mdnkit
+import mdnkit.estimator
+from mdnkit import MDNRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+COVARIANCE_TYPES = ("diagonal", "isotropic", "full")
+TINY = dict(n_components=2, hidden_sizes=(8,), max_epochs=5, random_state=0)
+
+
+def _data(n: int = 120, d_out: int = 1, seed: int = 0):
+    """X (n, 2); y (n,) or (n, 2) with columns on very different scales."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, (n, 2))
+    y1 = np.sin(X[:, 0]) + 0.5 * X[:, 1] + 0.3 * rng.normal(size=n)
+    if d_out == 1:
+        return X, y1
+    y2 = 20.0 * (X[:, 0] - 0.3 * X[:, 1] ** 2) + 4.0 * rng.normal(size=n) + 100.0
+    return X, np.c_[y1, y2]
+
+
+@functools.lru_cache(maxsize=None)
+def _fitted(covariance_type: str, d_out: int) -> MDNRegressor:
+    """A fitted tiny model per (covariance type, target dimension); tests must not modify it."""
+    X, y = _data(d_out=d_out)
+    params = dict(TINY, n_components=3, max_epochs=15, learning_rate=0.02)
+    return MDNRegressor(covariance_type=covariance_type, **params).fit(X, y)
+
+
+cov_and_dim = pytest.mark.parametrize(
+    "covariance_type, d_out", [(c, d) for c in COVARIANCE_TYPES for d in (1, 2)]
+)
+
+
+def _component_covariances(mixture) -> np.ndarray:
+    """Each component's covariance, ``(n, K, D, D)``, from the raw parameters."""
+    loc = mixture.loc.numpy()
+    if mixture.scale_tril is not None:
+        tril = mixture.scale_tril.numpy()
+        return tril @ np.swapaxes(tril, -1, -2)
+    scale = mixture.scale.numpy()
+    if scale.ndim == loc.ndim:  # diagonal [n, K, D]
+        return np.einsum("nkd,de->nkde", scale**2, np.eye(loc.shape[-1]))
+    return scale[..., None, None] ** 2 * np.eye(loc.shape[-1])  # isotropic [n, K]
+
+
+def _as_rows(y: np.ndarray) -> np.ndarray:
+    return y.reshape(len(y), -1)
+
+
+# ============================================================================ scikit-learn checks
+EXPECTED_FAILED_CHECKS = {
+    "check_methods_sample_order_invariance": (
+        "score_samples is log p(y | x) and needs y; scikit-learn calls score_samples(X). predict's "
+        "invariance is tested in test_predict_is_invariant_to_row_order_and_subsets."
+    ),
+    "check_methods_subset_invariance": (
+        "score_samples(X, y) needs y (conditional density); see "
+        "test_predict_is_invariant_to_row_order_and_subsets."
+    ),
+    "check_dtype_object": (
+        "non-numeric values raise ValueError naming the column (the library's one error type for "
+        "bad input); scikit-learn expects a TypeError."
+    ),
+}
+
+
+@parametrize_with_checks([MDNRegressor(**TINY)], expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.slow  # the same checks again through the no-validation code path (~10 s)
+@parametrize_with_checks(
+    [MDNRegressor(**TINY, validation_fraction=0.0)],
+    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_compatible_without_validation(estimator, check):
+    check(estimator)
+
+
+# ============================================================================ sklearn integration
+def test_clone_keeps_params_and_drops_fitted_state():
+    model = _fitted("diagonal", 1)
+    copy_ = clone(model)
+    assert copy_.get_params() == model.get_params()
+    assert not hasattr(copy_, "module_") and not hasattr(copy_, "history_")
+    with pytest.raises(NotFittedError, match="not fitted"):
+        copy_.predict(np.zeros((1, 2)))
+
+
+def test_pipeline_with_standard_scaler():
+    X, y = _data()
+    bare = MDNRegressor(**TINY).fit(X, y)
+    pipe = make_pipeline(StandardScaler(), MDNRegressor(**TINY)).fit(X, y)
+    Xs = pipe[0].transform(X)
+    # the pipeline scores with the MDN's mean log-likelihood on scaled inputs
+    assert pipe.score(X, y) == pytest.approx(pipe[-1].score(Xs, y), rel=1e-12)
+    assert pipe.predict(X).shape == (len(X),)
+    # MDNRegressor standardises X itself, so an outer scaler changes nothing
+    np.testing.assert_allclose(pipe[-1].score_samples(Xs, y), bare.score_samples(X, y), atol=1e-5)
+    np.testing.assert_allclose(pipe.predict(X), bare.predict(X), atol=1e-5)
+
+
+def _manual_cv(params, X, y, n_splits):
+    scores = []
+    for train, test in KFold(n_splits).split(X):
+        model = MDNRegressor(**params).fit(X[train], y[train])
+        # the mean log-likelihood of the held-out rows, from the per-row values
+        scores.append(float(np.mean(model.score_samples(X[test], y[test]))))
+    return np.array(scores)
+
+
+def test_cross_val_score_is_held_out_mean_log_likelihood():
+    X, y = _data(n=90)
+    got = cross_val_score(MDNRegressor(**TINY), X, y, cv=KFold(3))
+    np.testing.assert_allclose(got, _manual_cv(TINY, X, y, 3), rtol=1e-10)
+
+
+def test_grid_search_over_n_components():
+    X, y = _data(n=80)
+    search = GridSearchCV(MDNRegressor(**TINY), {"n_components": [1, 3]}, cv=KFold(2)).fit(X, y)
+    means = search.cv_results_["mean_test_score"]
+    assert search.best_index_ == int(np.argmax(means))
+    assert search.best_estimator_.n_components == [1, 3][search.best_index_]
+    for i, k in enumerate([1, 3]):
+        expected = _manual_cv(dict(TINY, n_components=k), X, y, 2).mean()
+        assert means[i] == pytest.approx(expected, rel=1e-10)
+
+
+def test_predict_is_invariant_to_row_order_and_subsets():
+    model = _fitted("full", 2)
+    X, y = _data(d_out=2, seed=3)
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_allclose(model.predict(X[order]), model.predict(X)[order], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(model.score_samples(X[order], y[order]), model.score_samples(X, y)[order],
+                               rtol=1e-6, atol=1e-6)
+    one_by_one = np.concatenate([model.score_samples(X[i:i + 1], y[i:i + 1]) for i in range(10)])
+    np.testing.assert_allclose(one_by_one, model.score_samples(X[:10], y[:10]), rtol=1e-6, atol=1e-6)
+
+
+# ============================================================================ units
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_change_of_target_units_1d(covariance_type):
+    X, y = _data()
+    params = dict(TINY, covariance_type=covariance_type, max_epochs=10, learning_rate=0.02)
+    a = MDNRegressor(**params).fit(X, y)
+    b = MDNRegressor(**params).fit(X, 10 * y + 3)
+    # change of variables: p_b(10y + 3) = p_a(y) / 10, per row
+    np.testing.assert_allclose(a.score_samples(X, y) - b.score_samples(X, 10 * y + 3), np.log(10), atol=1e-9)
+    assert a.score(X, y) - b.score(X, 10 * y + 3) == pytest.approx(np.log(10), abs=1e-9)
+    np.testing.assert_allclose(b.predict(X), 10 * a.predict(X) + 3, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(b.predict_std(X), 10 * a.predict_std(X), rtol=1e-9)
+    q = [0.1, 0.5, 0.9]
+    # quantiles are solved iteratively: equal up to the solver's tolerance
+    np.testing.assert_allclose(b.predict_quantiles(X, q), 10 * a.predict_quantiles(X, q) + 3, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(b.predict_interval(X), 10 * a.predict_interval(X) + 3, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(b.sample(X, 3, random_state=5), 10 * a.sample(X, 3, random_state=5) + 3,
+                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(b.predict_modes(X)[0], 10 * a.predict_modes(X)[0] + 3, rtol=1e-5, atol=1e-5)
+    # the recorded NLLs are in the units of each fit
+    np.testing.assert_allclose([r["train_nll"] - np.log(10) for r in b.history_],
+                               [r["train_nll"] for r in a.history_], atol=1e-9)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_change_of_target_units_per_column(covariance_type):
+    X, y = _data(d_out=2)
+    scale, shift = np.array([10.0, 0.5]), np.array([3.0, -1.0])
+    params = dict(TINY, covariance_type=covariance_type, max_epochs=10, learning_rate=0.02)
+    a = MDNRegressor(**params).fit(X, y)
+    b = MDNRegressor(**params).fit(X, y * scale + shift)
+    np.testing.assert_allclose(a.score_samples(X, y) - b.score_samples(X, y * scale + shift),
+                               np.log(scale).sum(), atol=1e-9)
+    np.testing.assert_allclose(b.predict(X), a.predict(X) * scale + shift, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(b.predict_std(X), a.predict_std(X) * scale, rtol=1e-9)
+    q = [0.2, 0.7]
+    np.testing.assert_allclose(b.predict_quantiles(X, q), a.predict_quantiles(X, q) * scale + shift,
+                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(b.sample(X, 2, random_state=1), a.sample(X, 2, random_state=1) * scale + shift,
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_scaling_x_leaves_densities_unchanged():
+    X, y = _data()
+    a = MDNRegressor(**TINY).fit(X, y)
+    b = MDNRegressor(**TINY).fit(7.0 * X - 1.0, y)
+    np.testing.assert_allclose(b.score_samples(7.0 * X - 1.0, y), a.score_samples(X, y), atol=1e-6)
+    np.testing.assert_allclose(b.predict(7.0 * X - 1.0), a.predict(X), atol=1e-6)
+
+
+# ============================================================================ shapes
+@cov_and_dim
+def test_shapes_of_every_predict_method(covariance_type, d_out):
+    model = _fitted(covariance_type, d_out)
+    X, y = _data(n=7, d_out=d_out, seed=1)
+    n, k = len(X), model.n_components
+    tail = () if d_out == 1 else (d_out,)
+    assert model.n_features_in_ == 2 and model.n_outputs_ == d_out
+    assert model.predict(X).shape == (n, *tail)
+    assert model.predict_std(X).shape == (n, *tail)
+    dist = model.predict_dist(X)
+    assert dist.batch_shape == (n,) and dist.event_shape == (d_out,)
+    assert dist.n_components == k
+    assert model.score_samples(X, y).shape == (n,)
+    assert isinstance(model.score(X, y), float)
+    assert model.sample(X).shape == (n, 1, *tail)
+    assert model.sample(X, n_samples=4, temperature=0.5).shape == (n, 4, *tail)
+    assert model.predict_quantiles(X, [0.1, 0.5, 0.9]).shape == (n, 3, *tail)
+    assert model.predict_quantiles(X, 0.5).shape == (n, 1, *tail)
+    assert model.predict_interval(X, 0.8).shape == (n, 2, *tail)
+    modes, log_density = model.predict_modes(X)
+    assert modes.shape == (n, k, *tail) and log_density.shape == (n, k)
+
+
+@cov_and_dim
+def test_sampling_reproducible_and_tempered(covariance_type, d_out):
+    model = _fitted(covariance_type, d_out)
+    X, _ = _data(n=6, d_out=d_out, seed=2)
+    a = model.sample(X, n_samples=5, random_state=1)
+    np.testing.assert_array_equal(a, model.sample(X, n_samples=5, random_state=1))
+    assert not np.array_equal(a, model.sample(X, n_samples=5, random_state=2))
+    # T -> 0: the heaviest component only, with vanishing spread
+    dist = model.predict_dist(X)
+    heaviest = dist.heaviest_component_mean().numpy().reshape(len(X), 1, d_out)
+    cold = model.sample(X, n_samples=3, temperature=1e-10, random_state=0).reshape(len(X), 3, d_out)
+    np.testing.assert_allclose(cold, np.broadcast_to(heaviest, cold.shape), atol=1e-3 * float(np.max(model.y_scale_)))
+    # sampling leaves torch's global random state alone
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    model.sample(X, n_samples=2, random_state=4)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@cov_and_dim
+def test_sample_mean_matches_predict(covariance_type, d_out):
+    """Seeded: with 4000 draws the sample mean is within 5 standard errors of the predicted mean
+    (a false alarm rate below 1e-5 per value for a fresh seed)."""
+    model = _fitted(covariance_type, d_out)
+    X, _ = _data(n=5, d_out=d_out, seed=4)
+    draws = model.sample(X, n_samples=4000, random_state=0)
+    mean = _as_rows(model.predict(X))
+    standard_error = _as_rows(model.predict_std(X)) / math.sqrt(4000)
+    got = draws.mean(axis=1).reshape(mean.shape)
+    assert (np.abs(got - mean) < 5 * standard_error).all()
+
+
+@cov_and_dim
+def test_quantiles_invert_the_independent_cdf(covariance_type, d_out):
+    model = _fitted(covariance_type, d_out)
+    X, _ = _data(n=8, d_out=d_out, seed=5)
+    levels = np.array([0.05, 0.25, 0.5, 0.9, 0.99])
+    quantiles = model.predict_quantiles(X, levels).reshape(len(X), len(levels), d_out)
+    dist = model.predict_dist(X)
+    weights = dist.weights.numpy()  # [n, K]
+    loc = dist.loc.numpy()  # [n, K, D]
+    std = np.sqrt(np.diagonal(_component_covariances(dist), axis1=-2, axis2=-1))  # [n, K, D]
+    for j in range(d_out):
+        z = (quantiles[:, :, j][:, :, None] - loc[:, None, :, j]) / std[:, None, :, j]  # [n, Q, K]
+        cdf = (weights[:, None, :] * stats.norm.cdf(z)).sum(-1)
+        np.testing.assert_allclose(cdf, np.broadcast_to(levels, cdf.shape), atol=1e-6)
+        assert (np.diff(quantiles[:, :, j], axis=1) > 0).all()
+    interval = model.predict_interval(X, 0.8).reshape(len(X), 2, d_out)
+    assert (interval[:, 0] <= interval[:, 1]).all()
+    np.testing.assert_allclose(interval, model.predict_quantiles(X, [0.1, 0.9]).reshape(interval.shape), rtol=1e-12)
+
+
+@cov_and_dim
+def test_modes_are_sorted_local_maxima(covariance_type, d_out):
+    model = _fitted(covariance_type, d_out)
+    X, _ = _data(n=6, d_out=d_out, seed=6)
+    modes, log_density = model.predict_modes(X)
+    modes = modes.reshape(len(X), model.n_components, d_out)
+    found = np.isfinite(log_density)
+    assert found[:, 0].all()  # every density has a mode
+    assert (np.isnan(modes).any(-1) == ~found).all()
+    assert (np.diff(np.where(found, log_density, -1e300), axis=1) <= 1e-9).all()  # sorted by density
+    best = modes[:, 0] if d_out > 1 else modes[:, 0, 0]
+    # the reported log density is the density at that point ...
+    np.testing.assert_allclose(model.score_samples(X, best), log_density[:, 0], atol=1e-6)
+    # ... and the point is a local maximum: small moves in any direction lower the density
+    step = 1e-3 * model.y_scale_
+    for j in range(d_out):
+        for sign in (-1, 1):
+            moved = _as_rows(best).copy()
+            moved[:, j] += sign * step[j]
+            moved = moved if d_out > 1 else moved[:, 0]
+            assert (model.score_samples(X, moved) <= log_density[:, 0] + 1e-9).all()
+
+
+def test_interval_coverage_on_gaussian_data():
+    """Seeded: y = 2 x0 - x1 + 1 + N(0, 0.5^2). The 0.9 interval's held-out coverage over 2000
+    rows has a binomial standard error of 0.0067; the bound 0.9 +- 0.05 also allows for fit error."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (2600, 2))
+    y = 2 * X[:, 0] - X[:, 1] + 1 + 0.5 * rng.normal(size=len(X))
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), learning_rate=0.05, max_epochs=50,
+                         validation_fraction=0.0, random_state=0).fit(X[:600], y[:600])
+    interval = model.predict_interval(X[600:], 0.9)
+    covered = np.mean((interval[:, 0] <= y[600:]) & (y[600:] <= interval[:, 1]))
+    assert 0.85 <= covered <= 0.95, covered
+
+
+@pytest.mark.slow
+def test_learns_a_bimodal_conditional_density():
+    """y = +-sin(3x) + N(0, 0.1^2), each sign with probability 1/2: the mean is 0 everywhere, only
+    a mixture can fit it. The held-out NLL must come within 0.1 nats of the true density's."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (3000, 1))
+    centre = np.sin(3 * X[:, 0])
+    y = rng.choice([-1.0, 1.0], len(X)) * centre + 0.1 * rng.normal(size=len(X))
+    true_log_density = np.log(0.5 * stats.norm.pdf(y, centre, 0.1) + 0.5 * stats.norm.pdf(y, -centre, 0.1))
+    model = MDNRegressor(n_components=3, hidden_sizes=(32,), learning_rate=0.01, max_epochs=400,
+                         patience=30, random_state=0).fit(X[:2000], y[:2000])
+    held_out_nll = -model.score(X[2000:], y[2000:])
+    assert held_out_nll < -true_log_density[2000:].mean() + 0.1
+    # and the modes found are the two branches where they are well apart
+    apart = np.abs(centre[2000:]) > 0.5
+    modes, _ = model.predict_modes(X[2000:][apart])
+    top_two = np.sort(modes[:, :2], axis=1)
+    np.testing.assert_allclose(top_two[:, 0], -np.abs(centre[2000:][apart]), atol=0.1)
+    np.testing.assert_allclose(top_two[:, 1], np.abs(centre[2000:][apart]), atol=0.1)
+
+
+# ============================================================================ maths vs SciPy
+@cov_and_dim
+def test_score_samples_equals_independent_mixture_density(covariance_type, d_out):
+    model = _fitted(covariance_type, d_out)
+    X, y = _data(n=10, d_out=d_out, seed=7)
+    dist = model.predict_dist(X)
+    logits = dist.logits.numpy()
+    log_weights = logits - logsumexp(logits, axis=-1, keepdims=True)
+    loc = dist.loc.numpy()
+    covariances = _component_covariances(dist)
+    rows = _as_rows(y)
+    expected = np.empty(len(X))
+    for i in range(len(X)):
+        component = [
+            stats.multivariate_normal(loc[i, k], covariances[i, k]).logpdf(rows[i])
+            for k in range(model.n_components)
+        ]
+        expected[i] = logsumexp(log_weights[i] + np.array(component))
+    np.testing.assert_allclose(model.score_samples(X, y), expected, rtol=1e-7, atol=1e-7)
+    assert model.score(X, y) == pytest.approx(expected.mean(), rel=1e-7)
+    weights = np.exp(log_weights)
+    # predict / predict_std: mixture mean and the law of total variance
+    mean = (weights[..., None] * loc).sum(1)
+    variance = (weights[..., None] * (np.diagonal(covariances, axis1=-2, axis2=-1)
+                                      + (loc - mean[:, None]) ** 2)).sum(1)
+    np.testing.assert_allclose(_as_rows(model.predict(X)), mean, rtol=1e-9)
+    np.testing.assert_allclose(_as_rows(model.predict_std(X)), np.sqrt(variance), rtol=1e-9)
+
+
+# ============================================================================ input errors
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any call into the training loop fails the test: errors must come before training."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training started before the input was rejected")
+
+    monkeypatch.setattr(mdnkit.estimator, "train", forbidden)
+
+
+def _with(array, index, value):
+    array = np.array(array, dtype=float)
+    array[index] = value
+    return array
+
+
+X0, Y0 = _data(n=40)
+_OBJECT_X = X0.astype(object)
+_OBJECT_X[5, 1] = "abc"
+
+FIT_ERRORS = [
+    ("nan-in-X", {}, _with(X0, ([3, 7, 9], [1, 1, 0]), np.nan), Y0,
+     r"X has NaN values in 3 of 40 rows \(column 0: 1, column 1: 2\)"),
+    ("inf-in-y", {}, X0, _with(Y0, 4, np.inf), r"y has infinite values in 1 of 40 rows"),
+    ("-inf-in-y", {}, X0, _with(Y0, 4, -np.inf), r"y has infinite values in 1 of 40 rows"),
+    ("length-mismatch", {}, X0, Y0[:-1], r"X has 40 rows but y has 39"),
+    ("1-D-X", {}, X0[:, 0], Y0, r"X must be 2-D .*reshape\(-1, 1\)"),
+    ("3-D-X", {}, X0[:, :, None], Y0, r"X must be a 2-D array .*got shape \(40, 2, 1\)"),
+    ("empty-X", {}, np.empty((0, 2)), np.empty(0), r"X has no rows"),
+    ("no-columns", {}, np.empty((40, 0)), Y0, r"X has 0 feature\(s\)"),
+    ("too-few-rows-for-validation", {"validation_fraction": 0.5}, X0[:3], Y0[:3],
+     r"validation_fraction=0.5 of 3 rows leaves 1 for training"),
+    ("string-in-object-X", {}, _OBJECT_X, Y0, r"X contains non-numeric values in columns \['1'\]"),
+    ("constant-target", {}, X0, np.c_[Y0, np.full(40, 5.0)], r"y is constant \(column 1 = 5\)"),
+    ("n_components=0", {"n_components": 0}, X0, Y0, r"n_components must be an integer >= 1, got 0"),
+    ("n_components=2.5", {"n_components": 2.5}, X0, Y0, r"n_components must be an integer >= 1, got 2.5"),
+    ("max_epochs=0", {"max_epochs": 0}, X0, Y0, r"max_epochs must be an integer >= 1"),
+    ("batch_size=0", {"batch_size": 0}, X0, Y0, r"batch_size must be an integer >= 1"),
+    ("hidden-0", {"hidden_sizes": (8, 0)}, X0, Y0, r"hidden_sizes must be a sequence of positive integers"),
+    ("hidden-int", {"hidden_sizes": 8}, X0, Y0, r"hidden_sizes must be a sequence of positive integers"),
+    ("activation", {"activation": "swish"}, X0, Y0, r"activation must be one of .*got 'swish'"),
+    ("covariance_type", {"covariance_type": "spherical"}, X0, Y0,
+     r"covariance_type must be one of \['diagonal', 'isotropic', 'full'\], got 'spherical'"),
+    ("optimizer", {"optimizer": "sgd"}, X0, Y0, r"optimizer must be one of \['adam', 'lbfgs'\], got 'sgd'"),
+    ("dtype", {"dtype": "float16"}, X0, Y0, r"dtype must be one of"),
+    ("learning_rate=0", {"learning_rate": 0.0}, X0, Y0, r"learning_rate must be a positive number, got 0.0"),
+    ("learning_rate<0", {"learning_rate": -1e-3}, X0, Y0, r"learning_rate must be a positive number"),
+    ("min_scale=0", {"min_scale": 0}, X0, Y0, r"min_scale must be a positive number"),
+    ("input_noise<0", {"input_noise": -0.1}, X0, Y0, r"input_noise must be a number >= 0"),
+    ("validation_fraction=1", {"validation_fraction": 1.0}, X0, Y0, r"validation_fraction must be in \[0, 1\)"),
+    ("validation_fraction<0", {"validation_fraction": -0.1}, X0, Y0, r"validation_fraction must be in \[0, 1\)"),
+    ("random_state", {"random_state": "seed"}, X0, Y0, r"random_state must be None, an int or a numpy RandomState"),
+]
+
+
+@pytest.mark.parametrize("kwargs, X, y, match", [c[1:] for c in FIT_ERRORS], ids=[c[0] for c in FIT_ERRORS])
+def test_fit_rejects_bad_input_before_training(no_training, kwargs, X, y, match):
+    params = dict(TINY, max_epochs=10**9, validation_fraction=0.0)
+    params.update(kwargs)
+    model = MDNRegressor(**params)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, y)
+    assert time.perf_counter() - start < 5.0
+    assert not hasattr(model, "module_")
+
+
+def test_complex_input_is_rejected(no_training):
+    """Casting complex numbers to float drops the imaginary part; that must be an error."""
+    with pytest.raises(ValueError, match=r"[Cc]omplex"):
+        MDNRegressor(**TINY).fit(X0 + 1j * X0, Y0)
+    with pytest.raises(ValueError, match=r"[Cc]omplex"):
+        MDNRegressor(**TINY).fit(X0, Y0 + 1j)
+
+
+@pytest.mark.parametrize("kind", ["csr_matrix", "csr_array"])
+def test_sparse_input_error_says_sparse(no_training, kind):
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises((ValueError, TypeError), match=r"[Ss]parse"):
+        MDNRegressor(**TINY).fit(getattr(sparse, kind)(X0), Y0)
+
+
+def test_missing_y_error_says_y_is_missing(no_training):
+    with pytest.raises(ValueError, match=r"y.*(None|required|missing)"):
+        MDNRegressor(**TINY).fit(X0, None)
+
+
+def test_pandas_string_column_is_named():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"height": X0[:, 0], "colour": ["red"] * 40})
+    with pytest.raises(ValueError, match=r"X has non-numeric columns \['colour'\]"):
+        MDNRegressor(**TINY).fit(frame, Y0)
+
+
+def test_pandas_nan_message_names_the_column():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"height": _with(X0[:, 0], [1, 2], np.nan), "width": X0[:, 1]})
+    with pytest.raises(ValueError, match=r"X has NaN values in 2 of 40 rows \(column 'height': 2\)"):
+        MDNRegressor(**TINY).fit(frame, Y0)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_too_few_rows_message_states_the_true_minimum(no_training, fraction):
+    """The message says how many rows are needed; that many must be enough, one fewer not."""
+    def minimum_rows(f):  # smallest n leaving >= 2 training rows after ceil(f * n) validation rows
+        return next(n for n in range(1, 100) if n - math.ceil(f * n) >= 2)
+
+    needed = minimum_rows(fraction)
+    model = MDNRegressor(**dict(TINY, validation_fraction=fraction))
+    with pytest.raises(ValueError, match=r"at least (\d+) rows are needed") as error:
+        model.fit(X0[:needed - 1], Y0[:needed - 1])
+    stated = int(error.value.args[0].split("at least ")[1].split(" rows")[0])
+    assert stated == needed, f"message says {stated} rows are needed, {needed} are enough"
+
+
+def test_predict_errors():
+    model = _fitted("diagonal", 1)
+    X, y = _data(n=10)
+    with pytest.raises(ValueError, match=r"X has 3 features, but MDNRegressor is expecting 2 features as input"):
+        model.predict(np.c_[X, X[:, 0]])
+    with pytest.raises(ValueError, match=r"X has 3 features"):
+        model.score_samples(np.c_[X, X[:, 0]], y)
+    with pytest.raises(ValueError, match=r"X must be 2-D"):
+        model.predict(X[:, 0])
+    with pytest.raises(ValueError, match=r"X has NaN values in 1 of 10 rows \(column 1: 1\)"):
+        model.predict(_with(X, (2, 1), np.nan))
+    with pytest.raises(ValueError, match=r"y has 2 target columns, the model was fitted with 1"):
+        model.score_samples(X, np.c_[y, y])
+    with pytest.raises(ValueError, match=r"y has 2 target columns, the model was fitted with 1"):
+        model.score(X, np.c_[y, y])
+    with pytest.raises(ValueError, match=r"X has 10 rows but y has 9"):
+        model.score_samples(X, y[:9])
+    with pytest.raises(ValueError, match=r"y has infinite values"):
+        model.score_samples(X, _with(y, 0, np.inf))
+    with pytest.raises(ValueError, match=r"q must be probabilities in \[0, 1\]"):
+        model.predict_quantiles(X, [0.5, 1.5])
+    with pytest.raises(ValueError, match=r"coverage must be in \(0, 1\)"):
+        model.predict_interval(X, 1.0)
+    with pytest.raises(ValueError, match=r"temperature must be positive"):
+        model.sample(X, temperature=0.0)
+
+
+def test_two_d_model_rejects_one_column_y():
+    model = _fitted("full", 2)
+    X, y = _data(n=10, d_out=2)
+    with pytest.raises(ValueError, match=r"y has 1 target columns, the model was fitted with 2"):
+        model.score_samples(X, y[:, 0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_cuda_device_without_cuda(no_training):
+    with pytest.raises(ValueError, match=r"device='cuda' was asked for, but CUDA is not available"):
+        MDNRegressor(**dict(TINY, device="cuda")).fit(X0, Y0)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_std", "predict_dist", "sample", "predict_modes"])
+def test_not_fitted(method):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        getattr(MDNRegressor(), method)(X0)
+
+
+def test_not_fitted_score_and_save(tmp_path):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        MDNRegressor().score(X0, Y0)
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        MDNRegressor().save(tmp_path / "m.mdn")
+    assert not (tmp_path / "m.mdn").exists()
+
+
+# ============================================================================ determinism
+def _history_without_time(model):
+    return [{k: v for k, v in r.items() if k != "time"} for r in model.history_]
+
+
+def _assert_same_history(a, b):
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            if key == "time":
+                continue
+            assert ra[key] == rb[key] or (math.isnan(ra[key]) and math.isnan(rb[key])), (key, ra, rb)
+
+
+@pytest.mark.parametrize("extra", [{}, {"batch_size": 16, "input_noise": 0.1, "target_noise": 0.1}],
+                         ids=["fullbatch", "minibatch-noise"])
+def test_same_seed_same_model_different_seed_different_model(extra):
+    X, y = _data()
+    params = dict(TINY, **extra)
+    a = MDNRegressor(**params).fit(X, y)
+    b = MDNRegressor(**params).fit(X, y)
+    c = MDNRegressor(**dict(params, random_state=1)).fit(X, y)
+    assert _history_without_time(a) == _history_without_time(b)
+    np.testing.assert_array_equal(a.score_samples(X, y), b.score_samples(X, y))
+    assert not np.array_equal(a.score_samples(X, y), c.score_samples(X, y))
+    assert _history_without_time(a) != _history_without_time(c)
+
+
+def test_fit_leaves_global_torch_random_state_alone():
+    X, y = _data()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    MDNRegressor(**dict(TINY, input_noise=0.1)).fit(X, y)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ============================================================================ save / load
+@cov_and_dim
+def test_save_load_round_trip(covariance_type, d_out, tmp_path):
+    model = _fitted(covariance_type, d_out)
+    X, y = _data(n=12, d_out=d_out, seed=8)
+    path = tmp_path / "model.mdn"
+    model.save(path)
+    loaded = mdnkit.load(path)
+    assert type(loaded) is MDNRegressor
+    params = loaded.get_params()
+    assert tuple(params.pop("hidden_sizes")) == tuple(model.hidden_sizes)
+    assert params == {k: v for k, v in model.get_params().items() if k != "hidden_sizes"}
+    np.testing.assert_array_equal(loaded.score_samples(X, y), model.score_samples(X, y))
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded.predict_quantiles(X, [0.3]), model.predict_quantiles(X, [0.3]))
+    np.testing.assert_array_equal(loaded.sample(X, 3, random_state=0), model.sample(X, 3, random_state=0))
+    _assert_same_history(loaded.history_, model.history_)
+    assert loaded.n_iter_ == model.n_iter_ and loaded.best_epoch_ == model.best_epoch_
+    assert loaded.predict(X).shape == model.predict(X).shape
+
+
+def test_save_load_without_validation_keeps_nan_history(tmp_path):
+    X, y = _data()
+    model = MDNRegressor(**dict(TINY, validation_fraction=0.0)).fit(X, y)
+    assert all(math.isnan(r["val_nll"]) for r in model.history_)
+    model.save(tmp_path / "m.mdn")
+    loaded = mdnkit.load(tmp_path / "m.mdn")
+    _assert_same_history(loaded.history_, model.history_)
+    np.testing.assert_array_equal(loaded.score_samples(X, y), model.score_samples(X, y))
+
+
+def test_save_refuses_to_overwrite_and_overwrite_replaces(tmp_path):
+    X, y = _data(n=12)
+    first = _fitted("diagonal", 1)
+    second = _fitted("isotropic", 1)
+    path = tmp_path / "model.mdn"
+    first.save(path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="already exists; pass overwrite=True"):
+        second.save(path)
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(mdnkit.load(path).score_samples(X, y), first.score_samples(X, y))
+    second.save(path, overwrite=True)
+    np.testing.assert_array_equal(mdnkit.load(path).score_samples(X, y), second.score_samples(X, y))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.mdn"]  # no temporary files left
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999, 5], ids=["half", "all-but-a-few-bytes", "5-bytes"])
+def test_load_truncated_file_raises_model_file_error(tmp_path, keep):
+    path = tmp_path / "model.mdn"
+    _fitted("full", 2).save(path)
+    data = path.read_bytes()
+    cut = keep if isinstance(keep, int) else int(len(data) * keep)
+    assert cut < len(data)
+    path.write_bytes(data[:cut])
+    with pytest.raises(mdnkit.ModelFileError, match="corrupt or truncated"):
+        mdnkit.load(path)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mdnkit.load(tmp_path / "nothing.mdn")
+
+
+# ============================================================================ warm start
+def test_warm_start_continues_training():
+    X, y = _data()
+    model = MDNRegressor(**dict(TINY, warm_start=True, validation_fraction=0.0, learning_rate=0.03))
+    model.fit(X, y)
+    module = model.module_
+    first = copy.deepcopy(model.history_)
+    weights = copy.deepcopy(module.state_dict())
+    model.fit(X, y)
+    assert model.module_ is module
+    assert len(model.history_) == 2 * len(first) == 10
+    assert [r["epoch"] for r in model.history_] == list(range(1, 11))
+    _assert_same_history(model.history_[:5], first)
+    # the second fit started where the first ended, not from a fresh initialisation
+    assert model.history_[5]["train_nll"] < first[0]["train_nll"]
+    assert model.history_[5]["train_nll"] != pytest.approx(first[0]["train_nll"], abs=1e-6)
+    assert model.n_iter_ == 5
+    assert any(not torch.equal(weights[k], v) for k, v in module.state_dict().items())
+    # without warm_start a refit starts over and repeats the first run
+    cold = MDNRegressor(**dict(TINY, validation_fraction=0.0, learning_rate=0.03)).fit(X, y)
+    cold_module = cold.module_
+    cold.fit(X, y)
+    assert cold.module_ is not cold_module
+    _assert_same_history(cold.history_, first)
+
+
+def test_warm_start_with_other_shapes_raises():
+    X, y = _data()
+    model = MDNRegressor(**dict(TINY, warm_start=True)).fit(X, y)
+    with pytest.raises(ValueError, match=r"warm_start: the model was fitted on 2 features and 1 targets, got 3 and 1"):
+        model.fit(np.c_[X, X[:, 0]], y)
+    with pytest.raises(ValueError, match=r"fitted on 2 features and 1 targets, got 2 and 2"):
+        model.fit(X, np.c_[y, X[:, 0]])
+
+
+# ============================================================================ GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_cuda_fit_matches_cpu_copy(covariance_type, tmp_path):
+    X, y = _data(d_out=2)
+    model = MDNRegressor(**dict(TINY, covariance_type=covariance_type, device="cuda")).fit(X, y)
+    assert next(model.module_.parameters()).is_cuda
+    on_cpu = copy.deepcopy(model)
+    on_cpu.module_.to("cpu")
+    on_cpu.device = "cpu"
+    np.testing.assert_allclose(on_cpu.score_samples(X, y), model.score_samples(X, y), atol=1e-4, rtol=1e-4)
+    model.save(tmp_path / "gpu.mdn")
+    loaded = mdnkit.load(tmp_path / "gpu.mdn", device="cpu")
+    np.testing.assert_allclose(loaded.score_samples(X, y), model.score_samples(X, y), atol=1e-4, rtol=1e-4)

@@ -1,0 +1,270 @@
+"""Tests for mdnkit.training.train: convergence, early stopping, divergence recovery, batching,
+L-BFGS, the NLL offset, noise regularisation and gradient clipping, on tiny standardised data."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import mdnkit
+from mdnkit import MDN
+from mdnkit.training import TrainingConfig, train
+
+HISTORY_KEYS = {"epoch", "train_nll", "val_nll", "learning_rate", "time"}
+
+
+def _data(n: int = 200, seed: int = 0, sign: float = 1.0):
+    """Standardised ``x [n, 1]``, ``y [n, 1]`` with y = sign * sin(2x) + noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, generator=g)
+    y = sign * torch.sin(2 * x) + 0.3 * torch.randn(n, 1, generator=g)
+    return x, (y - y.mean()) / y.std()
+
+
+def _module(y: torch.Tensor, seed: int = 0) -> MDN:
+    torch.manual_seed(seed)
+    module = MDN(1, 1, n_components=3, hidden_sizes=(16,))
+    module.initialize(y, random_state=seed)
+    return module
+
+
+def _nll(module: nn.Module, x, y) -> float:
+    module.eval()
+    with torch.no_grad():
+        return float(-module(x).log_prob(y).mean())
+
+
+def _without_time(history):
+    return [{k: v for k, v in record.items() if k != "time"} for record in history]
+
+
+def _same_history(a, b) -> bool:
+    """Records equal, NaN equal to NaN, ignoring wall-clock time."""
+    if len(a) != len(b):
+        return False
+    for ra, rb in zip(_without_time(a), _without_time(b)):
+        if ra.keys() != rb.keys():
+            return False
+        for key in ra:
+            va, vb = ra[key], rb[key]
+            if not (va == vb or (math.isnan(va) and math.isnan(vb))):
+                return False
+    return True
+
+
+# ---------------------------------------------------------------------------- basics
+def test_loss_decreases_and_history_has_one_record_per_epoch():
+    x, y = _data()
+    module = _module(y)
+    initial = _nll(copy.deepcopy(module), x, y)
+    config = TrainingConfig(learning_rate=0.01, max_epochs=40)
+    result = train(module, x, y, config=config, generator=torch.Generator().manual_seed(0))
+
+    history = result.history
+    assert len(history) == 40
+    assert [r["epoch"] for r in history] == list(range(1, 41))
+    for record in history:
+        assert set(record) == HISTORY_KEYS
+        assert math.isnan(record["val_nll"])  # no validation data
+        assert record["learning_rate"] == pytest.approx(0.01)
+    times = [r["time"] for r in history]
+    assert times == sorted(times) and times[0] >= 0
+    # The first record is the loss of the starting weights (computed before the first step).
+    assert history[0]["train_nll"] == pytest.approx(initial, abs=1e-5)
+    final = _nll(module, x, y)
+    assert final < initial - 0.1, (initial, final)
+    assert history[-1]["train_nll"] < history[0]["train_nll"] - 0.1
+    assert not result.stopped_early and result.rollbacks == 0
+    assert not module.training  # left in eval mode
+
+
+def test_early_stopping_restores_best_weights():
+    x, y = _data(seed=0)
+    # Validation data from the opposite relation: fitting the training data makes it worse, so
+    # the validation NLL has an early minimum and training must stop and roll back.
+    x_val, y_val = _data(n=100, seed=1, sign=-1.0)
+    module = _module(y)
+    offset = 0.7
+    config = TrainingConfig(learning_rate=0.03, max_epochs=300, patience=5)
+    result = train(module, x, y, x_val, y_val, config=config,
+                   generator=torch.Generator().manual_seed(0), nll_offset=offset)
+    history = result.history
+    assert result.stopped_early
+    assert len(history) < 300
+    val = [r["val_nll"] for r in history]
+    best = min(val)
+    assert result.best_epoch == val.index(best) + 1
+    assert len(history) - result.best_epoch == config.patience
+    restored = _nll(module, x_val, y_val)
+    assert restored == pytest.approx(best - offset, abs=1e-6)
+    assert val[-1] - offset > restored + 1e-4  # the last weights were worse, and were discarded
+
+
+# ---------------------------------------------------------------------------- divergence
+class _NaNMixture:
+    """Stands in for a mixture whose log_prob is NaN (but still depends on the parameters)."""
+
+    def __init__(self, mixture):
+        self.mixture = mixture
+
+    def log_prob(self, y):
+        return self.mixture.log_prob(y) * torch.tensor(math.nan)
+
+
+class _Flaky(nn.Module):
+    """Wraps an MDN; its forward calls listed in ``bad_calls`` (1-based) give a NaN log_prob."""
+
+    def __init__(self, inner: nn.Module, bad_calls) -> None:
+        super().__init__()
+        self.inner = inner
+        self.bad_calls = bad_calls
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        mixture = self.inner(x)
+        bad = self.bad_calls == "always" or self.calls in self.bad_calls
+        return _NaNMixture(mixture) if bad else mixture
+
+
+def test_non_finite_loss_once_rolls_back_halves_lr_and_continues():
+    x, y = _data()
+    module = _Flaky(_module(y), bad_calls={3})  # full batch, no validation: call 3 = epoch 3
+    lr = 0.01
+    config = TrainingConfig(learning_rate=lr, max_epochs=8)
+    with pytest.warns(RuntimeWarning, match=r"Non-finite loss at epoch 3.*halved the learning rate") as record:
+        result = train(module, x, y, config=config, generator=torch.Generator().manual_seed(0))
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+    assert result.rollbacks == 1
+    epochs = [r["epoch"] for r in result.history]
+    assert epochs == [1, 2, 4, 5, 6, 7, 8]  # the bad epoch is not recorded, training goes on
+    rates = [r["learning_rate"] for r in result.history]
+    assert rates[:2] == pytest.approx([lr, lr])
+    assert rates[2:] == pytest.approx([lr / 2] * 5)
+    for name, parameter in module.named_parameters():
+        assert torch.isfinite(parameter).all(), name
+    assert all(math.isfinite(r["train_nll"]) for r in result.history)
+    # the last good weights were restored, then training went on and improved on them
+    assert result.history[-1]["train_nll"] < result.history[0]["train_nll"]
+
+
+def test_always_non_finite_raises_training_diverged():
+    x, y = _data()
+    module = _Flaky(_module(y), bad_calls="always")
+    config = TrainingConfig(learning_rate=0.01, max_epochs=50, max_rollbacks=4)
+    with pytest.warns(RuntimeWarning, match="Non-finite loss") as record:
+        with pytest.raises(mdnkit.TrainingDivergedError, match=r"non-finite 4 times.*learning_rate"):
+            train(module, x, y, config=config, generator=torch.Generator().manual_seed(0))
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 3
+    assert module.calls == 4  # gave up after max_rollbacks epochs, not max_epochs
+    for name, parameter in module.named_parameters():  # rolled back to finite weights first
+        assert torch.isfinite(parameter).all(), name
+
+
+def test_training_diverged_error_is_a_runtime_error():
+    assert issubclass(mdnkit.TrainingDivergedError, RuntimeError)
+
+
+# ---------------------------------------------------------------------------- modes and offset
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainingConfig(learning_rate=0.01, batch_size=32, max_epochs=10),
+        TrainingConfig(optimizer="lbfgs", learning_rate=1.0, max_epochs=5),
+    ],
+    ids=["minibatch-adam", "lbfgs"],
+)
+def test_minibatch_and_lbfgs_reduce_the_loss(config):
+    x, y = _data()
+    module = _module(y)
+    initial = _nll(copy.deepcopy(module), x, y)
+    result = train(module, x, y, config=config, generator=torch.Generator().manual_seed(0))
+    assert len(result.history) == config.max_epochs
+    final = _nll(module, x, y)
+    assert final < initial - 0.1, (initial, final)
+    # the recorded train NLL follows the same trend
+    assert result.history[-1]["train_nll"] < result.history[0]["train_nll"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainingConfig(learning_rate=0.01, max_epochs=8),
+        TrainingConfig(learning_rate=0.01, batch_size=50, max_epochs=5),
+        TrainingConfig(optimizer="lbfgs", learning_rate=1.0, max_epochs=3),
+    ],
+    ids=["fullbatch", "minibatch", "lbfgs"],
+)
+def test_nll_offset_is_added_to_every_recorded_nll_and_changes_nothing_else(config):
+    x, y = _data()
+    x_val, y_val = _data(n=60, seed=5)
+    start = _module(y)
+    runs = {}
+    for offset in (0.0, 2.5):
+        module = copy.deepcopy(start)
+        result = train(module, x, y, x_val, y_val, config=config,
+                       generator=torch.Generator().manual_seed(0), nll_offset=offset)
+        runs[offset] = (module, result)
+    (m0, r0), (m1, r1) = runs[0.0], runs[2.5]
+    assert len(r0.history) == len(r1.history) > 0
+    for a, b in zip(r0.history, r1.history):
+        assert b["train_nll"] - a["train_nll"] == pytest.approx(2.5, abs=1e-9)
+        assert b["val_nll"] - a["val_nll"] == pytest.approx(2.5, abs=1e-9)
+    # the unshifted record is the plain NLL: the final validation record of the restored weights
+    assert min(r["val_nll"] for r in r0.history) == pytest.approx(_nll(m0, x_val, y_val), abs=1e-6)
+    for p0, p1 in zip(m0.parameters(), m1.parameters()):
+        assert torch.equal(p0, p1)
+
+
+# ---------------------------------------------------------------------------- noise
+def _noisy_run(start, x, y, seed, input_noise=0.2, target_noise=0.2):
+    module = copy.deepcopy(start)
+    config = TrainingConfig(learning_rate=0.01, max_epochs=10, input_noise=input_noise,
+                            target_noise=target_noise)
+    result = train(module, x, y, config=config, generator=torch.Generator().manual_seed(seed))
+    return module, result.history
+
+
+def test_noise_regularisation_changes_trajectory_and_is_seeded():
+    x, y = _data()
+    start = _module(y)
+    _, clean = _noisy_run(start, x, y, 0, input_noise=0.0, target_noise=0.0)
+    m_a, noisy_a = _noisy_run(start, x, y, 0)
+    m_b, noisy_b = _noisy_run(start, x, y, 0)
+    _, noisy_c = _noisy_run(start, x, y, 1)
+    _, input_only = _noisy_run(start, x, y, 0, target_noise=0.0)
+    _, target_only = _noisy_run(start, x, y, 0, input_noise=0.0)
+    assert _same_history(noisy_a, noisy_b)
+    for a, b in zip(m_a.parameters(), m_b.parameters()):
+        assert torch.equal(a, b)
+    assert not _same_history(noisy_a, clean)
+    assert not _same_history(noisy_a, noisy_c)
+    assert not _same_history(input_only, clean)
+    assert not _same_history(target_only, clean)
+    # The noise-free first record is the clean data's NLL; the noisy one differs from it.
+    assert noisy_a[0]["train_nll"] != clean[0]["train_nll"]
+
+
+# ---------------------------------------------------------------------------- clipping
+@pytest.mark.parametrize("batch_size", [None, 50], ids=["fullbatch", "minibatch"])
+def test_gradient_clip_bounds_the_adam_step(batch_size):
+    """Adam's step is lr * m / (sqrt(v) + eps): about lr per parameter for gradients >> eps = 1e-8,
+    but at most lr * |g| / eps once the gradient norm is clipped to 1e-12."""
+    x, y = _data()
+    start = _module(y)
+    lr = 0.01
+    steps = 1 if batch_size is None else math.ceil(len(x) / batch_size)
+    changes = {}
+    for clip in (None, 1e-12):
+        module = copy.deepcopy(start)
+        config = TrainingConfig(learning_rate=lr, max_epochs=1, batch_size=batch_size, gradient_clip=clip)
+        train(module, x, y, config=config, generator=torch.Generator().manual_seed(0))
+        changes[clip] = max(
+            float((p - q).detach().abs().max()) for p, q in zip(module.parameters(), start.parameters())
+        )
+    assert changes[None] > 0.5 * lr  # unclipped: an lr-sized first step
+    assert 0 < changes[1e-12] <= steps * lr * 1e-12 / 1e-8 * 1.01  # clipped: tiny but not zero
