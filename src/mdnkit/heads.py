@@ -110,26 +110,25 @@ class MixtureHead(nn.Module):
 
 
 def _spread_centres(y: np.ndarray, k: int, random_state: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """``k`` centres over the rows of ``y [N, D]`` and each one's per-dimension spread, ``[k, D]``."""
+    """``k`` centres over the rows of ``y [N, D]`` and each one's per-dimension spread, ``[k, D]``.
+
+    Works on at most 5000 rows: a starting point needs no more, and k-means stays fast.
+    """
     n, d = y.shape
-    if n == 0:
-        return np.zeros((k, d)), np.ones((k, d))
+    sample = y[np.random.default_rng(random_state).permutation(n)[:5000]]
     if d == 1:
-        levels = (np.arange(k) + 0.5) / k
-        centres = np.quantile(y[:, 0], levels)[:, None]
+        centres = np.quantile(sample[:, 0], (np.arange(k) + 0.5) / k)[:, None]
     else:
         from sklearn.cluster import KMeans
 
-        rows = np.random.default_rng(random_state).permutation(n)[:5000]
         with warnings.catch_warnings():  # fewer distinct points than k: duplicates are fine here
             warnings.simplefilter("ignore")
-            centres = KMeans(k, n_init=1, random_state=random_state).fit(y[rows]).cluster_centers_
-    nearest = ((y[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1) if n <= 200_000 else None
-    spread = np.empty((k, d))
-    overall = y.std(axis=0) if n > 1 else np.ones(d)
-    for j in range(k):
-        members = y[nearest == j] if nearest is not None else y
-        spread[j] = members.std(axis=0) if len(members) > 1 else overall / k
+            centres = KMeans(k, n_init=1, random_state=random_state).fit(sample).cluster_centers_
+    nearest = ((sample[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    overall = sample.std(axis=0) if len(sample) > 1 else np.ones(d)
+    spread = np.stack([
+        sample[nearest == j].std(axis=0) if (nearest == j).sum() > 1 else overall / k for j in range(k)
+    ])
     return centres, spread
 
 

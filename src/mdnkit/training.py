@@ -124,6 +124,17 @@ def train(
             y = y + config.target_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         return x, y
 
+    def gradient_step(x: Tensor, y: Tensor) -> Tensor:
+        """One Adam step on a batch; returns its (pre-step) mean NLL."""
+        x, y = perturbed(x, y) if noisy else (x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss = _nll(module, x, y)
+        loss.backward()
+        if config.gradient_clip:
+            nn.utils.clip_grad_norm_(parameters, config.gradient_clip)
+        optimizer.step()
+        return loss.detach()
+
     result = TrainingResult()
     best_score, best_state = math.inf, _snapshot(module)
     good_state = best_state
@@ -144,27 +155,13 @@ def train(
                 return loss
 
             train_loss = optimizer.step(closure).detach()
-        elif batch_size == n_train:
-            x_step, y_step = perturbed(x_train, y_train) if noisy else (x_train, y_train)
-            optimizer.zero_grad(set_to_none=True)
-            loss = _nll(module, x_step, y_step)
-            loss.backward()
-            if config.gradient_clip:
-                nn.utils.clip_grad_norm_(parameters, config.gradient_clip)
-            optimizer.step()
-            train_loss = loss.detach()
+        elif batch_size == n_train:  # no shuffling or indexing: one step on the whole set
+            train_loss = gradient_step(x_train, y_train)
         else:
             order = torch.randperm(n_train, generator=generator, device=x_train.device)
             total = torch.zeros((), device=x_train.device)
             for batch in order.split(batch_size):
-                x_step, y_step = perturbed(x_train[batch], y_train[batch]) if noisy else (x_train[batch], y_train[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss = _nll(module, x_step, y_step)
-                loss.backward()
-                if config.gradient_clip:
-                    nn.utils.clip_grad_norm_(parameters, config.gradient_clip)
-                optimizer.step()
-                total = total + loss.detach() * len(batch)
+                total = total + gradient_step(x_train[batch], y_train[batch]) * len(batch)
             train_loss = total / n_train
 
         val_loss = None
