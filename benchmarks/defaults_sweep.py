@@ -27,6 +27,8 @@ CANDIDATES = {
     "noise 0.05": dict(input_noise=0.05, target_noise=0.05),
     "K10 128x128": dict(n_components=10, hidden_sizes=(128, 128)),
     "weight decay 1e-4": dict(weight_decay=1e-4),
+    "patience 50": dict(patience=50),
+    "patience 100": dict(patience=100),
 }
 
 

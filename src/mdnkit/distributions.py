@@ -96,22 +96,25 @@ class GaussianMixture(Distribution):
                 f"`scale` must have shape [*batch, K={n_components}, D={dim}] (diagonal) or "
                 f"[*batch, K={n_components}] (isotropic), got {tuple(scale.shape)}."
             )
-        try:
-            batch_shape = torch.broadcast_shapes(*batch_shapes)
-        except RuntimeError as error:
-            raise ValueError(f"Batch shapes do not broadcast: {batch_shapes}.") from error
-
-        self.logits = logits.expand(*batch_shape, n_components)
-        self.loc = loc.expand(*batch_shape, n_components, dim)
-        if scale_tril is not None:
-            self.scale_tril: Tensor | None = scale_tril.expand(*batch_shape, n_components, dim, dim)
-            self.scale: Tensor | None = None
-            positive = self.scale_tril.diagonal(dim1=-2, dim2=-1)
+        if batch_shapes[0] == batch_shapes[1] == batch_shapes[2]:
+            # A network head gives equal shapes: skip broadcasting, a measurable cost per step.
+            batch_shape = batch_shapes[0]
         else:
-            self.scale_tril = None
-            tail = scale.shape[-2:] if self._covariance_type == "diagonal" else scale.shape[-1:]
-            self.scale = scale.expand(*batch_shape, *tail)
-            positive = self.scale
+            try:
+                batch_shape = torch.broadcast_shapes(*batch_shapes)
+            except RuntimeError as error:
+                raise ValueError(f"Batch shapes do not broadcast: {batch_shapes}.") from error
+            logits = logits.expand(*batch_shape, n_components)
+            loc = loc.expand(*batch_shape, n_components, dim)
+            if scale_tril is not None:
+                scale_tril = scale_tril.expand(*batch_shape, n_components, dim, dim)
+            else:
+                tail = scale.shape[-2:] if self._covariance_type == "diagonal" else scale.shape[-1:]
+                scale = scale.expand(*batch_shape, *tail)
+        self.logits, self.loc = logits, loc
+        self.scale_tril: Tensor | None = scale_tril
+        self.scale: Tensor | None = scale if scale_tril is None else None
+        positive = self.scale if scale_tril is None else scale_tril.diagonal(dim1=-2, dim2=-1)
         if validate_args and not bool(torch.all(positive > 0) and torch.isfinite(positive).all()):
             raise ValueError("Component scales must be positive and finite.")
         self.log_weights = torch.log_softmax(self.logits, dim=-1)  # [*B, K]

@@ -47,6 +47,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             best weights; ``0.0`` trains on everything for ``max_epochs``.
         patience: Epochs without validation improvement before stopping; the learning rate is
             halved after half as many (a shorter wait starved fits in the defaults sweep).
+            ``None`` waits about 1000 gradient steps, between 20 and 100 epochs: long in epochs
+            for small data (one step each), short for large data (many steps each).
         weight_decay: Decoupled L2 penalty (AdamW).
         input_noise, target_noise: Standard deviation of the Gaussian noise added to the
             standardised inputs and targets at every step (noise regularisation).
@@ -85,7 +87,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         batch_size: int | None = 256,
         max_epochs: int = 2000,
         validation_fraction: float = 0.1,
-        patience: int = 100,
+        patience: int | None = None,
         weight_decay: float = 0.0,
         input_noise: float = 0.0,
         target_noise: float = 0.0,
@@ -165,14 +167,15 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             self.history_: list[dict[str, float]] = []
         self.module_.to(device=device, dtype=dtype)
 
+        patience = self._patience(len(train_rows))
         generator = torch.Generator(device=device).manual_seed(seed)
         config = TrainingConfig(
             optimizer=self.optimizer,
             learning_rate=float(self.learning_rate),
             batch_size=self.batch_size,
             max_epochs=int(self.max_epochs),
-            patience=int(self.patience),
-            lr_decay_patience=max(1, int(self.patience) // 2),
+            patience=patience,
+            lr_decay_patience=max(1, patience // 2),
             weight_decay=float(self.weight_decay),
             gradient_clip=self.gradient_clip,
             input_noise=float(self.input_noise),
@@ -191,7 +194,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         self.history_ = self.history_ + result.history
         self.n_iter_ = len(result.history)
         self.best_epoch_ = result.best_epoch + offset
-        if n_val and not result.stopped_early and self.n_iter_ - result.best_epoch < self.patience // 4:
+        if n_val and not result.stopped_early and self.n_iter_ - result.best_epoch < patience // 4:
             warnings.warn(
                 f"MDNRegressor stopped at max_epochs={self.max_epochs} while the validation NLL was "
                 "still improving; increase max_epochs (or learning_rate).",
@@ -206,10 +209,11 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
-        for name in ("n_components", "max_epochs", "patience"):
+        for name in ("n_components", "max_epochs"):
             positive_int(name)
-        if self.batch_size is not None:
-            positive_int("batch_size")
+        for name in ("batch_size", "patience"):
+            if getattr(self, name) is not None:
+                positive_int(name)
         sizes = self.hidden_sizes
         if isinstance(sizes, numbers.Integral) or not all(
             isinstance(s, numbers.Integral) and s >= 1 for s in sizes
@@ -230,6 +234,13 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}.")
         if not (isinstance(self.validation_fraction, numbers.Real) and 0 <= self.validation_fraction < 1):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
+
+    def _patience(self, n_train: int) -> int:
+        """Early-stopping patience in epochs; by default about 1000 gradient steps."""
+        if self.patience is not None:
+            return int(self.patience)
+        steps_per_epoch = 1 if self.batch_size is None else math.ceil(n_train / self.batch_size)
+        return int(np.clip(math.ceil(1000 / steps_per_epoch), 20, 100))
 
     def _n_validation(self, n_rows: int) -> int:
         if self.validation_fraction == 0:
