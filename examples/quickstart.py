@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = MDNRegressor(
-            n_components=10, activation="tanh", batch_size=None, learning_rate=3e-3, random_state=args.random_state)
+            n_components=10, activation="tanh", batch_size=None, learning_rate=3e-3,
+            validation_fraction=0.0, max_epochs=1500, random_state=args.random_state)
         model.fit(X_train, y_train)
     seconds = time.perf_counter() - start
     oracle = float(-inverted_sinusoid_log_density(X_test, y_test).mean())

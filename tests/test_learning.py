@@ -15,14 +15,18 @@ from mdnkit.datasets import inverted_sinusoid_log_density, make_inverted_sinusoi
 @pytest.mark.slow
 def test_learns_edward_inverted_sinusoid_to_within_005_nats_of_truth():
     """Edward seed: N=5000, 75/25 split (random_state=42). The oracle is the true generating
-    process's conditional NLL, computed by quadrature; the fit must come within 0.05 nats."""
+    process's conditional NLL, computed by quadrature; the fit must come within 0.05 nats.
+
+    This configuration (all training rows, 1500 full-batch epochs) gave gaps of 0.035-0.042 over
+    seeds 0-4, so float rounding differences between machines leave a margin."""
     X, y = make_inverted_sinusoid(5000, random_state=0)
     X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=42)
     oracle_nll = -inverted_sinusoid_log_density(X_test, y_test).mean()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a ConvergenceWarning would not change the bound
         model = MDNRegressor(
-            n_components=10, activation="tanh", batch_size=None, learning_rate=3e-3, random_state=0).fit(X_train, y_train)
+            n_components=10, activation="tanh", batch_size=None, learning_rate=3e-3,
+            validation_fraction=0.0, max_epochs=1500, random_state=0).fit(X_train, y_train)
     test_nll = -model.score(X_test, y_test)
     assert np.isfinite(test_nll)
     assert test_nll - oracle_nll < 0.05, f"test NLL {test_nll:.4f}, oracle {oracle_nll:.4f}"
