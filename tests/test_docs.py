@@ -10,8 +10,9 @@ import pytest
 
 import mdnkit
 
-MODULES = sorted(
+MODULES = sorted(  # __main__ runs the command line when imported
     name for _, name, _ in pkgutil.walk_packages(mdnkit.__path__, prefix="mdnkit.")
+    if name != "mdnkit.__main__"
 )
 
 
