@@ -696,3 +696,24 @@ def test_cuda_fit_matches_cpu_copy(covariance_type, tmp_path):
     model.save(tmp_path / "gpu.mdn")
     loaded = mdnkit.load(tmp_path / "gpu.mdn", device="cpu")
     np.testing.assert_allclose(loaded.score_samples(X, y), model.score_samples(X, y), atol=1e-4, rtol=1e-4)
+
+
+def test_schema_attribute_survives_save_and_load(tmp_path):
+    """The CLI records its data columns in ``schema_``; it must round-trip through the file."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    y = X[:, 0] + 0.1 * rng.normal(size=60)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
+    model.schema_ = {"features": ["a", "b"], "targets": ["t"], "categories": {"c": ["x", "y"]}}
+    model.save(tmp_path / "m.mdn")
+    assert mdnkit.load(tmp_path / "m.mdn").schema_ == model.schema_
+    assert not hasattr(mdnkit.load(_saved_without_schema(tmp_path)), "schema_")
+
+
+def _saved_without_schema(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 1))
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, X[:, 0])
+    path = tmp_path / "plain.mdn"
+    model.save(path)
+    return path

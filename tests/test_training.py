@@ -268,3 +268,52 @@ def test_gradient_clip_bounds_the_adam_step(batch_size):
         )
     assert changes[None] > 0.5 * lr  # unclipped: an lr-sized first step
     assert 0 < changes[1e-12] <= steps * lr * 1e-12 / 1e-8 * 1.01  # clipped: tiny but not zero
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+class _InterruptAt(nn.Module):
+    """Wraps a module; its training forward raises KeyboardInterrupt on the given call."""
+
+    def __init__(self, inner: nn.Module, call: int) -> None:
+        super().__init__()
+        self.inner, self.call, self.calls = inner, call, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.call:
+                raise KeyboardInterrupt
+        return self.inner(x)
+
+
+def test_keyboard_interrupt_ends_training_with_the_best_weights_so_far():
+    x, y = _data(seed=0)
+    x_val, y_val = _data(n=100, seed=1)
+    module = _InterruptAt(_module(y), call=40)
+    result = train(module, x, y, x_val, y_val, config=TrainingConfig(learning_rate=0.03, max_epochs=500),
+                   generator=torch.Generator().manual_seed(0))
+    assert result.interrupted and not result.stopped_early
+    assert len(result.history) == 39  # the 40th epoch never finished
+    best = min(r["val_nll"] for r in result.history)
+    assert _nll(module.inner, x_val, y_val) == pytest.approx(best, abs=1e-6)
+    assert not module.training  # left in eval mode, ready to predict
+
+
+def test_estimator_fit_interrupted_warns_and_stays_usable(monkeypatch):
+    import numpy as np
+
+    from mdnkit import estimator as estimator_module
+
+    real_train = estimator_module.train
+
+    def interrupted_train(module, *args, **kwargs):
+        return real_train(_InterruptAt(module, call=5), *args, **kwargs)
+
+    monkeypatch.setattr(estimator_module, "train", interrupted_train)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 1))
+    y = X[:, 0] + 0.1 * rng.normal(size=100)
+    with pytest.warns(mdnkit.TrainingInterrupted, match="interrupted at epoch 4"):
+        model = mdnkit.MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=100, random_state=0).fit(X, y)
+    assert model.n_iter_ == 4
+    assert np.isfinite(model.score(X, y))

@@ -14,7 +14,7 @@ from mdnkit.estimator import MDNRegressor
 from mdnkit.heads import MDN, MixtureHead
 from mdnkit.io import ModelFileError, load
 from mdnkit.networks import MLP
-from mdnkit.training import TrainingDivergedError
+from mdnkit.training import TrainingDivergedError, TrainingInterrupted
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "ModelFileError",
     "Modes",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "__version__",
     "load",
 ]

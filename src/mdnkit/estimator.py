@@ -24,7 +24,7 @@ from mdnkit import _validation
 from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.heads import COVARIANCE_TYPES, MDN
 from mdnkit.networks import ACTIVATIONS, Activation
-from mdnkit.training import TrainingConfig, train
+from mdnkit.training import TrainingConfig, TrainingInterrupted, train
 
 _PREDICT_CHUNK = 65_536  # rows per forward pass at predict time: memory stays flat
 
@@ -194,7 +194,14 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         self.history_ = self.history_ + result.history
         self.n_iter_ = len(result.history)
         self.best_epoch_ = result.best_epoch + offset
-        if n_val and not result.stopped_early and self.n_iter_ - result.best_epoch < patience // 4:
+        if result.interrupted:
+            warnings.warn(
+                f"Training interrupted at epoch {self.n_iter_}; kept the weights of epoch "
+                f"{self.best_epoch_ if n_val else self.n_iter_}.",
+                TrainingInterrupted,
+                stacklevel=2,
+            )
+        elif n_val and not result.stopped_early and self.n_iter_ - result.best_epoch < patience // 4:
             warnings.warn(
                 f"MDNRegressor stopped at max_epochs={self.max_epochs} while the validation NLL was "
                 "still improving; increase max_epochs (or learning_rate).",

@@ -246,6 +246,8 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
     for name in _FITTED_OPTIONAL:
         if hasattr(estimator, name):
             fitted[name] = [str(v) for v in getattr(estimator, name)]
+    if getattr(estimator, "schema_", None) is not None:  # the CLI's record of its data columns
+        fitted["schema_"] = estimator.schema_
     document = {"estimator": type(estimator).__name__, "params": params, "fitted": fitted}
     return write_model_file(path, estimator.module_.state_dict(), document, overwrite=overwrite)
 
@@ -287,6 +289,8 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
         for name in _FITTED_OPTIONAL:
             if name in fitted:
                 setattr(estimator, name, np.asarray(fitted[name], dtype=object))
+        if "schema_" in fitted:
+            estimator.schema_ = fitted["schema_"]
         module = estimator._build_module(estimator.n_features_in_, estimator.n_outputs_)
         dtype = torch.float32 if estimator.dtype == "float32" else torch.float64
         module.load_state_dict(tensors, strict=True)

@@ -24,6 +24,10 @@ class TrainingDivergedError(RuntimeError):
     """Raised when the loss keeps turning non-finite even after rolling back and slowing down."""
 
 
+class TrainingInterrupted(UserWarning):
+    """Warned when Ctrl-C stopped training: the fit ends early with the best weights so far."""
+
+
 @dataclass
 class TrainingConfig:
     """Settings of one fit; see :class:`mdnkit.MDNRegressor` for what each one means."""
@@ -51,6 +55,7 @@ class TrainingResult:
     best_epoch: int = 0
     stopped_early: bool = False
     rollbacks: int = 0
+    interrupted: bool = False
 
 
 def _nll(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -155,91 +160,94 @@ def train(
     module.train()
     progress = _progress_bar(config)
     epoch = 0
-    while epoch < config.max_epochs:
-        epoch += 1
-        if config.optimizer == "lbfgs":
-            x_step, y_step = perturbed(x_train, y_train) if noisy else (x_train, y_train)
+    try:
+        while epoch < config.max_epochs:
+            epoch += 1
+            if config.optimizer == "lbfgs":
+                x_step, y_step = perturbed(x_train, y_train) if noisy else (x_train, y_train)
 
-            def closure() -> Tensor:
-                optimizer.zero_grad(set_to_none=True)
-                loss = _nll(module, x_step, y_step)
-                loss.backward()
-                return loss
+                def closure() -> Tensor:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = _nll(module, x_step, y_step)
+                    loss.backward()
+                    return loss
 
-            train_loss = optimizer.step(closure).detach()
-        elif batch_size == n_train:  # no shuffling or indexing: one step on the whole set
-            train_loss = gradient_step(x_train, y_train)
-        else:
-            # One shuffle of the whole set per epoch, then contiguous slices: cheaper than
-            # gathering every minibatch (at 256 rows a step is dominated by per-op overhead).
-            order = torch.randperm(n_train, generator=generator, device=x_train.device)
-            x_epoch, y_epoch = x_train[order], y_train[order]
-            losses = [
-                gradient_step(x_batch, y_batch) * len(x_batch)
-                for x_batch, y_batch in zip(x_epoch.split(batch_size), y_epoch.split(batch_size))
-            ]
-            train_loss = torch.stack(losses).sum() / n_train
+                train_loss = optimizer.step(closure).detach()
+            elif batch_size == n_train:  # no shuffling or indexing: one step on the whole set
+                train_loss = gradient_step(x_train, y_train)
+            else:
+                # One shuffle of the whole set per epoch, then contiguous slices: cheaper than
+                # gathering every minibatch (at 256 rows a step is dominated by per-op overhead).
+                order = torch.randperm(n_train, generator=generator, device=x_train.device)
+                x_epoch, y_epoch = x_train[order], y_train[order]
+                losses = [
+                    gradient_step(x_batch, y_batch) * len(x_batch)
+                    for x_batch, y_batch in zip(x_epoch.split(batch_size), y_epoch.split(batch_size))
+                ]
+                train_loss = torch.stack(losses).sum() / n_train
 
-        val_loss = None
-        if validate:
-            module.eval()
-            with torch.no_grad():
-                val_loss = _nll(module, x_val, y_val)
-            module.train()
-        train_value = float(train_loss)
-        val_value = float(val_loss) if val_loss is not None else math.nan
-
-        if not math.isfinite(train_value) or (validate and not math.isfinite(val_value)):
-            # Roll back to the last finite weights, forget the optimiser's moments, slow down.
-            result.rollbacks += 1
-            module.load_state_dict(good_state)
-            if result.rollbacks >= config.max_rollbacks:
-                progress.close()
-                raise TrainingDivergedError(
-                    f"The loss became non-finite {result.rollbacks} times (last at epoch {epoch}) even "
-                    f"after lowering the learning rate to {optimizer.param_groups[0]['lr']:.3g}. Try a "
-                    "smaller learning_rate, a larger min_scale, gradient_clip, or check the data for "
-                    "extreme values."
-                )
-            optimizer.state.clear()
-            for group in optimizer.param_groups:
-                group["lr"] *= 0.5
-            warnings.warn(
-                f"Non-finite loss at epoch {epoch}: rolled back to the last good weights and halved "
-                f"the learning rate to {optimizer.param_groups[0]['lr']:.3g}.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            continue
-
-        monitored = val_value if validate else train_value
-        if scheduler is not None:
-            scheduler.step(monitored)
-        result.history.append({
-            "epoch": epoch,
-            "train_nll": train_value + nll_offset,
-            "val_nll": val_value + nll_offset,
-            "learning_rate": optimizer.param_groups[0]["lr"],
-            "time": time.perf_counter() - start,
-        })
-        progress.update(1)
-        if config.verbose and (epoch % 10 == 0 or epoch == 1):
-            progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
-                                 val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
-
-        if monitored < best_score - 1e-5:  # in nats per row, standardised units
-            best_score, result.best_epoch = monitored, epoch
-            epochs_without_improvement = 0
+            val_loss = None
             if validate:
-                best_state = _snapshot(module)
-        else:
-            epochs_without_improvement += 1
-        if epoch % 10 == 0:
-            good_state = _snapshot(module)
-        if validate and epochs_without_improvement >= config.patience:
-            result.stopped_early = True
-            break
+                module.eval()
+                with torch.no_grad():
+                    val_loss = _nll(module, x_val, y_val)
+                module.train()
+            train_value = float(train_loss)
+            val_value = float(val_loss) if val_loss is not None else math.nan
 
+            if not math.isfinite(train_value) or (validate and not math.isfinite(val_value)):
+                # Roll back to the last finite weights, forget the optimiser's moments, slow down.
+                result.rollbacks += 1
+                module.load_state_dict(good_state)
+                if result.rollbacks >= config.max_rollbacks:
+                    progress.close()
+                    raise TrainingDivergedError(
+                        f"The loss became non-finite {result.rollbacks} times (last at epoch {epoch}) even "
+                        f"after lowering the learning rate to {optimizer.param_groups[0]['lr']:.3g}. Try a "
+                        "smaller learning_rate, a larger min_scale, gradient_clip, or check the data for "
+                        "extreme values."
+                    )
+                optimizer.state.clear()
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
+                warnings.warn(
+                    f"Non-finite loss at epoch {epoch}: rolled back to the last good weights and halved "
+                    f"the learning rate to {optimizer.param_groups[0]['lr']:.3g}.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+
+            monitored = val_value if validate else train_value
+            if scheduler is not None:
+                scheduler.step(monitored)
+            result.history.append({
+                "epoch": epoch,
+                "train_nll": train_value + nll_offset,
+                "val_nll": val_value + nll_offset,
+                "learning_rate": optimizer.param_groups[0]["lr"],
+                "time": time.perf_counter() - start,
+            })
+            progress.update(1)
+            if config.verbose and (epoch % 10 == 0 or epoch == 1):
+                progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
+                                     val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
+
+            if monitored < best_score - 1e-5:  # in nats per row, standardised units
+                best_score, result.best_epoch = monitored, epoch
+                epochs_without_improvement = 0
+                if validate:
+                    best_state = _snapshot(module)
+            else:
+                epochs_without_improvement += 1
+            if epoch % 10 == 0:
+                good_state = _snapshot(module)
+            if validate and epochs_without_improvement >= config.patience:
+                result.stopped_early = True
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C ends the fit, not the program: keep the best weights so far (restored below).
+        result.interrupted = True
     progress.close()
     if validate:
         module.load_state_dict(best_state)
