@@ -317,3 +317,43 @@ def test_estimator_fit_interrupted_warns_and_stays_usable(monkeypatch):
         model = mdnkit.MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=100, random_state=0).fit(X, y)
     assert model.n_iter_ == 4
     assert np.isfinite(model.score(X, y))
+
+
+class _NaNGradient(torch.autograd.Function):
+    """Identity forward, NaN backward: a finite loss whose step poisons the weights."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.nan
+
+
+class _PoisonStep(nn.Module):
+    def __init__(self, inner: nn.Module, call: int) -> None:
+        super().__init__()
+        self.inner, self.call, self.calls = inner, call, 0
+
+    def forward(self, x):
+        mixture = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.call:
+                return mdnkit.GaussianMixture(mixture.logits, _NaNGradient.apply(mixture.loc), scale=mixture.scale)
+        return mixture
+
+
+@pytest.mark.parametrize("poisoned_epoch", [10, 11])
+def test_rollback_never_restores_weights_no_loss_has_checked(poisoned_epoch):
+    """Without validation, weights snapshotted after a step are unchecked; a finite-loss step with
+    NaN gradients must not become the state that rollbacks restore."""
+    x, y = _data(seed=0)
+    module = _PoisonStep(_module(y), call=poisoned_epoch)
+    with pytest.warns(RuntimeWarning, match="Non-finite loss"):
+        result = train(module, x, y, config=TrainingConfig(learning_rate=0.01, max_epochs=40),
+                       generator=torch.Generator().manual_seed(0))
+    assert result.rollbacks == 1
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    assert math.isfinite(_nll(module.inner, x, y))

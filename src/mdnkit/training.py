@@ -127,6 +127,7 @@ def train(
         None if config.optimizer == "lbfgs"
         else torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=config.lr_decay_factor, patience=config.lr_decay_patience, min_lr=1e-6,
+            threshold=1e-5, threshold_mode="abs",  # relative thresholds misjudge negative NLLs
         )
     )
     n_train = len(x_train)
@@ -154,7 +155,7 @@ def train(
 
     result = TrainingResult()
     best_score, best_state = math.inf, _snapshot(module)
-    good_state = best_state
+    good_state, candidate_state = best_state, None
     epochs_without_improvement = 0
     start = time.perf_counter()
     module.train()
@@ -163,12 +164,16 @@ def train(
     try:
         while epoch < config.max_epochs:
             epoch += 1
+            if epoch % 10 == 1:  # weights this epoch's loss will vouch for, if it is finite
+                candidate_state = _snapshot(module)
             if config.optimizer == "lbfgs":
                 x_step, y_step = perturbed(x_train, y_train) if noisy else (x_train, y_train)
 
                 def closure() -> Tensor:
                     optimizer.zero_grad(set_to_none=True)
                     loss = _nll(module, x_step, y_step)
+                    if config.weight_decay:  # L-BFGS has no decoupled decay: penalise instead
+                        loss = loss + 0.5 * config.weight_decay * sum(p.square().sum() for p in parameters)
                     loss.backward()
                     return loss
 
@@ -218,6 +223,8 @@ def train(
                 )
                 continue
 
+            if candidate_state is not None:
+                good_state, candidate_state = candidate_state, None
             monitored = val_value if validate else train_value
             if scheduler is not None:
                 scheduler.step(monitored)
@@ -233,18 +240,17 @@ def train(
                 progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
                                      val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
 
-            if monitored < best_score - 1e-5:  # in nats per row, standardised units
+            if not validate:
+                result.best_epoch = epoch  # without validation the last weights are kept
+            elif monitored < best_score - 1e-5:  # in nats per row, standardised units
                 best_score, result.best_epoch = monitored, epoch
                 epochs_without_improvement = 0
-                if validate:
-                    best_state = _snapshot(module)
+                best_state = _snapshot(module)
             else:
                 epochs_without_improvement += 1
-            if epoch % 10 == 0:
-                good_state = _snapshot(module)
-            if validate and epochs_without_improvement >= config.patience:
-                result.stopped_early = True
-                break
+                if epochs_without_improvement >= config.patience:
+                    result.stopped_early = True
+                    break
     except KeyboardInterrupt:
         # Ctrl-C ends the fit, not the program: keep the best weights so far (restored below).
         result.interrupted = True
