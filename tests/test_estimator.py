@@ -717,3 +717,40 @@ def _saved_without_schema(tmp_path):
     path = tmp_path / "plain.mdn"
     model.save(path)
     return path
+
+
+def test_numpy_scalar_parameters_save_and_load(tmp_path):
+    """GridSearchCV grids built with numpy give numpy scalars; the file must still be JSON."""
+    X, y = _data()
+    model = MDNRegressor(n_components=np.int64(2), hidden_sizes=(np.int64(8),), learning_rate=np.float32(0.01),
+                         max_epochs=np.int64(3), random_state=np.int64(0)).fit(X, y)
+    model.save(tmp_path / "m.mdn")
+    loaded = mdnkit.load(tmp_path / "m.mdn")
+    assert loaded.get_params()["n_components"] == 2 and loaded.get_params()["random_state"] == 0
+    np.testing.assert_array_equal(loaded.score_samples(X, y), model.score_samples(X, y))
+
+
+@pytest.mark.parametrize("clip", [0, -1.0, "big"])
+def test_gradient_clip_must_be_positive(clip):
+    X, y = _data()
+    with pytest.raises(ValueError, match="gradient_clip must be a positive number or None"):
+        MDNRegressor(**dict(TINY, gradient_clip=clip)).fit(X, y)
+
+
+def test_more_components_than_rows_for_a_multivariate_target():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(8, 1)), rng.normal(size=(8, 2))
+    with pytest.raises(ValueError, match="n_components=10 is more than the 8 training rows"):
+        MDNRegressor(n_components=10, validation_fraction=0.0, max_epochs=10**9).fit(X, Y)
+
+
+def test_dataframe_feature_names_are_recorded_and_checked():
+    pd = pytest.importorskip("pandas")
+    X, y = _data()
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    model = MDNRegressor(**TINY).fit(frame, y)
+    assert list(model.feature_names_in_) == list(frame.columns)
+    with pytest.raises(ValueError, match="fitted with columns"):
+        model.predict(frame[frame.columns[::-1]])
+    refit = model.fit(X, y)  # numpy data: the names no longer apply
+    assert not hasattr(refit, "feature_names_in_")

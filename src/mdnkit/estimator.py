@@ -41,7 +41,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         optimizer: ``"adam"`` (AdamW) or ``"lbfgs"`` (full batch, as the GPflow tutorial).
         learning_rate: Step size (for L-BFGS, its ``lr``, usually 1).
         batch_size: Rows per gradient step (shuffled each epoch); ``None`` uses the whole training
-            set each step (full batch, as most MDN tutorials do).
+            set each step (full batch, as most MDN tutorials do). L-BFGS always uses the full batch.
         max_epochs: Upper bound on passes over the training data.
         validation_fraction: Share of the rows held out for early stopping, which restores the
             best weights; ``0.0`` trains on everything for ``max_epochs``.
@@ -128,6 +128,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             ``self``.
         """
         self._check_params()
+        feature_names = _feature_names(X)
         X = _validation.as_float_matrix(X, "X", allow_1d=False)
         y_in = y
         y = _validation.as_float_matrix(y, "y", allow_1d=True)
@@ -139,6 +140,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         _validation.check_constant_targets(y)
         if hasattr(y_in, "columns"):
             self.target_names_ = [str(c) for c in y_in.columns]
+        elif hasattr(self, "target_names_") and not self.warm_start:
+            del self.target_names_
         n_val = self._n_validation(len(X))
         if self.warm_start and hasattr(self, "module_"):
             if X.shape[1] != self.n_features_in_ or y.shape[1] != self.n_outputs_:
@@ -148,6 +151,15 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
                 )
         else:
             self._fit_scalers(X, y)
+            if feature_names is not None:
+                self.feature_names_in_ = feature_names
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        if y.shape[1] > 1 and self.n_components > len(X) - n_val:
+            raise ValueError(
+                f"n_components={self.n_components} is more than the {len(X) - n_val} training rows; "
+                "use fewer components."
+            )
 
         seed = _seed(self.random_state)
         device = _resolve_device(self.device)
@@ -160,7 +172,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         val_index = torch.as_tensor(val_rows, device=device)
 
         if not (self.warm_start and hasattr(self, "module_")):
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=_cuda_devices()):
                 torch.manual_seed(seed)
                 self.module_ = self._build_module(X.shape[1], y.shape[1]).to(device=device, dtype=dtype)
             self.module_.initialize(y_all[train_index], random_state=seed)
@@ -188,11 +200,12 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             x_all[val_index] if n_val else None, y_all[val_index] if n_val else None,
             config=config, generator=generator, nll_offset=self._log_jacobian,
         )
-        offset = len(self.history_)
+        offset = self.history_[-1]["epoch"] if self.history_ else 0
         for record in result.history:
             record["epoch"] += offset
         self.history_ = self.history_ + result.history
-        self.n_iter_ = len(result.history)
+        # Epochs of this call, rolled-back ones included (history's numbering skips those).
+        self.n_iter_ = result.history[-1]["epoch"] - offset if result.history else 0
         self.best_epoch_ = result.best_epoch + offset
         if result.interrupted:
             warnings.warn(
@@ -239,6 +252,9 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         for name in ("weight_decay", "input_noise", "target_noise"):
             if not (isinstance(getattr(self, name), numbers.Real) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}.")
+        clip = self.gradient_clip
+        if clip is not None and not (isinstance(clip, numbers.Real) and clip > 0):
+            raise ValueError(f"gradient_clip must be a positive number or None, got {clip!r}.")
         if not (isinstance(self.validation_fraction, numbers.Real) and 0 <= self.validation_fraction < 1):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
 
@@ -246,7 +262,8 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         """Early-stopping patience in epochs; by default about 1000 gradient steps."""
         if self.patience is not None:
             return int(self.patience)
-        steps_per_epoch = 1 if self.batch_size is None else math.ceil(n_train / self.batch_size)
+        full_batch = self.batch_size is None or self.optimizer == "lbfgs"
+        steps_per_epoch = 1 if full_batch else math.ceil(n_train / self.batch_size)
         return int(np.clip(math.ceil(1000 / steps_per_epoch), 20, 100))
 
     def _n_validation(self, n_rows: int) -> int:
@@ -285,6 +302,13 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ predicting
     def _check_X(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "module_")
+        names = _feature_names(X)
+        fitted_names = getattr(self, "feature_names_in_", None)
+        if names is not None and fitted_names is not None and list(names) != list(fitted_names):
+            raise ValueError(
+                f"X has columns {list(names)}, but MDNRegressor was fitted with columns "
+                f"{list(fitted_names)} (same names in the same order are needed)."
+            )
         X = _validation.as_float_matrix(X, "X", allow_1d=False)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
@@ -344,7 +368,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
     ) -> np.ndarray:
         """Draw from ``p(y | x)``: ``(n, n_samples)`` for 1-D ``y``, else ``(n, n_samples, d)``."""
         mixture = self.predict_dist(X)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=_cuda_devices()):
             if random_state is not None:
                 torch.manual_seed(_seed(random_state))
             draws = mixture.sample((int(n_samples),), temperature=temperature)  # [S, n, d]
@@ -393,6 +417,19 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         tags.regressor_tags.poor_score = True  # score is a log-likelihood, not R²
         return tags
+
+
+def _feature_names(X: Any) -> np.ndarray | None:
+    """Column names of a DataFrame whose columns are all strings, as scikit-learn records them."""
+    columns = getattr(X, "columns", None)
+    if columns is None or not all(isinstance(c, str) for c in columns):
+        return None
+    return np.asarray(columns, dtype=object)
+
+
+def _cuda_devices() -> list[int]:
+    """Every CUDA device, so that seeding inside ``fork_rng`` leaves the user's generators as they were."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
 def _concatenate(parts: list[GaussianMixture]) -> GaussianMixture:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import pathlib
 import tempfile
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -227,15 +229,27 @@ _FITTED_VALUES = ("n_features_in_", "n_outputs_", "n_iter_", "best_epoch_", "his
 _FITTED_OPTIONAL = ("feature_names_in_", "target_names_")
 
 
+def _json_native(value: Any) -> Any:
+    """numpy scalars and sequences (e.g. from a GridSearchCV grid) as plain JSON values."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_json_native(v) for v in value]
+    return value
+
+
 def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
     """Write a fitted :class:`~mdnkit.MDNRegressor` to ``path`` (see :func:`write_model_file`)."""
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator, "module_")
-    params = estimator.get_params(deep=False)
+    params = {name: _json_native(value) for name, value in estimator.get_params(deep=False).items()}
     if not isinstance(params["random_state"], (int, type(None))):
         params["random_state"] = None  # a RandomState object has no JSON form; refits will differ
-    params["hidden_sizes"] = [int(s) for s in params["hidden_sizes"]]
     fitted: dict[str, Any] = {name: np.asarray(getattr(estimator, name)).tolist() for name in _FITTED_ARRAYS}
     fitted.update({name: getattr(estimator, name) for name in _FITTED_VALUES})
     fitted["history_"] = [
@@ -277,6 +291,14 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
         params["hidden_sizes"] = tuple(params["hidden_sizes"])  # JSON has lists, get_params had a tuple
         if device is not None:
             params["device"] = device
+        elif str(params.get("device", "auto")).startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(
+                f"{str(path)!r} was saved with device={params['device']!r}, which is not available "
+                "here; loading it on the CPU.",
+                UserWarning,
+                stacklevel=2,
+            )
+            params["device"] = "cpu"
         estimator = MDNRegressor(**params)
         for name in _FITTED_ARRAYS:
             setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))
