@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from mdnkit.distributions import GaussianMixture
 
 
+_CHUNK = 256  # rows per pass
+
+
 class Modes(NamedTuple):
     """Local maxima of a batch of densities, sorted by density, padded where a row has fewer.
 
@@ -52,11 +55,33 @@ def find_modes(mixture: GaussianMixture, max_iter: int = 500, tol: float = 1e-7)
     """
     out_dtype = mixture.loc.dtype
     batch_shape, (n_components, dim) = mixture.batch_shape, mixture.loc.shape[-2:]
-    # Rows flattened to [R, ...]; candidates to [R * K, D] so that only the ones still moving
-    # are iterated (most converge in a few steps, a few on flat tops take hundreds).
     log_weights = mixture.log_weights.double().reshape(-1, n_components)  # [R, K]
     loc = mixture.loc.double().reshape(-1, n_components, dim)  # [R, K, D]
     covariance = mixture.component_covariance.double().reshape(-1, n_components, dim, dim)
+    full = mixture.covariance_type == "full"
+    # Memory grows as rows x K^3 (the pairwise merge test): bound it by working in chunks.
+    parts = [
+        _modes_of_rows(log_weights[i : i + _CHUNK], loc[i : i + _CHUNK], covariance[i : i + _CHUNK], full, max_iter, tol)
+        for i in range(0, loc.shape[0], _CHUNK)
+    ] or [(loc.new_zeros(0, n_components, dim), loc.new_zeros(0, n_components), loc.new_zeros(0, n_components, dtype=torch.bool))]
+    value, log_prob, keep = (torch.cat(part) for part in zip(*parts))
+    return Modes(
+        value.reshape(*batch_shape, n_components, dim).to(out_dtype),
+        log_prob.reshape(*batch_shape, n_components).to(out_dtype),
+        keep.reshape(*batch_shape, n_components),
+    )
+
+
+def _modes_of_rows(
+    log_weights: Tensor, loc: Tensor, covariance: Tensor, full: bool, max_iter: int, tol: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`find_modes` on flattened rows: ``[R, K]``, ``[R, K, D]``, ``[R, K, D, D]`` in float64.
+
+    Returns (value ``[R, K, D]``, log_prob ``[R, K]``, mask ``[R, K]``).
+    """
+    n_components, dim = loc.shape[-2:]
+    # Candidates flattened to [R * K, D] so that only the ones still moving are iterated (most
+    # converge in a few steps, a few on flat tops take hundreds).
     tril = torch.linalg.cholesky(covariance)
     precision = torch.cholesky_inverse(tril)  # [R, K, D, D]
     log_norm = (
@@ -65,7 +90,6 @@ def find_modes(mixture: GaussianMixture, max_iter: int = 500, tol: float = 1e-7)
     precision_loc = (precision @ loc.unsqueeze(-1)).squeeze(-1)  # [R, K, D]
     inverse_variance = 1.0 / covariance.diagonal(dim1=-2, dim2=-1)  # [R, K, D]
     mean_variance = covariance.diagonal(dim1=-2, dim2=-1).mean(-1)  # [R, K]
-    full = mixture.covariance_type == "full"
 
     def joint_terms(x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Candidates x [N, D] of rows [N]: (log π_k N_k(x) [N, K], P_k (x - μ_k) [N, K, D])."""
@@ -137,8 +161,4 @@ def find_modes(mixture: GaussianMixture, max_iter: int = 500, tol: float = 1e-7)
     keep = keep.gather(-1, front)
     value = x.gather(-2, front.unsqueeze(-1).expand_as(x)).masked_fill(~keep.unsqueeze(-1), math.nan)
     log_prob = log_density.gather(-1, front).masked_fill(~keep, -math.inf)
-    return Modes(
-        value.reshape(*batch_shape, n_components, dim).to(out_dtype),
-        log_prob.reshape(*batch_shape, n_components).to(out_dtype),
-        keep.reshape(*batch_shape, n_components),
-    )
+    return value, log_prob, keep

@@ -8,6 +8,7 @@ Parameters arrive as ``(log_weights, loc, scale)``, each of shape ``[*B, K]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -39,12 +40,19 @@ def _mixture_terms(x: Tensor, weights: Tensor, loc: Tensor, scale: Tensor) -> tu
 
 
 def _solve_bracketed(
-    residual_and_slope, lower: Tensor, upper: Tensor, max_iter: int = 200, tol: float = 1e-13
+    residual_and_slope: Callable[[Tensor], tuple[Tensor, Tensor]],
+    lower: Tensor,
+    upper: Tensor,
+    x_scale: Tensor,
+    max_iter: int = 200,
+    tol: float = 1e-13,
 ) -> Tensor:
     """Vectorised safeguarded Newton: a root of an increasing function inside [lower, upper].
 
     ``residual_and_slope(x)`` returns ``(f(x), f'(x))`` with ``f(lower) <= 0 <= f(upper)``.
     A Newton step is taken when it lands inside the current bracket, otherwise a bisection.
+    Converged when steps fall below ``tol * (x_scale + |x|)``: relative to the problem's own
+    scale, so targets in tiny units are solved as accurately as any others.
     """
     x = 0.5 * (lower + upper)
     for _ in range(max_iter):
@@ -55,7 +63,7 @@ def _solve_bracketed(
         newton = x - residual / slope
         inside = (newton > lower) & (newton < upper)
         x_next = torch.where(inside, newton, 0.5 * (lower + upper))
-        converged = (x_next - x).abs() <= tol * (1.0 + x.abs())
+        converged = (x_next - x).abs() <= tol * (x_scale + x.abs())
         x = x_next
         if bool(converged.all()):
             break
@@ -91,7 +99,7 @@ def mixture_quantile(log_weights: Tensor, loc: Tensor, scale: Tensor, q: Tensor 
         cdf, pdf, _ = _mixture_terms(x, weights, loc, scale)
         return cdf - inner, pdf
 
-    x = _solve_bracketed(residual_and_slope, lower, upper)
+    x = _solve_bracketed(residual_and_slope, lower, upper, scale.amin(-1))
     x = torch.where(q == 0, -math.inf, torch.where(q == 1, math.inf, x))
     return x.to(out_dtype)
 
@@ -148,7 +156,8 @@ def highest_density_intervals(
             _, density, slope = _mixture_terms(x, *slot_params)
             return sign * (density - level.unsqueeze(-1)), sign * slope
 
-        x = _solve_bracketed(residual_and_slope, grid.gather(-1, cell), grid.gather(-1, cell + 1), 100)
+        x = _solve_bracketed(residual_and_slope, grid.gather(-1, cell), grid.gather(-1, cell + 1),
+                             scale.amin(-1, keepdim=True), max_iter=100)
         return x, is_crossing.gather(-1, cell)
 
     def intervals(level: Tensor) -> tuple[Tensor, Tensor, Tensor]:
