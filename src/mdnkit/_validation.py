@@ -30,7 +30,8 @@ def as_float_matrix(data: Any, name: str, *, allow_1d: bool) -> np.ndarray:
                 "(e.g. one-hot with pandas.get_dummies)."
             )
     if data is None:
-        raise ValueError(f"MDNRegressor requires {name} to be passed, but the target {name} is None.")
+        role = "the target y" if name == "y" else name
+        raise ValueError(f"MDNRegressor requires {name} to be passed, but {role} is None.")
     if sparse.issparse(data):
         raise ValueError(f"{name} is a sparse matrix; MDNRegressor needs dense data: pass {name}.toarray().")
     if np.asarray(data).dtype.kind == "c":

@@ -12,7 +12,7 @@ import numbers
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from mdnkit import _validation
 from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.heads import COVARIANCE_TYPES, MDN
 from mdnkit.networks import ACTIVATIONS, Activation
-from mdnkit.training import TrainingConfig, TrainingInterrupted, train
+from mdnkit.training import Optimizer, TrainingConfig, TrainingInterrupted, train
 
 _PREDICT_CHUNK = 65_536  # rows per forward pass at predict time: memory stays flat
 
@@ -82,7 +82,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: Activation = "relu",
         covariance_type: CovarianceType = "diagonal",
-        optimizer: Literal["adam", "lbfgs"] = "adam",
+        optimizer: Optimizer = "adam",
         learning_rate: float = 1e-3,
         batch_size: int | None = 256,
         max_epochs: int = 2000,
@@ -241,7 +241,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"hidden_sizes must be a sequence of positive integers, got {sizes!r}.")
         choices = {
             "activation": tuple(ACTIVATIONS), "covariance_type": COVARIANCE_TYPES,
-            "optimizer": ("adam", "lbfgs"), "dtype": ("float32", "float64"),
+            "optimizer": get_args(Optimizer), "dtype": ("float32", "float64"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -10,6 +10,7 @@ covariance is a Cholesky factor with that positive diagonal and a free strictly-
 from __future__ import annotations
 
 import warnings
+from typing import get_args
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch.nn import functional as F
 from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.networks import MLP, Activation
 
-COVARIANCE_TYPES: tuple[str, ...] = ("diagonal", "isotropic", "full")
+COVARIANCE_TYPES: tuple[str, ...] = get_args(CovarianceType)
 
 
 def _inverse_softplus(x: Tensor) -> Tensor:

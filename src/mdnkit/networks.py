@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from torch import Tensor, nn
+from torch import nn
 
 Activation = Literal["relu", "tanh", "elu", "gelu", "silu", "leaky_relu", "softplus", "sigmoid"]
 
@@ -45,6 +45,3 @@ class MLP(nn.Sequential):
             width = int(size)
         super().__init__(*layers)
         self.out_features = width
-
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - nn.Sequential's, typed
-        return super().forward(x)
