@@ -357,7 +357,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         """Log-likelihood ``log p(y_i | x_i)`` of each row, in original units, ``(n,)``."""
         mixture = self.predict_dist(X)
         y = self._check_y(y, mixture.batch_shape[0])
-        return mixture.log_prob(torch.as_tensor(y)).numpy()
+        return mixture.log_prob(torch.from_numpy(np.array(y, dtype=np.float64))).numpy()
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean log-likelihood per row (higher is better), in original units."""

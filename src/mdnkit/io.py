@@ -78,6 +78,13 @@ def _check_json(value: Any, where: str) -> None:
         raise TypeError(f"{where} has type {type(value).__name__}, which is not JSON-serialisable")
 
 
+def give_new_file_permissions(path: pathlib.Path) -> None:
+    """Give a temporary file the permissions a new file would get (tempfile makes it 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_model_file(
     path: str | os.PathLike[str],
     tensors: Mapping[str, torch.Tensor],
@@ -137,6 +144,7 @@ def write_model_file(
     # Same directory as the target so that os.replace is an atomic rename.
     tmp = tempfile.NamedTemporaryFile(dir=parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
     try:
+        give_new_file_permissions(pathlib.Path(tmp.name))
         with tmp:
             tmp.write(payload)
             tmp.flush()

@@ -44,7 +44,8 @@ def _prepare(dist: GaussianMixture, y: ArrayLike | Tensor) -> tuple[GaussianMixt
     if isinstance(y, Tensor):
         value = y.detach().to("cpu", torch.float64)
     else:
-        value = torch.as_tensor(np.asarray(y, dtype=np.float64))
+        # A private copy: pandas may hand over read-only arrays, which torch warns about.
+        value = torch.from_numpy(np.array(y, dtype=np.float64))
     if value.dim() == 1 and dim == 1:
         value = value.unsqueeze(-1)
     if tuple(value.shape) != (n, dim):

@@ -1,0 +1,508 @@
+"""``mdnkit`` on the command line: a thin adapter over :class:`~mdnkit.MDNRegressor`.
+
+Parsing and error mapping live here; reading and encoding tables in :mod:`mdnkit.tabular`, the
+HTML report in :mod:`mdnkit.report`, the metrics in :mod:`mdnkit.metrics`.
+
+Every problem with the user's input (a missing or unreadable file, a wrong column, a corrupt model
+file, an existing output without ``--force``) ends with one line ``mdnkit: error: ...`` on stderr
+and exit status 2, never a traceback. Ctrl-C during ``fit`` ends training early and saves the
+best model so far (exit status 0); Ctrl-C anywhere else exits with 130 and leaves no
+half-written output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+from mdnkit.tabular import DataError, Schema, TableWriter, check_output, drop_missing, iter_table, read_table
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in the same one-line form as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see '{self.prog} --help')")
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"mdnkit: error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _info(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"mdnkit: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- option types
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas (e.g. 64,64), got {text!r}")
+    return sizes
+
+
+def _batch_size(text: str) -> int | None:
+    if text.lower() == "full":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _probabilities(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers strictly between 0 and 1, separated by commas, got {text!r}")
+    return values
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mdnkit`` argument parser (one subcommand per verb)."""
+    from mdnkit import __version__
+
+    parser = _Parser(
+        prog="mdnkit",
+        description="Mixture Density Networks for tables: learn the whole distribution of a target "
+        "column given the others, then predict, sample, evaluate and report.",
+        epilog="Example: mdnkit fit faithful.csv --target eruptions -o faithful.mdn && "
+        "mdnkit report faithful.mdn faithful.csv -o report.html. Run 'mdnkit COMMAND --help' for details.",
+    )
+    parser.add_argument("--version", action="version", version=f"mdnkit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def data_options(command: argparse.ArgumentParser, missing: str) -> None:
+        command.add_argument("--drop-missing", action="store_true", help=missing)
+
+    def output_options(command: argparse.ArgumentParser, what: str) -> None:
+        command.add_argument("-o", "--output", required=True, metavar="PATH", help=what)
+        command.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+
+    fit = commands.add_parser(
+        "fit", help="train a model on a table",
+        description="Train an MDN on DATA (.csv, .tsv, .parquet or .jsonl). Features are every column "
+        "but the targets unless --features is given; text columns are one-hot encoded. Ctrl-C stops "
+        "training early and saves the best model so far.",
+    )
+    fit.add_argument("data", metavar="DATA", help="training table")
+    fit.add_argument("--target", action="append", required=True, metavar="COL",
+                     help="target column (repeat for a multivariate target)")
+    fit.add_argument("--features", nargs="+", metavar="COL", help="feature columns (default: all others)")
+    output_options(fit, "model file to write (e.g. model.mdn)")
+    fit.add_argument("--components", type=_positive_int, default=5, help="mixture components (default 5)")
+    fit.add_argument("--hidden", type=_hidden, default=(64, 64), metavar="SIZES",
+                     help="hidden layer widths, comma separated (default 64,64)")
+    fit.add_argument("--epochs", type=_positive_int, default=2000, help="maximum epochs (default 2000)")
+    fit.add_argument("--batch-size", type=_batch_size, default=256, metavar="N|full",
+                     help="rows per gradient step, or 'full' (default 256)")
+    fit.add_argument("--covariance", choices=("diagonal", "full", "isotropic"), default="diagonal",
+                     help="covariance of each component for multivariate targets (default diagonal)")
+    fit.add_argument("--learning-rate", type=float, default=1e-3, help="Adam step size (default 0.001)")
+    fit.add_argument("--validation-fraction", type=_fraction, default=0.1,
+                     help="rows held out for early stopping (default 0.1; 0 trains on all for --epochs)")
+    fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    fit.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
+    data_options(fit, "drop rows with missing values (refused by default) and say how many")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    fit.set_defaults(handler=cmd_fit)
+
+    predict = commands.add_parser(
+        "predict", help="predictive mean, std, quantiles, intervals, modes",
+        description="Predict for every row of DATA, in chunks (memory stays flat), into a .csv, .tsv, "
+        ".parquet or .jsonl file: the row number, the mean and standard deviation of each target, "
+        "optional quantiles, central intervals and modes, and the log-likelihood of the observed "
+        "target when DATA has the target column(s).",
+    )
+    predict.add_argument("model", metavar="MODEL")
+    predict.add_argument("data", metavar="DATA")
+    output_options(predict, "predictions table to write")
+    predict.add_argument("--quantiles", type=_probabilities, default=[], metavar="Q1,Q2,...",
+                         help="quantile levels, e.g. 0.1,0.5,0.9")
+    predict.add_argument("--interval", type=_probabilities, default=[], metavar="C1,C2,...",
+                         help="central interval coverages, e.g. 0.9")
+    predict.add_argument("--modes", action="store_true", help="every mode of p(y|x) with its log-density")
+    predict.add_argument("--chunk-size", type=_positive_int, default=50_000, help="rows per chunk (default 50000)")
+    data_options(predict, "skip rows with missing features (the row column says which rows remain)")
+    predict.set_defaults(handler=cmd_predict)
+
+    sample = commands.add_parser(
+        "sample", help="draw from p(y|x) for every row",
+        description="Draw N samples of the target(s) for every row of DATA; the output has one line "
+        "per draw: row, draw, then the target column(s).",
+    )
+    sample.add_argument("model", metavar="MODEL")
+    sample.add_argument("data", metavar="DATA")
+    sample.add_argument("-n", "--n-samples", type=_positive_int, default=100, help="draws per row (default 100)")
+    output_options(sample, "samples table to write")
+    sample.add_argument("--temperature", type=float, default=1.0, help="sharpen (<1) or flatten (>1) the mixture")
+    sample.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
+    sample.add_argument("--chunk-size", type=_positive_int, default=10_000, help="rows per chunk (default 10000)")
+    data_options(sample, "skip rows with missing features")
+    sample.set_defaults(handler=cmd_sample)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="scores, errors and calibration on a labelled table",
+        description="NLL, CRPS (1-D targets; energy score otherwise), RMSE/MAE of the mean and median, "
+        "coverage and width of central and highest-density intervals, PIT calibration error.",
+    )
+    evaluate.add_argument("model", metavar="MODEL")
+    evaluate.add_argument("data", metavar="DATA", help="table with the feature and target columns")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    data_options(evaluate, "drop rows with missing values")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML report",
+        description="Write one HTML file (pictures embedded) with the model summary, training curves, "
+        "calibration, metrics on DATA and p(y|x) along the most important features.",
+    )
+    report.add_argument("model", metavar="MODEL")
+    report.add_argument("data", metavar="DATA", help="table with the feature and target columns (held-out data is best)")
+    output_options(report, "HTML file to write")
+    data_options(report, "drop rows with missing values")
+    report.set_defaults(handler=cmd_report)
+
+    info = commands.add_parser("info", help="architecture, parameters, training history, data schema",
+                               description="Describe a model file.")
+    info.add_argument("model", metavar="MODEL")
+    info.set_defaults(handler=cmd_info)
+
+    commands.add_parser("demo", help="runnable demos (see 'mdnkit demo --help')", add_help=False)
+    return parser
+
+
+# ---------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":
+        return _demo(argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args) or 0)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_USAGE)
+    except (DataError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as error:
+        return _error(error)
+    except KeyboardInterrupt:
+        print("mdnkit: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `mdnkit info model | head`
+        return 0
+    except Exception as error:
+        from mdnkit.io import ModelFileError
+
+        if isinstance(error, ModelFileError):
+            return _error(error)
+        raise
+
+
+def _error(error: BaseException) -> int:
+    message = str(error.args[0]) if isinstance(error, OSError) and error.args and not error.filename else str(error)
+    if isinstance(error, OSError) and error.filename:
+        message = f"{error.filename!r}: {error.strerror or message}"
+    print(f"mdnkit: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _demo(argv: list[str]) -> int:
+    try:
+        from mdnkit import demos
+    except ModuleNotFoundError as error:
+        if error.name not in ("mdnkit.demos",):
+            raise
+        print("mdnkit: error: the demos are not available in this installation (no mdnkit.demos module)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return int(demos.main(argv) or 0)
+
+
+# ---------------------------------------------------------------------- helpers
+def _load(path: str) -> tuple[Any, Schema]:
+    """The model and its data schema (a numeric one for models saved from Python)."""
+    import mdnkit
+
+    model = mdnkit.load(path)
+    document = getattr(model, "schema_", None)
+    if document is not None:
+        try:
+            schema = Schema.from_dict(document)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise mdnkit.ModelFileError(f"{path!r} has an invalid data schema ({error})") from None
+    else:
+        features = getattr(model, "feature_names_in_", None)
+        features = [str(f) for f in features] if features is not None else [f"x{j}" for j in range(model.n_features_in_)]
+        targets = getattr(model, "target_names_", None)
+        if targets is None:
+            targets = ["y"] if model.n_outputs_ == 1 else [f"y{j}" for j in range(model.n_outputs_)]
+        schema = Schema(features, [str(t) for t in targets])
+    if len(schema.encoded_names) != model.n_features_in_ or len(schema.targets) != model.n_outputs_:
+        raise mdnkit.ModelFileError(
+            f"{path!r}: its data schema ({len(schema.encoded_names)} encoded features, {len(schema.targets)} "
+            f"targets) does not match its network ({model.n_features_in_} and {model.n_outputs_})"
+        )
+    return model, schema
+
+
+def _labelled(args: argparse.Namespace, schema: Schema) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The whole DATA table with targets: ``(frame, X, y)``, missing rows refused or dropped."""
+    what = repr(args.data)
+    frame = read_table(args.data, text_columns=list(schema.categories))
+    schema.check_columns(frame, what, need_targets=True)
+    frame, dropped = drop_missing(frame, schema.features + schema.targets, drop=args.drop_missing, what=what)
+    if dropped:
+        _info(args, f"dropped {dropped} row(s) with missing values")
+    if len(frame) == 0:
+        raise DataError(f"{what}: no rows left after dropping missing values")
+    return frame, schema.encode(frame, what), schema.target_values(frame, what)
+
+
+def _chunks(args: argparse.Namespace, schema: Schema):
+    """``(first_row, frame, X, has_targets)`` chunk by chunk, missing features refused or skipped."""
+    what = repr(args.data)
+    first = 0
+    dropped = 0
+    has_targets = None
+    for frame in iter_table(args.data, args.chunk_size, text_columns=list(schema.categories)):
+        frame = frame.reset_index(drop=True)
+        frame.index = frame.index + first
+        first += len(frame)
+        if has_targets is None:
+            has_targets = schema.check_columns(frame, what)
+        frame, n = drop_missing(frame, schema.features, drop=args.drop_missing, what=what)
+        dropped += n
+        if len(frame):
+            yield frame, schema.encode(frame, what), has_targets
+    if dropped:
+        _info(args, f"skipped {dropped} row(s) with missing features")
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_fit(args: argparse.Namespace) -> int:
+    from mdnkit import MDNRegressor
+    from mdnkit.training import TrainingDivergedError, TrainingInterrupted
+
+    check_output(args.output, args.force)  # before training, not after an hour of it
+    what = repr(args.data)
+    frame = read_table(args.data)
+    schema = Schema.infer(frame, args.target, args.features, what)
+    frame, dropped = drop_missing(frame, schema.features + schema.targets, drop=args.drop_missing, what=what)
+    if dropped:
+        print(f"mdnkit: dropped {dropped} row(s) with missing values, {len(frame)} left", file=sys.stderr)
+    if len(frame) == 0:
+        raise DataError(f"{what}: no rows left after dropping missing values")
+    X, y = schema.encode(frame, what), schema.target_values(frame, what)
+    model = MDNRegressor(
+        n_components=args.components, hidden_sizes=args.hidden, covariance_type=args.covariance,
+        learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
+        validation_fraction=args.validation_fraction, device=args.device, verbose=not args.quiet,
+        random_state=args.random_state,
+    )
+    _info(args, f"training on {len(X)} rows: {X.shape[1]} encoded feature(s) -> {', '.join(schema.targets)} "
+                f"(Ctrl-C stops early and keeps the best model)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.fit(X, y)
+        except (ValueError, TrainingDivergedError) as error:
+            raise DataError(str(error)) from None
+    for warning in caught:
+        if issubclass(warning.category, TrainingInterrupted):
+            print(f"mdnkit: {warning.message}", file=sys.stderr)
+        elif not args.quiet:
+            print(f"mdnkit: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    model.schema_ = schema.to_dict()
+    model.save(args.output, overwrite=args.force)
+    if not args.quiet:
+        last = model.history_[-1] if model.history_ else {}
+        val = last.get("val_nll", math.nan)
+        print(
+            f"saved {args.output}: {model.n_iter_} epochs, kept epoch {model.best_epoch_}, "
+            f"train NLL {last.get('train_nll', math.nan):.4f}"
+            + (f", validation NLL {_best_val(model):.4f}" if np.isfinite(val) else "")
+        )
+    return 0
+
+
+def _best_val(model: Any) -> float:
+    for record in model.history_:
+        if record["epoch"] == model.best_epoch_:
+            return float(record["val_nll"])
+    return math.nan
+
+
+def _prediction_columns(args: argparse.Namespace, model: Any, schema: Schema, frame: Any, X: np.ndarray,
+                        has_targets: bool) -> dict[str, np.ndarray]:
+    d = len(schema.targets)
+
+    def per_target(values: np.ndarray) -> np.ndarray:  # (n, ...) or (n, ..., d) -> (n, ..., d)
+        return values.reshape(values.shape + (1,)) if d == 1 else values
+
+    columns: dict[str, np.ndarray] = {"row": frame.index.to_numpy()}
+    mean, std = per_target(model.predict(X)), per_target(model.predict_std(X))
+    for j, target in enumerate(schema.targets):
+        columns[f"{target}_mean"] = mean[:, j]
+        columns[f"{target}_std"] = std[:, j]
+    if args.quantiles:
+        values = per_target(model.predict_quantiles(X, args.quantiles))  # (n, Q, d)
+        for j, target in enumerate(schema.targets):
+            for i, q in enumerate(args.quantiles):
+                columns[f"{target}_q{q:g}"] = values[:, i, j]
+    for coverage in args.interval:
+        bounds = per_target(model.predict_interval(X, coverage))  # (n, 2, d)
+        for j, target in enumerate(schema.targets):
+            columns[f"{target}_lower{100 * coverage:g}"] = bounds[:, 0, j]
+            columns[f"{target}_upper{100 * coverage:g}"] = bounds[:, 1, j]
+    if args.modes:
+        modes, log_density = model.predict_modes(X)
+        modes = per_target(modes)  # (n, K, d)
+        for k in range(model.n_components):  # a fixed set of columns whatever the chunk holds
+            for j, target in enumerate(schema.targets):
+                columns[f"{target}_mode{k + 1}"] = modes[:, k, j] if k < modes.shape[1] else np.nan
+            columns[f"mode{k + 1}_log_density"] = log_density[:, k] if k < log_density.shape[1] else -np.inf
+    if has_targets:
+        y = schema.target_values(frame, repr(args.data))
+        complete = np.isfinite(y.reshape(len(y), -1)).all(axis=1)
+        log_likelihood = np.full(len(y), np.nan)
+        if complete.any():
+            log_likelihood[complete] = model.score_samples(X[complete], y[complete])
+        columns["log_likelihood"] = log_likelihood
+    return columns
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    model, schema = _load(args.model)
+    with TableWriter(args.output, overwrite=args.force) as writer:
+        for frame, X, has_targets in _chunks(args, schema):
+            writer.write(pd.DataFrame(_prediction_columns(args, model, schema, frame, X, has_targets)))
+        writer.commit()
+    print(f"wrote {writer.n_rows} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    model, schema = _load(args.model)
+    if not args.temperature > 0:
+        raise DataError(f"--temperature must be positive, got {args.temperature}")
+    n = args.n_samples
+    with TableWriter(args.output, overwrite=args.force) as writer:
+        for chunk, (frame, X, _) in enumerate(_chunks(args, schema)):
+            draws = model.sample(X, n, temperature=args.temperature, random_state=args.random_state + chunk)
+            draws = draws.reshape(len(X), n, len(schema.targets))  # (rows, draws, d)
+            columns = {"row": np.repeat(frame.index.to_numpy(), n), "draw": np.tile(np.arange(n), len(X))}
+            for j, target in enumerate(schema.targets):
+                columns[target] = draws[:, :, j].ravel()
+            writer.write(pd.DataFrame(columns))
+        writer.commit()
+    print(f"wrote {writer.n_rows} draws to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mdnkit.metrics import evaluate
+
+    model, schema = _load(args.model)
+    _, X, y = _labelled(args, schema)
+    results = evaluate(model, X, y)
+    if args.json:
+        print(json.dumps({"rows": len(X), **results}, indent=2))
+    else:
+        print(format_metrics(results, len(X)))
+    return 0
+
+
+def format_metrics(results: dict[str, float], n_rows: int) -> str:
+    """The metrics of :func:`mdnkit.metrics.evaluate` as a plain-text table."""
+    labels = {
+        "nll": "NLL (nats per row)", "crps": "CRPS", "energy_score": "energy score",
+        "rmse_mean": "RMSE of the mean", "mae_mean": "MAE of the mean",
+        "rmse_median": "RMSE of the median", "mae_median": "MAE of the median",
+        "rmse_mode": "RMSE of the mode", "mae_mode": "MAE of the mode",
+        "pit_calibration_error": "PIT calibration error",
+    }
+    lines = [f"{n_rows} rows", ""]
+    for key, label in labels.items():
+        if key in results:
+            lines.append(f"  {label:<24} {results[key]:>10.4f}")
+    levels = sorted({key.rsplit("_", 1)[1] for key in results if key.startswith("coverage_central_")}, key=float)
+    if levels:
+        lines += ["", "  interval   central coverage   width   HDI coverage   width"]
+        for level in levels:
+            lines.append(
+                f"  {level + ' %':<9}  {results[f'coverage_central_{level}']:>16.3f} {results[f'width_central_{level}']:>7.3g}"
+                f"  {results[f'coverage_hdi_{level}']:>13.3f} {results[f'width_hdi_{level}']:>7.3g}"
+            )
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mdnkit.metrics import evaluate
+    from mdnkit.report import build_report
+    from mdnkit.tabular import write_bytes_atomic
+
+    check_output(args.output, args.force)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise DataError("mdnkit report draws with matplotlib, which is not installed: pip install 'mdnkit[plot]'") from None
+    model, schema = _load(args.model)
+    frame, X, y = _labelled(args, schema)
+    html = build_report(model, schema, frame, X, y, evaluate(model, X, y), model_path=args.model, data_path=args.data)
+    write_bytes_atomic(args.output, html.encode("utf-8"), overwrite=args.force)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from mdnkit.report import describe_model
+
+    model, schema = _load(args.model)
+    print(describe_model(model, schema, args.model))
+    return 0
