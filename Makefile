@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(PY) examples/quickstart.py --output output/quickstart
+	$(VENV)/bin/mdnkit demo --all --output output/demos
 
 test: setup
 	$(PY) -m pytest -n 2 --durations=10

@@ -21,6 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from mdnkit import _validation
+from mdnkit.base import ConditionalDensityMixin, cuda_devices, seed_from
 from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.heads import COVARIANCE_TYPES, MDN
 from mdnkit.networks import ACTIVATIONS, Activation
@@ -29,7 +30,7 @@ from mdnkit.training import Optimizer, TrainingConfig, TrainingInterrupted, trai
 _PREDICT_CHUNK = 65_536  # rows per forward pass at predict time: memory stays flat
 
 
-class MDNRegressor(RegressorMixin, BaseEstimator):
+class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
     """Mixture Density Network regressor (Bishop, 1994): the whole distribution of ``y`` given ``x``.
 
     Args:
@@ -161,7 +162,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
                 "use fewer components."
             )
 
-        seed = _seed(self.random_state)
+        seed = seed_from(self.random_state)
         device = _resolve_device(self.device)
         dtype = torch.float32 if self.dtype == "float32" else torch.float64
         rows = np.random.default_rng(seed).permutation(len(X))
@@ -172,7 +173,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
         val_index = torch.as_tensor(val_rows, device=device)
 
         if not (self.warm_start and hasattr(self, "module_")):
-            with torch.random.fork_rng(devices=_cuda_devices()):
+            with torch.random.fork_rng(devices=cuda_devices()):
                 torch.manual_seed(seed)
                 self.module_ = self._build_module(X.shape[1], y.shape[1]).to(device=device, dtype=dtype)
             self.module_.initialize(y_all[train_index], random_state=seed)
@@ -317,14 +318,6 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             )
         return X
 
-    def _check_y(self, y: Any, n_rows: int) -> np.ndarray:
-        y = _validation.as_float_matrix(y, "y", allow_1d=True).reshape(len(np.asarray(y)), -1)
-        if len(y) != n_rows:
-            raise ValueError(f"X has {n_rows} rows but y has {len(y)}; they must match row for row.")
-        if y.shape[1] != self.n_outputs_:
-            raise ValueError(f"y has {y.shape[1]} target columns, the model was fitted with {self.n_outputs_}.")
-        return y
-
     def predict_dist(self, X: Any) -> GaussianMixture:
         """The conditional distribution of ``y`` for each row, in original units (float64, CPU).
 
@@ -340,69 +333,6 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             parts = [self.module_(chunk).to("cpu", torch.float64) for chunk in x.split(_PREDICT_CHUNK)]
         mixture = parts[0] if len(parts) == 1 else _concatenate(parts)
         return mixture.affine(torch.as_tensor(self.y_mean_), torch.as_tensor(self.y_scale_))
-
-    def _shape_targets(self, values: np.ndarray) -> np.ndarray:
-        """``[..., d]`` -> drop the last axis for a model fitted on 1-D ``y``."""
-        return values[..., 0] if getattr(self, "_y_is_1d", False) else values
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Conditional mean, ``(n,)`` or ``(n, d)``."""
-        return self._shape_targets(self.predict_dist(X).mean.numpy())
-
-    def predict_std(self, X: Any) -> np.ndarray:
-        """Conditional standard deviation (law of total variance), ``(n,)`` or ``(n, d)``."""
-        return self._shape_targets(self.predict_dist(X).stddev.numpy())
-
-    def score_samples(self, X: Any, y: Any) -> np.ndarray:
-        """Log-likelihood ``log p(y_i | x_i)`` of each row, in original units, ``(n,)``."""
-        mixture = self.predict_dist(X)
-        y = self._check_y(y, mixture.batch_shape[0])
-        return mixture.log_prob(torch.from_numpy(np.array(y, dtype=np.float64))).numpy()
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean log-likelihood per row (higher is better), in original units."""
-        return float(np.average(self.score_samples(X, y), weights=sample_weight))
-
-    def sample(
-        self, X: Any, n_samples: int = 1, temperature: float = 1.0, random_state: int | None = None
-    ) -> np.ndarray:
-        """Draw from ``p(y | x)``: ``(n, n_samples)`` for 1-D ``y``, else ``(n, n_samples, d)``."""
-        mixture = self.predict_dist(X)
-        with torch.random.fork_rng(devices=_cuda_devices()):
-            if random_state is not None:
-                torch.manual_seed(_seed(random_state))
-            draws = mixture.sample((int(n_samples),), temperature=temperature)  # [S, n, d]
-        return self._shape_targets(draws.movedim(0, 1).numpy())
-
-    def predict_quantiles(self, X: Any, q: float | Sequence[float]) -> np.ndarray:
-        """Conditional quantiles: ``(n, len(q))`` for 1-D ``y``, else per-target ``(n, len(q), d)``."""
-        mixture = self.predict_dist(X)
-        levels = torch.as_tensor(np.atleast_1d(np.asarray(q, dtype=np.float64)))
-        if levels.ndim != 1 or ((levels < 0) | (levels > 1)).any() or levels.isnan().any():
-            raise ValueError(f"q must be probabilities in [0, 1], got {q!r}.")
-        columns = []
-        for j in range(self.n_outputs_):
-            marginal = mixture if self.n_outputs_ == 1 else mixture.marginal([j])
-            probabilities = levels[:, None].expand(len(levels), mixture.batch_shape[0])
-            columns.append(marginal.icdf(probabilities)[..., 0].T.numpy())  # (n, Q)
-        return self._shape_targets(np.stack(columns, axis=-1))
-
-    def predict_interval(self, X: Any, coverage: float = 0.9) -> np.ndarray:
-        """Central interval holding ``coverage``: ``(n, 2)`` for 1-D ``y``, else ``(n, 2, d)``."""
-        if not 0 < coverage < 1:
-            raise ValueError(f"coverage must be in (0, 1), got {coverage!r}.")
-        tail = (1.0 - coverage) / 2.0
-        return self.predict_quantiles(X, [tail, 1.0 - tail])
-
-    def predict_modes(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Every local maximum of ``p(y | x)``, sorted by density.
-
-        Returns:
-            ``(modes, log_density)``: modes ``(n, K)`` for 1-D ``y`` or ``(n, K, d)``, NaN where a
-            row has fewer than ``K`` modes; log densities ``(n, K)``, ``-inf`` there.
-        """
-        found = self.predict_dist(X).modes()
-        return self._shape_targets(found.value.numpy()), found.log_prob.numpy()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -427,28 +357,12 @@ def _feature_names(X: Any) -> np.ndarray | None:
     return np.asarray(columns, dtype=object)
 
 
-def _cuda_devices() -> list[int]:
-    """Every CUDA device, so that seeding inside ``fork_rng`` leaves the user's generators as they were."""
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-
-
 def _concatenate(parts: list[GaussianMixture]) -> GaussianMixture:
     logits = torch.cat([p.logits for p in parts])
     loc = torch.cat([p.loc for p in parts])
     if parts[0].scale_tril is not None:
         return GaussianMixture(logits, loc, scale_tril=torch.cat([p.scale_tril for p in parts]))
     return GaussianMixture(logits, loc, scale=torch.cat([p.scale for p in parts]))
-
-
-def _seed(random_state: int | np.random.RandomState | None) -> int:
-    """An integer seed from a scikit-learn style ``random_state``."""
-    if random_state is None:
-        return int(np.random.default_rng().integers(2**31 - 1))
-    if isinstance(random_state, numbers.Integral):
-        return int(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(2**31 - 1))
-    raise ValueError(f"random_state must be None, an int or a numpy RandomState, got {random_state!r}.")
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
