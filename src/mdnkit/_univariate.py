@@ -104,32 +104,75 @@ def mixture_quantile(log_weights: Tensor, loc: Tensor, scale: Tensor, q: Tensor 
     return x.to(out_dtype)
 
 
+def _uphill_points(weights: Tensor, loc: Tensor, scale: Tensor, n_iter: int = 60) -> Tensor:
+    """Fixed-point (mean-shift) iteration from every component mean towards a local maximum.
+
+    ``x <- Σ_k r_k(x) μ_k / σ_k² / Σ_k r_k(x) / σ_k²`` with ``r_k ∝ π_k N(x; μ_k, σ_k)`` climbs the
+    density monotonically (Carreira-Perpiñán, 2000); ``[*B, K]`` starts give ``[*B, K]`` points.
+    """
+    x = loc.clone()
+    log_weights = weights.log().unsqueeze(-2)  # [*B, 1, K]
+    precision = scale.square().reciprocal().unsqueeze(-2)
+    for _ in range(n_iter):
+        z = (x.unsqueeze(-1) - loc.unsqueeze(-2)) * scale.reciprocal().unsqueeze(-2)  # [*B, K, K]
+        pull = (log_weights - scale.log().unsqueeze(-2) - 0.5 * z.square()).softmax(-1) * precision
+        x = (pull * loc.unsqueeze(-2)).sum(-1) / pull.sum(-1)
+    return x
+
+
+def _lowest_between(a: Tensor, b: Tensor, weights: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """Golden-section search for the density's minimum on ``[a, b]`` (two neighbouring maxima,
+    so the density falls then rises there); ``a, b [*B, M]`` for parameters ``[*B, K]``."""
+    weights, loc, scale = weights.unsqueeze(-2), loc.unsqueeze(-2), scale.unsqueeze(-2)  # [*B, 1, K]
+
+    def density(x: Tensor) -> Tensor:  # up to a constant factor, which the comparison ignores
+        return (weights / scale * torch.exp(-0.5 * ((x.unsqueeze(-1) - loc) / scale).square())).sum(-1)
+
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    # 50 steps shrink the bracket 3e10-fold: a dip missed by that little holds no visible mass.
+    for _ in range(50):
+        left, right = b - ratio * (b - a), a + ratio * (b - a)
+        left_is_lower = density(left) < density(right)
+        a, b = torch.where(left_is_lower, a, left), torch.where(left_is_lower, right, b)
+    return 0.5 * (a + b)
+
+
 def highest_density_intervals(
     log_weights: Tensor, loc: Tensor, scale: Tensor, coverage: float, points_per_component: int = 48
 ) -> HighestDensityIntervals:
     """Highest-density region of probability ``coverage`` of 1-D mixtures, as intervals.
 
     The density is tabulated on a grid that resolves every component (``points_per_component``
-    points over its ±8σ); the level is first found by bisection on the tabulated mass above it,
-    then refined by Newton steps on the exact mass ``Σ_i F(b_i) - F(a_i)`` between the polished
-    crossings ``p(a_i) = p(b_i) = level``, using ``d mass / d level = -level Σ 1/|p'(end)|``.
+    points over its ±8σ) and holds every local maximum and minimum; the level is first found by
+    bisection on the tabulated mass above it, then refined by safeguarded Newton steps on the
+    exact mass ``Σ_i F(b_i) - F(a_i)`` between the polished crossings ``p(a_i) = p(b_i) = level``,
+    using ``d mass / d level = -level Σ 1/|p'(end)|``.
     """
     if not 0.0 < coverage < 1.0:
         raise ValueError(f"coverage must be in (0, 1), got {coverage}.")
     out_dtype = loc.dtype
-    weights, loc, scale = log_weights.double().exp(), loc.double(), scale.double()
-    n_components = loc.shape[-1]
+    batch_shape, n_components = loc.shape[:-1], loc.shape[-1]
+    # Rows are solved independently (and the slow ones alone), so work on a flat batch [N, K].
+    weights = log_weights.double().exp().reshape(-1, n_components)
+    loc = loc.double().reshape(-1, n_components)
+    scale = scale.double().reshape(-1, n_components)
     offsets = torch.linspace(-8.0, 8.0, points_per_component, dtype=torch.float64, device=loc.device)
-    grid = (loc.unsqueeze(-1) + scale.unsqueeze(-1) * offsets).flatten(-2).sort(-1).values  # [*B, G]
+    # The grid also holds every local maximum and minimum, so the density is monotone between
+    # neighbouring grid points and each cell holds at most one crossing: a narrow peak above the
+    # level or a narrow dip below it can no longer hide between grid points.
+    peaks = _uphill_points(weights, loc, scale).sort(-1).values  # [N, K]
+    dips = _lowest_between(peaks[:, :-1], peaks[:, 1:], weights, loc, scale)  # [N, K-1]
+    grid = torch.cat([(loc.unsqueeze(-1) + scale.unsqueeze(-1) * offsets).flatten(-2), peaks, dips], -1)
+    grid = grid.sort(-1).values  # [N, G]
     cdf = torch.zeros_like(grid)
     pdf = torch.zeros_like(grid)
-    for k in range(n_components):  # one component at a time: memory [*B, G], not [*B, G, K]
-        cdf_k, pdf_k, _ = _mixture_terms(grid, weights[..., k, None, None], loc[..., k, None, None],
-                                         scale[..., k, None, None])
+    for k in range(n_components):  # one component at a time: memory [N, G], not [N, G, K]
+        cdf_k, pdf_k, _ = _mixture_terms(grid, weights[:, k, None, None], loc[:, k, None, None],
+                                         scale[:, k, None, None])
         cdf += cdf_k
         pdf += pdf_k
-    cell_mass = cdf[..., 1:] - cdf[..., :-1]  # [*B, G-1]
-    left, right = pdf[..., :-1], pdf[..., 1:]
+    cell_mass = cdf[:, 1:] - cdf[:, :-1]  # [N, G-1]
+    left, right = pdf[:, :-1], pdf[:, 1:]
     peak = pdf.amax(-1)
 
     def tabulated_mass(level: Tensor) -> Tensor:
@@ -145,39 +188,58 @@ def highest_density_intervals(
         low, high = torch.where(too_low, middle, low), torch.where(too_low, high, middle)
     level = 0.5 * (low + high)
 
-    slot_params = (weights.unsqueeze(-2), loc.unsqueeze(-2), scale.unsqueeze(-2))  # [*B, 1, K]
-
-    def crossing(level: Tensor, is_crossing: Tensor, sign: float) -> tuple[Tensor, Tensor]:
-        """Polished crossings in the first K flagged cells of each row: (x [*B, K], found)."""
-        # A 1-D mixture of K Gaussians has at most K modes, hence at most K intervals.
-        cell = (~is_crossing).to(torch.int8).argsort(dim=-1, stable=True)[..., :n_components]
-
-        def residual_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
-            _, density, slope = _mixture_terms(x, *slot_params)
-            return sign * (density - level.unsqueeze(-1)), sign * slope
-
-        x = _solve_bracketed(residual_and_slope, grid.gather(-1, cell), grid.gather(-1, cell + 1),
-                             scale.amin(-1, keepdim=True), max_iter=100)
-        return x, is_crossing.gather(-1, cell)
-
-    def intervals(level: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def intervals(level: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Crossings of ``level [R]`` in ``rows [R]``: start, stop, found ``[R, K]``; mass and
+        ``Σ 1/|p'(end)|`` ``[R]``."""
+        params = (weights[rows, None], loc[rows, None], scale[rows, None])  # [R, 1, K]
         lvl = level.unsqueeze(-1)
-        start, found = crossing(level, (left < lvl) & (right >= lvl), 1.0)
-        stop, _ = crossing(level, (left >= lvl) & (right < lvl), -1.0)
-        return start, stop, found
+        row_left, row_right, row_grid = left[rows], right[rows], grid[rows]
 
-    for _ in range(4):
-        start, stop, found = intervals(level)
-        start_cdf, _, start_slope = _mixture_terms(start, *slot_params)
-        stop_cdf, _, stop_slope = _mixture_terms(stop, *slot_params)
-        mass = torch.where(found, stop_cdf - start_cdf, 0.0).sum(-1)
-        sensitivity = torch.where(found, 1.0 / start_slope.abs() + 1.0 / stop_slope.abs(), 0.0)
-        derivative = -level * sensitivity.sum(-1)
-        new_level = level - (mass - coverage) / derivative
-        level = torch.where(
-            torch.isfinite(new_level) & (new_level > 0) & (new_level < peak), new_level, level
-        )
+        def crossing(is_crossing: Tensor, sign: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            # A 1-D mixture of K Gaussians has at most K modes, hence at most K intervals.
+            cell = (~is_crossing).to(torch.int8).argsort(dim=-1, stable=True)[:, :n_components]
+            found = is_crossing.gather(-1, cell)
+            lower = row_grid.gather(-1, cell)
+            # Empty slots get an empty bracket, so they converge at once.
+            upper = torch.where(found, row_grid.gather(-1, cell + 1), lower)
 
-    start, stop, found = intervals(level)
+            def residual_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
+                _, density, slope = _mixture_terms(x, *params)
+                return sign * (density - lvl), sign * slope
+
+            x = _solve_bracketed(residual_and_slope, lower, upper, scale[rows].amin(-1, keepdim=True), max_iter=100)
+            cdf_x, _, slope = _mixture_terms(x, *params)
+            # The mass adds F(stop) and subtracts F(start): sign -1 at starts, +1 at stops.
+            return x, found, torch.where(found, -sign * cdf_x, 0.0), torch.where(found, 1.0 / slope.abs(), 0.0)
+
+        start, found, start_term, start_sensitivity = crossing((row_left < lvl) & (row_right >= lvl), 1.0)
+        stop, _, stop_term, stop_sensitivity = crossing((row_left >= lvl) & (row_right < lvl), -1.0)
+        mass = (start_term + stop_term).sum(-1)
+        sensitivity = (start_sensitivity + stop_sensitivity).sum(-1)
+        return start, stop, found, mass, sensitivity
+
+    # Safeguarded Newton on the exact mass, which falls as the level rises: a step that leaves
+    # the bracket [mass > coverage, mass < coverage] is replaced by bisection, because the mass
+    # has kinks (infinite slope) where an interval appears or two merge. Converged rows drop out.
+    below, above = torch.zeros_like(peak), peak.clone()
+    rows = torch.arange(len(level), device=level.device)
+    for _ in range(100):
+        _, _, _, mass, sensitivity = intervals(level[rows], rows)
+        active = (mass - coverage).abs() > 1e-11
+        if not bool(active.any()):
+            break
+        rows, mass, sensitivity = rows[active], mass[active], sensitivity[active]
+        row_level = level[rows]
+        below[rows] = torch.where(mass > coverage, row_level, below[rows])
+        above[rows] = torch.where(mass < coverage, row_level, above[rows])
+        new_level = row_level + (mass - coverage) / (row_level * sensitivity)
+        inside = torch.isfinite(new_level) & (new_level > below[rows]) & (new_level < above[rows])
+        level[rows] = torch.where(inside, new_level, 0.5 * (below[rows] + above[rows]))
+
+    start, stop, found, _, _ = intervals(level, torch.arange(len(level), device=level.device))
     bounds = torch.stack([start, stop], -1).masked_fill(~found.unsqueeze(-1), math.nan)
-    return HighestDensityIntervals(bounds.to(out_dtype), found, level.to(out_dtype))
+    return HighestDensityIntervals(
+        bounds.to(out_dtype).reshape(*batch_shape, n_components, 2),
+        found.reshape(*batch_shape, n_components),
+        level.to(out_dtype).reshape(batch_shape),
+    )
