@@ -5,10 +5,14 @@ logits, means and scale parameters. Constraints are made here, visibly: scales a
 ``softplus(raw) + min_scale`` (so a component cannot collapse to a point and give NaN, the
 Edward tutorial's failure mode, and grows only linearly where the raw value is large), and a full
 covariance is a Cholesky factor with that positive diagonal and a free strictly-lower part.
+
+:class:`MDNEnsemble` holds ``M`` independently initialised MDNs in batched layers (a deep
+ensemble, Lakshminarayanan et al. 2017) and predicts their equally weighted mixture of mixtures.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import get_args
 
@@ -18,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mdnkit.distributions import CovarianceType, GaussianMixture
-from mdnkit.networks import MLP, Activation
+from mdnkit.networks import MLP, Activation, EnsembleLinear
 
 COVARIANCE_TYPES: tuple[str, ...] = get_args(CovarianceType)
 
@@ -36,6 +40,13 @@ class MixtureHead(nn.Module):
         n_components: Number of components ``K``.
         covariance_type: ``"diagonal"``, ``"isotropic"`` or ``"full"``.
         min_scale: Floor added to every standard deviation (in the units of the target).
+        n_members: ``None`` for one head; ``M`` for ``M`` independent heads in one
+            :class:`~mdnkit.networks.EnsembleLinear`, features ``[M, *B, H]`` to mixtures with
+            batch shape ``(M, *B)``. Such a head also keeps ``logit_mask [M, K]`` (0, or ``-inf``
+            for a component pruned from one member only, see :meth:`mask`).
+
+    The flat output is component-major within each part (logits ``[K]``, loc ``[K, D]``, scale
+    ``[K, D]`` or ``[K]``, off-diagonal ``[K, D(D-1)/2]``), so :meth:`prune` can slice rows.
 
     Example:
         >>> head = MixtureHead(8, 2, n_components=3, covariance_type="full")
@@ -50,6 +61,7 @@ class MixtureHead(nn.Module):
         n_components: int,
         covariance_type: CovarianceType = "diagonal",
         min_scale: float = 1e-3,
+        n_members: int | None = None,
     ) -> None:
         super().__init__()
         if covariance_type not in COVARIANCE_TYPES:
@@ -58,16 +70,28 @@ class MixtureHead(nn.Module):
         self.n_components, self.out_features = k, d
         self.covariance_type = covariance_type
         self.min_scale = float(min_scale)
-        n_scales = k if covariance_type == "isotropic" else k * d
-        n_off_diagonal = k * d * (d - 1) // 2 if covariance_type == "full" else 0
-        self.split_sizes = [k, k * d, n_scales, n_off_diagonal]  # logits, loc, scale, tril
-        self.linear = nn.Linear(in_features, sum(self.split_sizes))
+        self.n_members = n_members
+        self.split_sizes = self._split_sizes(k)  # logits, loc, scale, tril
+        if n_members is None:
+            self.linear: nn.Module = nn.Linear(in_features, sum(self.split_sizes))
+        else:
+            self.linear = EnsembleLinear(in_features, sum(self.split_sizes), n_members)
+            self.register_buffer("logit_mask", torch.zeros(n_members, k))
         self.register_buffer("_tril_index", torch.tril_indices(d, d, offset=-1), persistent=False)
 
+    def _split_sizes(self, k: int) -> list[int]:
+        d = self.out_features
+        n_scales = k if self.covariance_type == "isotropic" else k * d
+        n_off_diagonal = k * d * (d - 1) // 2 if self.covariance_type == "full" else 0
+        return [k, k * d, n_scales, n_off_diagonal]
+
     def forward(self, features: Tensor) -> GaussianMixture:
-        """``[*B, H] -> GaussianMixture`` with batch shape ``B``."""
+        """``[*B, H] -> GaussianMixture`` with batch shape ``B`` (``[M, *B, H]`` and ``(M, *B)``
+        for an ensemble head)."""
         k, d = self.n_components, self.out_features
         logits, loc, raw_scale, off_diagonal = self.linear(features).split(self.split_sizes, dim=-1)
+        if self.n_members is not None:  # pruned components of single members: weight exactly 0
+            logits = logits + self.logit_mask.view(self.n_members, *[1] * (logits.dim() - 2), k)
         loc = loc.unflatten(-1, (k, d))  # [*B, K, D]
         # contiguous(): softplus on a strided slice of the flat output is ~15x slower on CPU.
         scale = F.softplus(raw_scale.contiguous()) + self.min_scale
@@ -106,8 +130,52 @@ class MixtureHead(nn.Module):
             raw_scale,
             torch.zeros(self.split_sizes[3], dtype=torch.float64),
         ])
-        self.linear.bias.copy_(bias)
+        self.linear.bias.copy_(bias)  # broadcast over the members of an ensemble head
         self.linear.weight.mul_(0.1)
+
+    @torch.no_grad()
+    def prune(self, keep: Tensor) -> None:
+        """Remove components for good: slice their rows out of the linear layer.
+
+        Args:
+            keep: ``[K]`` booleans, True for the components to keep (at least one).
+        """
+        keep = torch.as_tensor(keep, dtype=torch.bool, device="cpu")
+        if keep.shape != (self.n_components,) or not bool(keep.any()):
+            raise ValueError(f"keep must be {self.n_components} booleans with at least one True.")
+        k, kept = self.n_components, int(keep.sum())
+        rows, offset = [], 0
+        for size in self.split_sizes:  # each part is component-major: [K, size // K]
+            per_component = size // k
+            index = torch.arange(offset, offset + size).view(k, per_component)
+            rows.append(index[keep].flatten())
+            offset += size
+        rows_index = torch.cat(rows).to(self.linear.bias.device)
+        if self.n_members is None:
+            linear = nn.Linear(self.linear.in_features, len(rows_index))
+            linear.weight = nn.Parameter(self.linear.weight[rows_index].clone())
+        else:
+            linear = EnsembleLinear(self.linear.in_features, len(rows_index), self.n_members)
+            linear.weight = nn.Parameter(self.linear.weight[..., rows_index].clone())
+            self.logit_mask = self.logit_mask[:, keep.to(self.logit_mask.device)].clone()
+        linear.bias = nn.Parameter(self.linear.bias[..., rows_index].clone())
+        self.linear = linear
+        self.n_components = kept
+        self.split_sizes = self._split_sizes(kept)
+
+    @torch.no_grad()
+    def mask(self, dead: Tensor) -> None:
+        """Give components of single ensemble members weight zero (logit ``-inf``) for good.
+
+        Args:
+            dead: ``[M, K]`` booleans; every member must keep at least one component.
+        """
+        if self.n_members is None:
+            raise ValueError("mask() is for ensemble heads; prune() a single head.")
+        dead = torch.as_tensor(dead, dtype=torch.bool).to(self.logit_mask.device)
+        if dead.shape != self.logit_mask.shape or bool((dead | self.logit_mask.isinf()).all(1).any()):
+            raise ValueError(f"dead must be {tuple(self.logit_mask.shape)} booleans leaving each member a component.")
+        self.logit_mask[dead] = -math.inf
 
 
 def _spread_centres(y: np.ndarray, k: int, random_state: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -178,4 +246,127 @@ class MDN(nn.Module):
         self.head.initialize(y, random_state)
 
 
-__all__ = ["COVARIANCE_TYPES", "MDN", "MixtureHead"]
+class MDNEnsemble(nn.Module):
+    r"""``M`` independently initialised MDNs in batched layers; ``forward`` returns their mixture.
+
+    The prediction is the mixture of mixtures with ``M·K`` components and weights ``π_mk / M``:
+
+    .. math:: p(y \mid x) = \frac1M \sum_{m=1}^{M} \sum_{k=1}^{K} \pi_{mk}(x)\,
+              \mathcal N(y \mid \mu_{mk}(x), \Sigma_{mk}(x)),
+
+    components ordered member-major (``m·K + k``). Training minimises :meth:`training_losses`,
+    the sum of the members' own mean NLLs: the gradient of each member's weights is that of its
+    own NLL, so with Adam (per-weight updates) the members train as if apart (deep ensembles,
+    Lakshminarayanan et al. 2017), in one batched step.
+
+    Args:
+        in_features, out_features, n_components, hidden_sizes, activation, covariance_type,
+        min_scale: As for :class:`MDN`, per member.
+        n_members: Number of members ``M``.
+
+    Example:
+        >>> ensemble = MDNEnsemble(1, 1, n_components=3, hidden_sizes=(16,), n_members=4)
+        >>> ensemble.members(torch.randn(10, 1)).batch_shape, ensemble(torch.randn(10, 1)).n_components
+        (torch.Size([4, 10]), 12)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int = 1,
+        n_components: int = 5,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        activation: Activation = "relu",
+        covariance_type: CovarianceType = "diagonal",
+        min_scale: float = 1e-3,
+        n_members: int = 5,
+    ) -> None:
+        super().__init__()
+        self.n_members = int(n_members)
+        self.config = dict(
+            in_features=in_features, out_features=out_features, hidden_sizes=tuple(hidden_sizes),
+            activation=activation, covariance_type=covariance_type, min_scale=min_scale,
+        )
+        self.backbone = MLP(in_features, hidden_sizes, activation, n_members=self.n_members)
+        self.head = MixtureHead(
+            self.backbone.out_features, out_features, n_components, covariance_type, min_scale, self.n_members
+        )
+
+    def members(self, x: Tensor) -> GaussianMixture:
+        """Each member's mixture: ``x [*B, F] -> GaussianMixture`` with batch shape ``(M, *B)``.
+
+        Components pruned from one member only (:meth:`MixtureHead.mask`) have logit ``-inf``.
+        """
+        return self.head(self.backbone(x.expand(self.n_members, *x.shape)))
+
+    def forward(self, x: Tensor) -> GaussianMixture:
+        """``x [*B, F] -> GaussianMixture`` with batch shape ``B`` and ``M·K`` components (fewer
+        when components were pruned from single members)."""
+        return mixture_of_members(self.members(x), self.head.logit_mask)
+
+    def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loss, ensemble_nll)`` on a batch ``x [N, F]``, ``y [N, D]``.
+
+        ``loss = Σ_m mean_i -log p_m(y_i | x_i)`` is what is minimised; ``ensemble_nll`` is the
+        mean NLL of the mixture of members, ``-mean_i log (1/M Σ_m p_m(y_i | x_i))`` (detached),
+        what is reported.
+        """
+        log_prob = self.members(x).log_prob(y).reshape(self.n_members, -1)  # [M, N]
+        loss = -log_prob.mean(1).sum()
+        ensemble_nll = -(torch.logsumexp(log_prob.detach(), 0) - math.log(self.n_members)).mean()
+        return loss, ensemble_nll
+
+    def initialize(self, y: Tensor, random_state: int | None = None) -> None:
+        """The same data-driven head start for every member (:meth:`MixtureHead.initialize`);
+        the backbones keep their independent random weights, so the members still differ."""
+        self.head.initialize(y, random_state)
+
+    @torch.no_grad()
+    def member(self, index: int) -> MDN:
+        """Member ``index`` as a standalone :class:`MDN` (a copy, without its masked components)."""
+        config = self.config
+        mdn = MDN(
+            config["in_features"], config["out_features"], self.head.n_components, config["hidden_sizes"],
+            config["activation"], config["covariance_type"], config["min_scale"],
+        )
+        weight = self.head.linear.weight
+        mdn.to(device=weight.device, dtype=weight.dtype)
+        for single, batched in zip(
+            [*[m for m in mdn.backbone if isinstance(m, nn.Linear)], mdn.head.linear],
+            [*[m for m in self.backbone if isinstance(m, EnsembleLinear)], self.head.linear],
+        ):
+            single.weight.copy_(batched.weight[index].T)
+            single.bias.copy_(batched.bias[index])
+        masked = self.head.logit_mask[index].isinf()
+        if bool(masked.any()):
+            mdn.head.prune(~masked.cpu())
+        return mdn
+
+
+def mixture_of_members(members: GaussianMixture, logit_mask: Tensor | None = None) -> GaussianMixture:
+    """The equally weighted mixture of a batch of mixtures, over its leading dimension.
+
+    Args:
+        members: Batch shape ``(M, *B)`` with ``K`` components each.
+        logit_mask: Optional ``[M, K]``; components where it is ``-inf`` are left out.
+
+    Returns:
+        Batch shape ``B``, ``M·K`` components (member-major), log-weights ``log π_mk - log M``.
+    """
+    n_members = members.batch_shape[0]
+    position = len(members.batch_shape) - 1  # where the member axis goes: just before K
+
+    def merge(tensor: Tensor) -> Tensor:  # [M, *B, K, *E] -> [*B, M·K, *E]
+        merged = tensor.movedim(0, position).flatten(position, position + 1)
+        return merged if keep is None else merged.index_select(position, keep)
+
+    keep = None
+    if logit_mask is not None and bool(logit_mask.isinf().any()):
+        keep = torch.nonzero(~logit_mask.isinf().flatten()).flatten().to(members.loc.device)
+    logits = merge(members.log_weights) - math.log(n_members)
+    if members.scale_tril is not None:
+        return GaussianMixture(logits, merge(members.loc), scale_tril=merge(members.scale_tril))
+    return GaussianMixture(logits, merge(members.loc), scale=merge(members.scale))
+
+
+__all__ = ["COVARIANCE_TYPES", "MDN", "MDNEnsemble", "MixtureHead", "mixture_of_members"]

@@ -4,6 +4,11 @@
 distribution. It works on tensors already standardised and on their device; the estimator does
 the scaling. Everything it records (the per-epoch history) is shifted by ``nll_offset`` so that a
 caller can report NLLs in the user's original units.
+
+A module may instead define ``training_losses(x, y) -> (loss, nll)``, the objective to minimise
+and the NLL to record; :class:`~mdnkit.heads.MDNEnsemble` does (the sum of its members' NLLs, and
+the NLL of their mixture). A module with an ``n_members`` attribute has its gradients clipped
+member by member: each parameter's leading dimension is the member.
 """
 
 from __future__ import annotations
@@ -60,6 +65,17 @@ class TrainingResult:
 
 def _nll(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return -module(x).log_prob(y).mean()
+
+
+def _clip_grad_norm_per_member(parameters: list[nn.Parameter], max_norm: float, n_members: int) -> None:
+    """Clip each member's gradient to ``max_norm`` on its own, as if it were trained alone."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    squares = torch.stack([g.reshape(n_members, -1).square().sum(1) for g in grads]).sum(0)  # [M]
+    scale = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(scale.view(n_members, *[1] * (grad.dim() - 1)))
 
 
 def _clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> None:
@@ -133,6 +149,8 @@ def train(
     n_train = len(x_train)
     batch_size = n_train if config.batch_size is None else min(int(config.batch_size), n_train)
     noisy = config.input_noise > 0 or config.target_noise > 0
+    n_members = getattr(module, "n_members", None)
+    training_losses = getattr(module, "training_losses", None)
 
     def perturbed(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         # Noise regularisation (Rothfuss et al. 2019): fresh noise on standardised x and y.
@@ -146,12 +164,18 @@ def train(
         """One Adam step on a batch; returns its (pre-step) mean NLL."""
         x, y = perturbed(x, y) if noisy else (x, y)
         optimizer.zero_grad(set_to_none=True)
-        loss = _nll(module, x, y)
+        if training_losses is None:
+            loss = reported = _nll(module, x, y)
+        else:
+            loss, reported = training_losses(x, y)
         loss.backward()
         if config.gradient_clip:
-            _clip_grad_norm(parameters, config.gradient_clip)
+            if n_members is None:
+                _clip_grad_norm(parameters, config.gradient_clip)
+            else:
+                _clip_grad_norm_per_member(parameters, config.gradient_clip, n_members)
         optimizer.step()
-        return loss.detach()
+        return reported.detach()
 
     result = TrainingResult()
     best_score, best_state = math.inf, _snapshot(module)
@@ -169,15 +193,23 @@ def train(
             if config.optimizer == "lbfgs":
                 x_step, y_step = perturbed(x_train, y_train) if noisy else (x_train, y_train)
 
+                first_nll: list[Tensor] = []  # an ensemble's mixture NLL at the step's start
+
                 def closure() -> Tensor:
                     optimizer.zero_grad(set_to_none=True)
-                    loss = _nll(module, x_step, y_step)
+                    if training_losses is None:
+                        loss = reported = _nll(module, x_step, y_step)
+                    else:
+                        loss, reported = training_losses(x_step, y_step)
+                    if not first_nll:
+                        first_nll.append(reported.detach())
                     if config.weight_decay:  # L-BFGS has no decoupled decay: penalise instead
                         loss = loss + 0.5 * config.weight_decay * sum(p.square().sum() for p in parameters)
                     loss.backward()
                     return loss
 
-                train_loss = optimizer.step(closure).detach()
+                step_loss = optimizer.step(closure).detach()  # the first closure's value
+                train_loss = step_loss if training_losses is None else first_nll[0]
             elif batch_size == n_train:  # no shuffling or indexing: one step on the whole set
                 train_loss = gradient_step(x_train, y_train)
             else:
