@@ -9,24 +9,40 @@ Example:
     GaussianMixture(batch_shape=(3,), event_shape=(1,), n_components=5, covariance_type='diagonal')
 """
 
+from mdnkit.baselines import (
+    ConditionalGMM,
+    GaussianNetworkRegressor,
+    HomoscedasticGaussianRegressor,
+    MSENetworkRegressor,
+)
 from mdnkit.distributions import GaussianMixture, HighestDensityIntervals, Modes
 from mdnkit.estimator import MDNRegressor
-from mdnkit.heads import MDN, MixtureHead
+from mdnkit.heads import MDN, MDNEnsemble, MixtureHead
 from mdnkit.io import ModelFileError, load
 from mdnkit.networks import MLP
+from mdnkit.novelty import InputNovelty, NoveltyWarning
+from mdnkit.selection import MDNRegressorCV
 from mdnkit.training import TrainingDivergedError, TrainingInterrupted
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConditionalGMM",
     "GaussianMixture",
+    "GaussianNetworkRegressor",
     "HighestDensityIntervals",
+    "HomoscedasticGaussianRegressor",
+    "InputNovelty",
     "MDN",
+    "MDNEnsemble",
     "MDNRegressor",
+    "MDNRegressorCV",
     "MLP",
+    "MSENetworkRegressor",
     "MixtureHead",
     "ModelFileError",
     "Modes",
+    "NoveltyWarning",
     "TrainingDivergedError",
     "TrainingInterrupted",
     "__version__",

@@ -23,11 +23,13 @@ from sklearn.utils.validation import check_is_fitted
 from mdnkit import _validation
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, seed_from
 from mdnkit.distributions import CovarianceType, GaussianMixture
-from mdnkit.heads import COVARIANCE_TYPES, MDN
+from mdnkit.heads import COVARIANCE_TYPES, MDN, MDNEnsemble
 from mdnkit.networks import ACTIVATIONS, Activation
+from mdnkit.novelty import InputNovelty
 from mdnkit.training import Optimizer, TrainingConfig, TrainingInterrupted, train
 
 _PREDICT_CHUNK = 65_536  # rows per forward pass at predict time: memory stays flat
+DEAD_WEIGHT = 1e-3  # a component whose weight stays below this on every training input is dead
 
 
 class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
@@ -60,13 +62,32 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         verbose: Show a progress bar with the train / validation NLL.
         random_state: Seed for the weights, the split, the shuffling and the noise.
         warm_start: Continue from the current weights when ``fit`` is called again.
+        n_estimators: Number ``M`` of MDNs in a deep ensemble (Lakshminarayanan et al. 2017).
+            The members start from independent random weights (and the same data-driven head
+            start), each is trained on its own NLL, all together in batched layers (one optimiser
+            step updates every member; gradients are clipped member by member), on the same
+            minibatches. Early stopping and learning-rate decay follow the validation NLL of the
+            ensemble, which predicts the equally weighted mixture of its members' mixtures
+            (``M·K`` components, weights ``π_mk / M``). ``1`` is a single MDN.
 
     Attributes:
-        module_: The fitted :class:`~mdnkit.heads.MDN` (works on standardised data).
+        module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` when
+            ``n_estimators > 1`` (works on standardised data).
         history_: One dict per epoch: ``epoch``, ``train_nll``, ``val_nll``, ``learning_rate``,
-            ``time`` (NLLs in nats per row, original units).
+            ``time`` (NLLs in nats per row, original units; of the ensemble's mixture for
+            ``n_estimators > 1``, the training one on the batches before each step).
         n_iter_: Epochs run. ``best_epoch_``: the epoch whose weights were kept.
         n_features_in_, n_outputs_: Input and target dimensions.
+        novelty_: :class:`~mdnkit.novelty.InputNovelty` fitted on the standardised inputs of the
+            last ``fit`` (``None`` for a model loaded from a file saved without one); see
+            :meth:`novelty_score`.
+        n_components_: Components per member now (``n_components`` until
+            :meth:`prune_components` removes some).
+        component_weight_mean_, component_weight_max_: Mean and maximum over the rows given to
+            ``fit`` (validation rows included) of each component's weight ``π_k(x)``: ``(K,)``,
+            or ``(n_estimators, K)`` for an ensemble.
+        dead_components_: Booleans of the same shape: components whose weight stays below
+            ``1e-3`` on every row (see :meth:`prune_components`).
 
     Example:
         >>> import numpy as np
@@ -99,6 +120,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         verbose: bool = False,
         random_state: int | np.random.RandomState | None = None,
         warm_start: bool = False,
+        n_estimators: int = 1,
     ) -> None:
         self.n_components = n_components
         self.hidden_sizes = hidden_sizes
@@ -120,6 +142,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.random_state = random_state
         self.warm_start = warm_start
+        self.n_estimators = n_estimators
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any) -> MDNRegressor:
@@ -150,6 +173,11 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
                     f"warm_start: the model was fitted on {self.n_features_in_} features and "
                     f"{self.n_outputs_} targets, got {X.shape[1]} and {y.shape[1]}."
                 )
+            if getattr(self.module_, "n_members", 1) != self.n_estimators:
+                raise ValueError(
+                    f"warm_start: the model was fitted with n_estimators="
+                    f"{getattr(self.module_, 'n_members', 1)}, got n_estimators={self.n_estimators}."
+                )
         else:
             self._fit_scalers(X, y)
             if feature_names is not None:
@@ -168,6 +196,9 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         rows = np.random.default_rng(seed).permutation(len(X))
         val_rows, train_rows = rows[:n_val], rows[n_val:]
         x_all = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=dtype, device=device)
+        # Where the training inputs lie, so predictions far from them can warn (NoveltyWarning).
+        # Rebuilt by every fit, warm starts included: it describes the data the model last saw.
+        self.novelty_ = InputNovelty(random_state=seed).fit((X - self.x_mean_) / self.x_scale_)
         y_all = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=dtype, device=device)
         train_index = torch.as_tensor(train_rows, device=device)
         val_index = torch.as_tensor(val_rows, device=device)
@@ -208,6 +239,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         # Epochs of this call, rolled-back ones included (history's numbering skips those).
         self.n_iter_ = result.history[-1]["epoch"] - offset if result.history else 0
         self.best_epoch_ = result.best_epoch + offset
+        self._record_component_usage(x_all)
         if result.interrupted:
             warnings.warn(
                 f"Training interrupted at epoch {self.n_iter_}; kept the weights of epoch "
@@ -217,7 +249,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             )
         elif n_val and not result.stopped_early and self.n_iter_ - result.best_epoch < patience // 4:
             warnings.warn(
-                f"MDNRegressor stopped at max_epochs={self.max_epochs} while the validation NLL was "
+                f"{type(self).__name__} stopped at max_epochs={self.max_epochs} while the validation NLL was "
                 "still improving; increase max_epochs (or learning_rate).",
                 ConvergenceWarning,
                 stacklevel=2,
@@ -230,7 +262,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
-        for name in ("n_components", "max_epochs"):
+        for name in ("n_components", "max_epochs", "n_estimators"):
             positive_int(name)
         for name in ("batch_size", "patience"):
             if getattr(self, name) is not None:
@@ -294,11 +326,88 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         """Shift from a standardised-unit NLL to an original-unit NLL: ``Σ_j log σ_y,j``."""
         return float(np.log(self.y_scale_).sum())
 
-    def _build_module(self, n_features: int, n_outputs: int) -> MDN:
-        return MDN(
-            n_features, n_outputs, int(self.n_components), tuple(int(s) for s in self.hidden_sizes),
-            self.activation, self.covariance_type, float(self.min_scale),
+    def _build_module(self, n_features: int, n_outputs: int, n_components: int | None = None) -> MDN | MDNEnsemble:
+        """A fresh network; ``n_components`` overrides the parameter (a pruned model's file)."""
+        arguments = (
+            n_features, n_outputs, int(self.n_components if n_components is None else n_components),
+            tuple(int(s) for s in self.hidden_sizes), self.activation, self.covariance_type,
+            float(self.min_scale),
         )
+        if self.n_estimators == 1:
+            return MDN(*arguments)
+        return MDNEnsemble(*arguments, n_members=int(self.n_estimators))
+
+    @torch.no_grad()
+    def _record_component_usage(self, x: torch.Tensor) -> None:
+        """Mean and max of every component's weight over the standardised inputs ``x [N, F]``."""
+        self.module_.eval()
+        ensemble = isinstance(self.module_, MDNEnsemble)
+        total, peak = 0.0, None
+        for chunk in x.split(_PREDICT_CHUNK):
+            weights = (self.module_.members(chunk) if ensemble else self.module_(chunk)).weights  # [(M,) n, K]
+            total = total + weights.sum(-2, dtype=torch.float64)
+            chunk_peak = weights.amax(-2)
+            peak = chunk_peak if peak is None else torch.maximum(peak, chunk_peak)
+        self.n_components_ = int(self.module_.head.n_components)
+        self.component_weight_mean_ = (total / len(x)).cpu().numpy()
+        self.component_weight_max_ = peak.double().cpu().numpy()
+        self._flag_dead_components()
+
+    def _flag_dead_components(self) -> None:
+        alive = np.ones(self.component_weight_max_.shape, dtype=bool)
+        if isinstance(self.module_, MDNEnsemble):  # components masked by an earlier pruning
+            alive = ~self.module_.head.logit_mask.isinf().cpu().numpy()
+        self.dead_components_ = (self.component_weight_max_ < DEAD_WEIGHT) & alive
+
+    def prune_components(self, threshold: float = DEAD_WEIGHT) -> MDNRegressor:
+        """Remove the components whose weight stays below ``threshold`` on every training input.
+
+        The weights are those recorded at the end of ``fit`` (:attr:`component_weight_max_`).
+        With a single MDN, the head's output rows of those components are sliced out:
+        ``n_components_`` shrinks and the rest renormalise, so every log-density changes by at
+        most ``-log(1 - r(x))`` upwards, ``r(x)`` the removed weight at ``x`` (below
+        ``K·threshold`` on the training inputs). In an ensemble a component is removed from the
+        member where it is dead: components dead in every member are sliced out, the others
+        masked (weight exactly zero in that member, left out of :meth:`predict_dist`), as the
+        members' layers must keep one shape.
+
+        Args:
+            threshold: Weight below which a component counts as dead, in ``(0, 1)``.
+
+        Returns:
+            ``self``, with ``dead_components_`` all False and the removed components gone from
+            ``component_weight_mean_`` and ``component_weight_max_`` (zero where masked).
+
+        Raises:
+            ValueError: A bad ``threshold``, one that would leave a member with no component,
+                or a model loaded from a file that predates the usage record (refit it).
+        """
+        check_is_fitted(self, "module_")
+        if not (isinstance(threshold, numbers.Real) and 0 < threshold < 1):
+            raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}.")
+        if not hasattr(self, "component_weight_max_"):
+            raise ValueError("This model has no record of its component weights (saved by an older "
+                             "mdnkit); refit it to prune components.")
+        peak = np.atleast_2d(self.component_weight_max_)  # [M, K]
+        ensemble = isinstance(self.module_, MDNEnsemble)
+        masked = self.module_.head.logit_mask.isinf().cpu().numpy() if ensemble else np.zeros(peak.shape, bool)
+        dead = (peak < threshold) | masked
+        if dead.all(axis=1).any():
+            raise ValueError(f"threshold={threshold} would remove every component of a member; use a smaller one.")
+        everywhere = dead.all(axis=0)  # [K]
+        if everywhere.any():
+            self.module_.head.prune(torch.as_tensor(~everywhere))
+            dead, peak = dead[:, ~everywhere], peak[:, ~everywhere]
+            self.component_weight_mean_ = np.atleast_2d(self.component_weight_mean_)[:, ~everywhere]
+        if ensemble and dead.any():
+            self.module_.head.mask(torch.as_tensor(dead & ~self.module_.head.logit_mask.isinf().cpu().numpy()))
+        mean = np.where(dead, 0.0, np.atleast_2d(self.component_weight_mean_))
+        peak = np.where(dead, 0.0, peak)
+        squeeze = (lambda a: a[0]) if not ensemble else (lambda a: a)
+        self.component_weight_mean_, self.component_weight_max_ = squeeze(mean), squeeze(peak)
+        self.n_components_ = int(self.module_.head.n_components)
+        self._flag_dead_components()
+        return self
 
     # ------------------------------------------------------------------ predicting
     def _check_X(self, X: Any) -> np.ndarray:
@@ -307,13 +416,13 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         fitted_names = getattr(self, "feature_names_in_", None)
         if names is not None and fitted_names is not None and list(names) != list(fitted_names):
             raise ValueError(
-                f"X has columns {list(names)}, but MDNRegressor was fitted with columns "
+                f"X has columns {list(names)}, but {type(self).__name__} was fitted with columns "
                 f"{list(fitted_names)} (same names in the same order are needed)."
             )
         X = _validation.as_float_matrix(X, "X", allow_1d=False)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"X has {X.shape[1]} features, but MDNRegressor is expecting "
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input (the number it was fitted with)."
             )
         return X
@@ -324,8 +433,14 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         Returns:
             A :class:`~mdnkit.distributions.GaussianMixture` with batch shape ``(n,)`` and event
             shape ``(d,)`` (``(1,)`` for a 1-D target).
+
+        Warns:
+            NoveltyWarning: Some rows lie far outside the training inputs (``novelty_score``
+                above ``novelty_.threshold``, 2 by default); the count is in the message.
         """
         X = self._check_X(X)
+        if getattr(self, "novelty_", None) is not None:
+            self.novelty_.warn_if_novel((X - self.x_mean_) / self.x_scale_, stacklevel=2)
         parameter = next(self.module_.parameters())
         x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=parameter.dtype, device=parameter.device)
         self.module_.eval()
@@ -333,6 +448,74 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             parts = [self.module_(chunk).to("cpu", torch.float64) for chunk in x.split(_PREDICT_CHUNK)]
         mixture = parts[0] if len(parts) == 1 else _concatenate(parts)
         return mixture.affine(torch.as_tensor(self.y_mean_), torch.as_tensor(self.y_scale_))
+
+    def predict_members_dist(self, X: Any) -> GaussianMixture:
+        """Each ensemble member's own conditional distribution, in original units.
+
+        :meth:`predict_dist` is their equally weighted mixture. A component pruned from one member
+        only has weight zero (logit ``-inf``) there.
+
+        Returns:
+            A :class:`~mdnkit.distributions.GaussianMixture` with batch shape
+            ``(n_estimators, n)`` (``(1, n)`` for a single MDN) and event shape ``(d,)``.
+        """
+        X = self._check_X(X)
+        parameter = next(self.module_.parameters())
+        x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=parameter.dtype, device=parameter.device)
+        self.module_.eval()
+        with torch.no_grad():
+            if isinstance(self.module_, MDNEnsemble):
+                parts = [self.module_.members(chunk).to("cpu", torch.float64) for chunk in x.split(_PREDICT_CHUNK)]
+            else:
+                parts = [
+                    self.module_(chunk).to("cpu", torch.float64).expand((1, len(chunk)))
+                    for chunk in x.split(_PREDICT_CHUNK)
+                ]
+        mixture = parts[0] if len(parts) == 1 else _concatenate(parts, dim=1)
+        return mixture.affine(torch.as_tensor(self.y_mean_), torch.as_tensor(self.y_scale_))
+
+    def predict_epistemic_std(self, X: Any) -> np.ndarray:
+        """Disagreement of the ensemble members: the standard deviation of their means.
+
+        With member means ``μ_m(x)`` and variances ``σ²_m(x)``, the ensemble's variance splits as
+        ``predict_std² = mean_m σ²_m + var_m μ_m`` (law of total variance, ``var_m`` over the
+        ``M`` members with divisor ``M``); this returns ``sqrt(var_m μ_m)``, the epistemic part,
+        which grows away from the training data. Zero for ``n_estimators=1``.
+
+        Returns:
+            ``(n,)`` for 1-D ``y``, else ``(n, d)``.
+        """
+        means = self.predict_members_dist(X).mean  # [M, n, d]
+        return self._shape_targets(means.std(dim=0, correction=0).numpy())
+
+    def novelty_score(self, X: Any) -> np.ndarray:
+        """How far each row of ``X (n, p)`` lies from the training inputs, ``(n,)``.
+
+        In standardised input units, with ``d(x)`` the distance to the 5th nearest training row
+        and ``c_i`` the same distance for each training row ``i`` (leaving itself out)::
+
+            score(x) = #{i : c_i < d(x)} / m    if d(x) <= max c_i   (share, in [0, 1))
+            score(x) = d(x) / max c_i           otherwise            (ratio, > 1)
+
+        Fresh rows from the training distribution score about uniformly on ``[0, 1]``; a score of
+        ``4`` is four times as isolated as the most isolated training row. ``predict_dist`` warns
+        (:class:`~mdnkit.novelty.NoveltyWarning`) for rows above ``novelty_.threshold`` (2).
+
+        Example:
+            >>> rng = np.random.default_rng(0)
+            >>> X = rng.normal(size=(300, 2)); y = X[:, 0] + 0.1 * rng.normal(size=300)
+            >>> model = MDNRegressor(n_components=2, max_epochs=5, random_state=0).fit(X, y)
+            >>> scores = model.novelty_score(np.array([[0.0, 0.0], [20.0, 20.0]]))
+            >>> bool(scores[0] < 0.5), bool(scores[1] > 2)
+            (True, True)
+        """
+        X = self._check_X(X)
+        if getattr(self, "novelty_", None) is None:
+            raise ValueError(
+                "This model has no record of its training inputs (it was saved by an mdnkit without "
+                "novelty scores); refit it to get novelty_score."
+            )
+        return self.novelty_.score((X - self.x_mean_) / self.x_scale_)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -357,12 +540,13 @@ def _feature_names(X: Any) -> np.ndarray | None:
     return np.asarray(columns, dtype=object)
 
 
-def _concatenate(parts: list[GaussianMixture]) -> GaussianMixture:
-    logits = torch.cat([p.logits for p in parts])
-    loc = torch.cat([p.loc for p in parts])
+def _concatenate(parts: list[GaussianMixture], dim: int = 0) -> GaussianMixture:
+    """Join mixtures along batch dimension ``dim``."""
+    logits = torch.cat([p.logits for p in parts], dim)
+    loc = torch.cat([p.loc for p in parts], dim)
     if parts[0].scale_tril is not None:
-        return GaussianMixture(logits, loc, scale_tril=torch.cat([p.scale_tril for p in parts]))
-    return GaussianMixture(logits, loc, scale=torch.cat([p.scale for p in parts]))
+        return GaussianMixture(logits, loc, scale_tril=torch.cat([p.scale_tril for p in parts], dim))
+    return GaussianMixture(logits, loc, scale=torch.cat([p.scale for p in parts], dim))
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

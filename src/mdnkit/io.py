@@ -235,6 +235,11 @@ def read_model_file(
 _FITTED_ARRAYS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_")
 _FITTED_VALUES = ("n_features_in_", "n_outputs_", "n_iter_", "best_epoch_", "history_", "_y_is_1d")
 _FITTED_OPTIONAL = ("feature_names_in_", "target_names_")
+# Tensors of the input-novelty detector (mdnkit.novelty) sit beside the weights under this prefix.
+_NOVELTY_PREFIX = "novelty_."
+# Absent from files of mdnkit before ensembles and pruning: such a model has n_components_ =
+# n_components and no usage record.
+_FITTED_USAGE = ("component_weight_mean_", "component_weight_max_", "dead_components_")
 
 
 def _json_native(value: Any) -> Any:
@@ -270,8 +275,16 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
             fitted[name] = [str(v) for v in getattr(estimator, name)]
     if getattr(estimator, "schema_", None) is not None:  # the CLI's record of its data columns
         fitted["schema_"] = estimator.schema_
+    if hasattr(estimator, "n_components_"):
+        fitted["n_components_"] = int(estimator.n_components_)
+    for name in _FITTED_USAGE:
+        if hasattr(estimator, name):
+            fitted[name] = np.asarray(getattr(estimator, name)).tolist()
     document = {"estimator": type(estimator).__name__, "params": params, "fitted": fitted}
-    return write_model_file(path, estimator.module_.state_dict(), document, overwrite=overwrite)
+    tensors = dict(estimator.module_.state_dict())
+    if getattr(estimator, "novelty_", None) is not None:
+        tensors.update({_NOVELTY_PREFIX + name: t for name, t in estimator.novelty_.to_tensors().items()})
+    return write_model_file(path, tensors, document, overwrite=overwrite)
 
 
 def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
@@ -290,10 +303,19 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
         ModelFileError: Not an mdnkit model, corrupt, truncated, or from an incompatible version.
     """
     from mdnkit.estimator import MDNRegressor, _resolve_device
+    from mdnkit.novelty import InputNovelty
 
     tensors, document = read_model_file(path)
-    if document.get("estimator") != "MDNRegressor":
-        raise ModelFileError(f"{str(path)!r} holds a {document.get('estimator')!r}, not an MDNRegressor.")
+    novelty = {name[len(_NOVELTY_PREFIX):]: tensors.pop(name) for name in list(tensors)
+               if name.startswith(_NOVELTY_PREFIX)}
+    from mdnkit.baselines import GaussianNetworkRegressor
+
+    # Only these classes are ever built from a file: a name in the header picks one, no import.
+    classes = {"MDNRegressor": MDNRegressor, "GaussianNetworkRegressor": GaussianNetworkRegressor}
+    if document.get("estimator") not in classes:
+        raise ModelFileError(
+            f"{str(path)!r} holds a {document.get('estimator')!r}, not one of {sorted(classes)}."
+        )
     try:
         params, fitted = dict(document["params"]), document["fitted"]
         params["hidden_sizes"] = tuple(params["hidden_sizes"])  # JSON has lists, get_params had a tuple
@@ -307,7 +329,7 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
                 stacklevel=2,
             )
             params["device"] = "cpu"
-        estimator = MDNRegressor(**params)
+        estimator = classes[document["estimator"]](**params)
         for name in _FITTED_ARRAYS:
             setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))
         for name in _FITTED_VALUES:
@@ -321,9 +343,18 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
                 setattr(estimator, name, np.asarray(fitted[name], dtype=object))
         if "schema_" in fitted:
             estimator.schema_ = fitted["schema_"]
-        module = estimator._build_module(estimator.n_features_in_, estimator.n_outputs_)
+        estimator.n_components_ = int(fitted.get("n_components_", estimator.n_components))
+        for name in _FITTED_USAGE:
+            if name in fitted:
+                setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))
+        module = estimator._build_module(estimator.n_features_in_, estimator.n_outputs_, estimator.n_components_)
         dtype = torch.float32 if estimator.dtype == "float32" else torch.float64
         module.load_state_dict(tensors, strict=True)
+        # Files saved before novelty scores existed have none: predictions then do not warn.
+        try:
+            estimator.novelty_ = InputNovelty.from_tensors(novelty) if novelty else None
+        except ValueError as error:
+            raise ModelFileError(f"{str(path)!r} has an unreadable novelty record: {error}") from None
         estimator.module_ = module.to(device=_resolve_device(params["device"]), dtype=dtype).eval()
     except (KeyError, TypeError, RuntimeError) as error:
         raise ModelFileError(

@@ -1,0 +1,368 @@
+"""``MDNRegressorCV``: choose the number of components and the network size by successive halving.
+
+One seeded hold-out split of the training rows, not k-fold (k fits of every candidate would cost
+k times as much). Every candidate of the grid trains for a short budget of gradient steps; the
+worse half by hold-out NLL is dropped; the survivors continue from where they stopped
+(``warm_start``) with a doubled budget, until one remains (Jamieson & Talwalkar, 2016). Candidates
+within one standard error of the best count as tied and the smallest network among them ranks
+first (``parsimony``), so that a mixture is chosen only where it measurably helps. The
+winner then trains on to convergence with early stopping (or, with ``refit=True``, is fitted
+afresh on every row). The whole search costs about two ordinary fits (see
+``benchmarks/selection_cost.py``)::
+
+    rung:        0      1      2
+    candidates: 12  ->  6  ->  3  ->  1 winner, trained on to convergence
+    steps each:  b     2b     4b      (cumulative; b = ``budget``)
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-1, 1, (200, 1)); y = X[:, 0] + 0.1 * rng.normal(size=200)
+    >>> search = MDNRegressorCV(
+    ...     param_grid={"n_components": [1, 2]}, budget=20,
+    ...     estimator_params={"hidden_sizes": (8,), "max_epochs": 30}, random_state=0,
+    ... ).fit(X, y)
+    >>> search.n_candidates_, search.n_components_ in (1, 2), search.predict(X[:3]).shape
+    ([2], True, (3,))
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import ParameterGrid
+from sklearn.utils.validation import check_is_fitted
+
+from mdnkit import _validation
+from mdnkit.base import ConditionalDensityMixin, seed_from
+from mdnkit.distributions import GaussianMixture
+from mdnkit.estimator import MDNRegressor
+from mdnkit.training import TrainingDivergedError
+
+__all__ = ["DEFAULT_PARAM_GRID", "MDNRegressorCV"]
+
+#: Components from one Gaussian (heteroscedastic regression) to ten (up to ~5 branches per x, as
+#: the inverted sinusoid); widths from small to the largest the defaults sweep found useful.
+DEFAULT_PARAM_GRID: dict[str, tuple] = {
+    "n_components": (1, 3, 5, 10),
+    "hidden_sizes": ((32, 32), (64, 64), (128, 128)),
+}
+
+# Managed by the search itself, so not searchable. (``warm_start`` in estimator_params is the
+# setting of the returned best_estimator_; during the search every candidate warm-starts.)
+_RESERVED = ("warm_start", "random_state")
+
+
+class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
+    """An :class:`~mdnkit.MDNRegressor` whose ``n_components`` and ``hidden_sizes`` choose themselves.
+
+    Args:
+        param_grid: ``{name: values}`` (or a list of such dicts) of :class:`~mdnkit.MDNRegressor`
+            parameters to search; ``None`` uses :data:`DEFAULT_PARAM_GRID` (12 candidates).
+        estimator_params: Fixed :class:`~mdnkit.MDNRegressor` settings shared by every candidate
+            (``max_epochs``, ``batch_size``, ``device``...); ``None`` keeps its defaults.
+        holdout_fraction: Share of the rows held out to compare candidates (the candidates' own
+            early stopping uses their ``validation_fraction`` of the remaining rows).
+        budget: Gradient steps of every candidate in the first rung, doubled at each rung.
+            Counting steps rather than epochs gives small and large data sets the same signal.
+        parsimony: At every rung, candidates whose hold-out NLL is within this many standard errors
+            of the best count as tied, and the smallest networks among them (fewest weights) rank
+            first: one Gaussian where a mixture does not help. ``0`` ranks by NLL alone.
+        refit: After the search, ``False`` trains the winner on from where it stopped, with early
+            stopping, on the same rows; ``True`` fits its parameters afresh on all rows (the
+            held-out ones included). Both give the same test NLL on the benchmarks;
+            ``False`` is faster.
+        n_jobs: Candidates of a rung trained in parallel processes (joblib); ``None`` is one at a
+            time, best for the small networks of the default grid on a GPU or a few cores.
+        random_state: Seeds the hold-out split and every candidate (all share one seed, so that
+            they differ only by their parameters).
+
+    Attributes:
+        best_estimator_: The fitted :class:`~mdnkit.MDNRegressor`; every prediction goes to it.
+        best_params_: Its grid parameters. ``n_components_``: its number of components.
+        best_index_: Row of ``cv_results_`` that selected it (its last rung).
+        best_score_: Its hold-out mean log-likelihood at that rung (higher is better).
+        validation_nll_: Hold-out NLL of ``best_estimator_`` after the final training (NaN with
+            ``refit=True``, whose model has seen those rows).
+        cv_results_: Dict of lists, one entry per (candidate, rung): ``params``, ``param_<name>``,
+            ``candidate`` (index into the grid), ``rung``, ``epochs`` and ``steps`` (cumulative),
+            ``seconds`` (cumulative training time) and ``val_nll`` (hold-out NLL in nats per row,
+            original units; ``inf`` for a candidate whose training diverged).
+        n_candidates_: Candidates per rung, e.g. ``[12, 6, 3]``. ``n_steps_``: their budgets.
+        refit_time_: Seconds of the final training. ``n_features_in_``, ``n_outputs_``.
+
+    Example:
+        >>> from mdnkit.datasets import make_inverted_sinusoid
+        >>> X, y = make_inverted_sinusoid(300, random_state=0)
+        >>> search = MDNRegressorCV(
+        ...     param_grid={"n_components": [1, 3], "hidden_sizes": [(8,)]}, budget=10,
+        ...     estimator_params={"max_epochs": 20}, random_state=0,
+        ... ).fit(X, y)
+        >>> sorted(search.cv_results_)
+        ['candidate', 'epochs', 'param_hidden_sizes', 'param_n_components', 'params', 'rung',
+         'seconds', 'steps', 'val_nll']
+        >>> search.best_estimator_.hidden_sizes
+        (8,)
+    """
+
+    def __init__(
+        self,
+        param_grid: Mapping[str, Sequence] | Sequence[Mapping[str, Sequence]] | None = None,
+        estimator_params: Mapping[str, Any] | None = None,
+        holdout_fraction: float = 0.1,
+        budget: int = 200,
+        parsimony: float = 1.0,
+        refit: bool = False,
+        n_jobs: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
+        self.param_grid = param_grid
+        self.estimator_params = estimator_params
+        self.holdout_fraction = holdout_fraction
+        self.budget = budget
+        self.parsimony = parsimony
+        self.refit = refit
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any) -> MDNRegressorCV:
+        """Search the grid on a hold-out split of ``X (n, p)``, ``y (n,)`` or ``(n, d)``.
+
+        Returns:
+            ``self``.
+        """
+        candidates, base = self._check_params()
+        X_checked = _validation.as_float_matrix(X, "X", allow_1d=False)
+        y_checked = _validation.as_float_matrix(y, "y", allow_1d=True)
+        _validation.check_lengths(X_checked, y_checked)
+        n_holdout = math.ceil(self.holdout_fraction * len(X_checked))
+        if len(X_checked) - n_holdout < 3:
+            raise ValueError(
+                f"holdout_fraction={self.holdout_fraction} of {len(X_checked)} rows leaves "
+                f"{len(X_checked) - n_holdout} to train the candidates; at least 3 are needed."
+            )
+        seed = seed_from(self.random_state)
+        rows = np.random.default_rng(seed).permutation(len(X_checked))
+        holdout, train = np.sort(rows[:n_holdout]), np.sort(rows[n_holdout:])
+        X_train, y_train = _take(X, train), _take(y, train)
+        X_val, y_val = _take(X, holdout), _take(y, holdout)
+
+        base.set_params(random_state=seed, warm_start=True)
+        steps_per_epoch = _steps_per_epoch(base, len(train))
+        models = [clone(base).set_params(**params) for params in candidates]
+        alive = list(range(len(candidates)))
+        epochs_done = [0] * len(candidates)
+        seconds = [0.0] * len(candidates)
+        results: dict[str, list] = {"params": [], "candidate": [], "rung": [], "epochs": [], "steps": [],
+                                    "seconds": [], "val_nll": []}
+        for name in sorted({name for params in candidates for name in params}):
+            results[f"param_{name}"] = []
+        self.n_candidates_, self.n_steps_ = [], []
+        rung = 0
+        while True:
+            steps = int(self.budget) * 2**rung
+            # An epoch is the smallest unit MDNRegressor trains; never go past its max_epochs.
+            target_epochs = min(math.ceil(steps / steps_per_epoch), int(base.max_epochs))
+            jobs = [(models[i], X_train, y_train, X_val, y_val, target_epochs - epochs_done[i]) for i in alive]
+            row_nlls = []
+            for i, (model, row_nll, elapsed, epochs) in zip(alive, self._run(jobs)):
+                models[i] = model
+                row_nlls.append(row_nll)
+                nll = math.inf if row_nll is None or not np.isfinite(row_nll).all() else float(row_nll.mean())
+                epochs_done[i] += epochs
+                seconds[i] += elapsed
+                results["params"].append(dict(candidates[i]))
+                results["candidate"].append(i)
+                results["rung"].append(rung)
+                results["epochs"].append(epochs_done[i])
+                results["steps"].append(epochs_done[i] * steps_per_epoch)
+                results["seconds"].append(seconds[i])
+                results["val_nll"].append(nll)
+                for name in results:
+                    if name.startswith("param_"):
+                        results[name].append(candidates[i].get(name[len("param_"):]))
+            self.n_candidates_.append(len(alive))
+            self.n_steps_.append(steps)
+            scores = results["val_nll"][-len(alive):]
+            if all(not math.isfinite(s) for s in scores):
+                raise TrainingDivergedError(
+                    "Every candidate's training diverged; try a smaller learning_rate in estimator_params."
+                )
+            order = _rank(scores, row_nlls, [_n_parameters(models[i]) for i in alive], self.parsimony)
+            keep = len(alive) // 2
+            if keep <= 1 or target_epochs >= int(base.max_epochs):
+                best = order[0]
+                break
+            alive = [alive[j] for j in sorted(order[:keep])]
+            for i in set(range(len(candidates))) - set(alive):
+                models[i] = None  # free the dropped networks
+            rung += 1
+
+        winner = alive[best]
+        self.best_index_ = len(results["val_nll"]) - len(alive) + best
+        self.best_params_ = dict(candidates[winner])
+        self.best_score_ = -results["val_nll"][self.best_index_]
+        self.cv_results_ = results
+        start = time.perf_counter()
+        if self.refit:
+            final = clone(base).set_params(**self.best_params_, warm_start=False).fit(X, y)
+            self.validation_nll_ = math.nan
+        else:
+            final = models[winner]
+            final.set_params(max_epochs=max(1, int(base.max_epochs) - epochs_done[winner]))
+            final.fit(X_train, y_train)  # warm start: early stopping on its own validation rows
+            self.validation_nll_ = -final.score(X_val, y_val)
+        final.set_params(warm_start=bool(self._base_params().get("warm_start", False)))
+        self.refit_time_ = time.perf_counter() - start
+        self.best_estimator_ = final
+        self.n_components_ = int(final.n_components)
+        self.n_features_in_ = final.n_features_in_
+        self.n_outputs_ = final.n_outputs_
+        self._y_is_1d = final._y_is_1d
+        if hasattr(final, "feature_names_in_"):
+            self.feature_names_in_ = final.feature_names_in_
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self
+
+    def _run(self, jobs: list[tuple]) -> list[tuple[MDNRegressor, np.ndarray | None, float, int]]:
+        if self.n_jobs is None or self.n_jobs == 1 or len(jobs) == 1:
+            return [_train_candidate(*job) for job in jobs]
+        from joblib import Parallel, delayed
+
+        return Parallel(n_jobs=self.n_jobs)(delayed(_train_candidate)(*job) for job in jobs)
+
+    def _base_params(self) -> dict[str, Any]:
+        return dict(self.estimator_params or {})
+
+    def _check_params(self) -> tuple[list[dict[str, Any]], MDNRegressor]:
+        """Validate the settings; returns the candidates' parameters and the shared base estimator."""
+        valid = set(MDNRegressor().get_params(deep=False))
+        fixed = self._base_params()
+        if self.estimator_params is not None and not isinstance(self.estimator_params, Mapping):
+            raise ValueError(f"estimator_params must be a dict or None, got {self.estimator_params!r}.")
+        _check_names(fixed, valid, "estimator_params")
+        if "random_state" in fixed:
+            raise ValueError(
+                "estimator_params must not set 'random_state': set it on MDNRegressorCV, which "
+                "shares one seed between the candidates."
+            )
+        grid = DEFAULT_PARAM_GRID if self.param_grid is None else self.param_grid
+        grids = [grid] if isinstance(grid, Mapping) else grid
+        if isinstance(grids, (str, bytes)) or not isinstance(grids, Sequence) or not grids:
+            raise ValueError(f"param_grid must be a non-empty dict of lists (or a list of them), got {grid!r}.")
+        for part in grids:
+            if not isinstance(part, Mapping) or not part:
+                raise ValueError(f"param_grid must map parameter names to non-empty lists of values, got {part!r}.")
+            _check_names(part, valid, "param_grid")
+            for name, values in part.items():
+                if name in _RESERVED:
+                    raise ValueError(f"param_grid cannot search {name!r}; MDNRegressorCV manages it.")
+                if name in fixed:
+                    raise ValueError(f"{name!r} is both in param_grid and in estimator_params; keep one.")
+                if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+                    raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values, got {values!r}.")
+        candidates = list(ParameterGrid([dict(part) for part in grids]))
+        if not (isinstance(self.budget, numbers.Integral) and not isinstance(self.budget, bool) and self.budget >= 1):
+            raise ValueError(f"budget must be an integer >= 1 (gradient steps), got {self.budget!r}.")
+        if not (isinstance(self.parsimony, numbers.Real) and self.parsimony >= 0):
+            raise ValueError(f"parsimony must be a number >= 0 (standard errors), got {self.parsimony!r}.")
+        if not (isinstance(self.holdout_fraction, numbers.Real) and 0 < self.holdout_fraction < 1):
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}.")
+        base = MDNRegressor(**fixed)
+        for params in candidates:  # bad values fail now, not after minutes of search
+            clone(base).set_params(**params)._check_params()
+        return candidates, base
+
+    # ------------------------------------------------------------------ predicting
+    def predict_dist(self, X: Any) -> GaussianMixture:
+        """``best_estimator_.predict_dist(X)``: the conditional distribution of ``y`` per row."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict_dist(X)
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Save ``best_estimator_``; :func:`mdnkit.load` returns it as an :class:`~mdnkit.MDNRegressor`
+        (the search itself, ``cv_results_`` included, is not saved)."""
+        check_is_fitted(self, "best_estimator_")
+        self.best_estimator_.save(path, overwrite=overwrite)
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = True
+        tags.regressor_tags.poor_score = True  # score is a log-likelihood, not R²
+        return tags
+
+
+def _train_candidate(
+    model: MDNRegressor, X: Any, y: Any, X_val: Any, y_val: Any, epochs: int
+) -> tuple[MDNRegressor, np.ndarray | None, float, int]:
+    """Train ``model`` ``epochs`` more epochs; returns it, its hold-out NLL per row (``None`` if
+    training diverged), seconds and epochs."""
+    start = time.perf_counter()
+    if epochs > 0:
+        model.set_params(max_epochs=epochs)
+        try:
+            with warnings.catch_warnings():
+                # A short budget stops while still improving: that is the point, not a problem.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(X, y)
+        except TrainingDivergedError:
+            return model, None, time.perf_counter() - start, epochs
+    row_nll = -model.score_samples(X_val, y_val)  # [n_holdout]
+    return model, row_nll, time.perf_counter() - start, epochs
+
+
+def _rank(scores: list[float], row_nlls: list[np.ndarray | None], sizes: list[int], parsimony: float) -> list[int]:
+    """Order of the candidates, best first: by hold-out NLL, except that those within
+    ``parsimony`` standard errors of the best come first, the smallest network first.
+
+    The standard error is that of the mean per-row NLL difference to the best candidate, paired on
+    the same hold-out rows (the one-standard-error rule of Breiman et al., 1984).
+    """
+    best = min(range(len(scores)), key=lambda j: scores[j])
+
+    def tied(j: int) -> bool:
+        if not math.isfinite(scores[j]):
+            return False
+        difference = row_nlls[j] - row_nlls[best]  # [n_holdout]
+        standard_error = difference.std(ddof=1) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
+        return difference.mean() <= parsimony * standard_error
+
+    # Stable sorts keep grid order among equals, so the search is deterministic.
+    return sorted(range(len(scores)), key=lambda j: (0, sizes[j]) if tied(j) else (1, scores[j]))
+
+
+def _n_parameters(model: MDNRegressor) -> int:
+    return sum(p.numel() for p in model.module_.parameters()) if hasattr(model, "module_") else 0
+
+
+def _steps_per_epoch(model: MDNRegressor, n_rows: int) -> int:
+    """Gradient steps per epoch of ``model`` on ``n_rows`` (it holds out its own validation rows)."""
+    if model.batch_size is None or model.optimizer == "lbfgs":
+        return 1
+    n_train = n_rows - (math.ceil(model.validation_fraction * n_rows) if model.validation_fraction else 0)
+    return max(1, math.ceil(n_train / model.batch_size))
+
+
+def _check_names(params: Mapping[str, Any], valid: set[str], where: str) -> None:
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown MDNRegressor parameter(s) {unknown}; valid names: {sorted(valid)}."
+        )
+
+
+def _take(data: Any, rows: np.ndarray) -> Any:
+    """Rows of an array or a DataFrame (kept a DataFrame, so that feature names reach the model)."""
+    return data.iloc[rows] if hasattr(data, "iloc") else np.asarray(data)[rows]
