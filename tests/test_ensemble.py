@@ -4,6 +4,7 @@ alone, save/load, validation, and pruning's bound on the change of every log-den
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 
@@ -149,6 +150,64 @@ def test_batched_training_equals_members_trained_alone(covariance_type):
             torch.testing.assert_close(trained, expected, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_batched_early_stopping_equals_members_stopped_alone(covariance_type):
+    """With validation each member keeps its own best weights, decays its own learning rate and
+    stops on its own NLL: the batched fit ends with the weights of separate early-stopped fits,
+    though the members stop (and decay) at different epochs. Minibatches and target noise draw
+    the same random numbers epoch by epoch, alone or batched."""
+    torch.manual_seed(0)
+    x = torch.randn(96, 2, dtype=torch.float64)
+    y = torch.sin(2 * x[:, :1]) + 0.3 * torch.randn(96, 2, dtype=torch.float64)
+    (x_train, x_val), (y_train, y_val) = x.split([64, 32]), y.split([64, 32])
+    ensemble = MDNEnsemble(2, 2, 3, (8, 8), covariance_type=covariance_type, n_members=3).double()
+    ensemble.initialize(y_train, random_state=0)
+    alone = [ensemble.member(m) for m in range(3)]
+    config = TrainingConfig(batch_size=32, max_epochs=300, learning_rate=0.005, patience=10, lr_decay_patience=3,
+                            gradient_clip=0.5, target_noise=0.05)
+    batched = train(ensemble, x_train, y_train, x_val, y_val, config=config, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        member_val = -ensemble.members(x_val).log_prob(y_val).mean(1)  # [M]
+    runs = []
+    for m, member in enumerate(alone):
+        runs.append(train(member, x_train, y_train, x_val, y_val, config=config,
+                          generator=torch.Generator().manual_seed(3)))
+        for trained, expected in zip(ensemble.member(m).parameters(), member.parameters()):
+            torch.testing.assert_close(trained, expected, rtol=1e-9, atol=1e-10)
+        # the kept weights are those of the member's own best epoch
+        assert runs[m].history[runs[m].best_epoch - 1]["val_nll"] == pytest.approx(float(member_val[m]), abs=1e-12)
+    assert batched.member_best_epochs == [run.best_epoch for run in runs]
+    assert len(batched.history) == max(len(run.history) for run in runs) and batched.stopped_early
+    assert len({len(run.history) for run in runs}) > 1  # the members stopped at different epochs
+    decays = [next((r["epoch"] for r in run.history if r["learning_rate"] < config.learning_rate), None) for run in runs]
+    assert any(decays)
+
+
+def test_history_is_the_nll_of_the_ensemble_as_it_is_at_each_epoch():
+    """The recorded validation NLL is that of the mixture of the members' weights of that epoch;
+    the kept model is each member at its own best epoch."""
+    torch.manual_seed(1)
+    x, y = torch.randn(48, 1, dtype=torch.float64), torch.randn(48, 1, dtype=torch.float64)
+    ensemble = MDNEnsemble(1, 1, 2, (8,), n_members=3).double()
+    ensemble.initialize(y, random_state=0)
+    unfitted = copy.deepcopy(ensemble)
+    config = TrainingConfig(max_epochs=12, learning_rate=0.05, lr_decay_patience=100, patience=100)
+    result = train(ensemble, x[:32], y[:32], x[32:], y[32:], config=config)
+    train(unfitted, x[:32], y[:32], config=config)  # same steps; keeps its last weights
+    with torch.no_grad():
+        last = -unfitted(x[32:]).log_prob(y[32:]).mean()
+        last_members = -unfitted.members(x[32:]).log_prob(y[32:]).mean(1)  # [M]
+        kept = -ensemble.members(x[32:]).log_prob(y[32:]).mean(1)
+    assert result.history[-1]["val_nll"] == pytest.approx(float(last), abs=1e-12)
+    assert result.best_epoch == max(result.member_best_epochs)
+    assert min(result.member_best_epochs) < 12  # some member was best before the end...
+    for m, epoch in enumerate(result.member_best_epochs):
+        if epoch == 12:
+            assert float(kept[m]) == pytest.approx(float(last_members[m]), abs=1e-12)
+        else:  # ...and kept its earlier, better weights
+            assert float(kept[m]) < float(last_members[m]) - 1e-5
+
+
 def test_gradient_clipping_is_per_member():
     grads = [torch.randn(3, 4, 5) * torch.tensor([0.01, 1.0, 100.0]).view(3, 1, 1), torch.randn(3, 5)]
     parameters = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
@@ -176,7 +235,9 @@ def test_ensemble_linear_is_independent_linear_layers():
 def test_history_reports_the_ensemble_nll():
     model = _fitted("diagonal", 1)
     assert len(model.history_) == model.n_iter_
-    X, y = _data()  # the last epoch's val NLL is of the restored (best) weights only at best_epoch
+    X, y = _data()  # here every member improves to the end (best_epoch_ == n_iter_): the kept
+    # weights are the last ones, whose mixture the last record describes
+    assert model.best_epoch_ == model.n_iter_
     best = next(r for r in model.history_ if r["epoch"] == model.best_epoch_)
     rows = np.random.default_rng(0).permutation(len(X))[: math.ceil(0.1 * len(X))]
     assert best["val_nll"] == pytest.approx(-model.score(X[rows], y[rows]), rel=1e-5)

@@ -286,7 +286,10 @@ def test_quantiles_invert_the_independent_cdf(covariance_type, d_out):
         assert (np.diff(quantiles[:, :, j], axis=1) > 0).all()
     interval = model.predict_interval(X, 0.8).reshape(len(X), 2, d_out)
     assert (interval[:, 0] <= interval[:, 1]).all()
-    np.testing.assert_allclose(interval, model.predict_quantiles(X, [0.1, 0.9]).reshape(interval.shape), rtol=1e-12)
+    # Same levels, solved in a different batch (the root finder stops on a batch-wide test):
+    # equal to well within the solver's tolerance, relative to the targets' spread.
+    np.testing.assert_allclose(interval, model.predict_quantiles(X, [0.1, 0.9]).reshape(interval.shape),
+                               rtol=0, atol=1e-12 * np.abs(interval).max())
 
 
 @cov_and_dim

@@ -145,3 +145,21 @@ def test_main_prints_the_table_and_writes_json(uci, tmp_path, monkeypatch, capsy
 
     saved = json.loads(out.read_text())
     assert saved["quick"] and len(saved["results"]) == 2 and saved["summary"][0]["dataset"] == "Boston"
+
+
+def test_noise_selected_ensemble_picks_the_lowest_validation_nll(uci, tmp_path):
+    from mdnkit import MDNRegressor
+
+    write_dataset(tmp_path)
+    X_train, y_train, X_test, y_test = uci.load_dataset(tmp_path, "toy").split(0)
+
+    def member(**extra):
+        return MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, device="cpu", **extra)
+
+    model = uci.NoiseSelectedEnsemble(member, candidates=(0.0, 2.0), size=2, seed=0)
+    result = uci.evaluate_split(lambda n, p, seed: model, X_train, y_train, X_test, y_test)
+    assert set(model.validation_nll_) == {0.0, 2.0}
+    assert model.input_c_ == min(model.validation_nll_, key=model.validation_nll_.get)
+    assert result["input_c"] == model.input_c_
+    assert len(model.members) == 2
+    assert model.members[1].input_noise == pytest.approx(uci.noise_bandwidth(36, 4, model.input_c_))

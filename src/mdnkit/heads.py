@@ -254,10 +254,11 @@ class MDNEnsemble(nn.Module):
     .. math:: p(y \mid x) = \frac1M \sum_{m=1}^{M} \sum_{k=1}^{K} \pi_{mk}(x)\,
               \mathcal N(y \mid \mu_{mk}(x), \Sigma_{mk}(x)),
 
-    components ordered member-major (``m·K + k``). Training minimises :meth:`training_losses`,
-    the sum of the members' own mean NLLs: the gradient of each member's weights is that of its
-    own NLL, so with Adam (per-weight updates) the members train as if apart (deep ensembles,
-    Lakshminarayanan et al. 2017), in one batched step.
+    components ordered member-major (``m·K + k``). Training minimises the sum of the members' own
+    mean NLLs (:meth:`training_losses`): the gradient of each member's weights is that of its own
+    NLL, so with Adam (per-weight updates) the members train as if apart (deep ensembles,
+    Lakshminarayanan et al. 2017), in one batched step; :func:`~mdnkit.training.train` also
+    stops each member, and keeps its best weights, by its own validation NLL.
 
     Args:
         in_features, out_features, n_components, hidden_sizes, activation, covariance_type,
@@ -305,16 +306,16 @@ class MDNEnsemble(nn.Module):
         return mixture_of_members(self.members(x), self.head.logit_mask)
 
     def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """``(loss, ensemble_nll)`` on a batch ``x [N, F]``, ``y [N, D]``.
+        """``(member_nll [M], ensemble_nll)`` on a batch ``x [N, F]``, ``y [N, D]``.
 
-        ``loss = Σ_m mean_i -log p_m(y_i | x_i)`` is what is minimised; ``ensemble_nll`` is the
-        mean NLL of the mixture of members, ``-mean_i log (1/M Σ_m p_m(y_i | x_i))`` (detached),
-        what is reported.
+        ``member_nll[m] = mean_i -log p_m(y_i | x_i)``, whose sum is what training minimises and
+        by which each member is stopped; ``ensemble_nll`` is the mean NLL of the mixture of
+        members, ``-mean_i log (1/M Σ_m p_m(y_i | x_i))`` (detached), what is reported.
         """
         log_prob = self.members(x).log_prob(y).reshape(self.n_members, -1)  # [M, N]
-        loss = -log_prob.mean(1).sum()
+        member_nll = -log_prob.mean(1)
         ensemble_nll = -(torch.logsumexp(log_prob.detach(), 0) - math.log(self.n_members)).mean()
-        return loss, ensemble_nll
+        return member_nll, ensemble_nll
 
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:
         """The same data-driven head start for every member (:meth:`MixtureHead.initialize`);

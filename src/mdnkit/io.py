@@ -235,6 +235,8 @@ def read_model_file(
 _FITTED_ARRAYS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_")
 _FITTED_VALUES = ("n_features_in_", "n_outputs_", "n_iter_", "best_epoch_", "history_", "_y_is_1d")
 _FITTED_OPTIONAL = ("feature_names_in_", "target_names_")
+# The noise levels a fit used (resolved from "auto"); absent from files before they existed.
+_FITTED_NOISE = ("input_noise_", "target_noise_")
 # Tensors of the input-novelty detector (mdnkit.novelty) sit beside the weights under this prefix.
 _NOVELTY_PREFIX = "novelty_."
 # Absent from files of mdnkit before ensembles and pruning: such a model has n_components_ =
@@ -277,6 +279,9 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
         fitted["schema_"] = estimator.schema_
     if hasattr(estimator, "n_components_"):
         fitted["n_components_"] = int(estimator.n_components_)
+    for name in _FITTED_NOISE:
+        if hasattr(estimator, name):
+            fitted[name] = float(getattr(estimator, name))
     for name in _FITTED_USAGE:
         if hasattr(estimator, name):
             fitted[name] = np.asarray(getattr(estimator, name)).tolist()
@@ -344,6 +349,9 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
         if "schema_" in fitted:
             estimator.schema_ = fitted["schema_"]
         estimator.n_components_ = int(fitted.get("n_components_", estimator.n_components))
+        for name in _FITTED_NOISE:
+            if name in fitted:
+                setattr(estimator, name, float(fitted[name]))
         for name in _FITTED_USAGE:
             if name in fitted:
                 setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))

@@ -5,10 +5,12 @@ distribution. It works on tensors already standardised and on their device; the 
 the scaling. Everything it records (the per-epoch history) is shifted by ``nll_offset`` so that a
 caller can report NLLs in the user's original units.
 
-A module may instead define ``training_losses(x, y) -> (loss, nll)``, the objective to minimise
-and the NLL to record; :class:`~mdnkit.heads.MDNEnsemble` does (the sum of its members' NLLs, and
-the NLL of their mixture). A module with an ``n_members`` attribute has its gradients clipped
-member by member: each parameter's leading dimension is the member.
+A module with an ``n_members`` attribute ``M`` is an ensemble trained as ``M`` independent fits
+in one: every parameter and buffer has the member first, and ``training_losses(x, y) ->
+(member_nll [M], nll)`` gives each member's NLL (their sum is minimised) and the NLL to record
+(of their mixture), as :class:`~mdnkit.heads.MDNEnsemble` does. Gradients are clipped, learning
+rates decayed, best weights kept and training stopped member by member, so each member ends as it
+would have trained alone (Lakshminarayanan et al. 2017); only a divergence rollback is shared.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class TrainingResult:
     """What :func:`train` learned about the run (the module itself is updated in place)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # whose weights were kept; for an ensemble, the latest member's
+    member_best_epochs: list[int] = field(default_factory=list)  # each member's ([best_epoch] for one)
     stopped_early: bool = False
     rollbacks: int = 0
     interrupted: bool = False
@@ -120,6 +123,11 @@ def train(
 ) -> TrainingResult:
     """Fit ``module`` by maximum likelihood.
 
+    An ensemble (a module with ``n_members``) is trained as if each member were fitted alone:
+    each keeps its own best weights, chosen by its own validation NLL, has its own learning-rate
+    schedule, and is frozen once it has not improved for ``patience`` epochs; training ends when
+    every member is frozen.
+
     Args:
         module: ``forward(x [N, F])`` returns a distribution with ``log_prob(y [N, D]) -> [N]``.
         x_train, y_train: Training data ``[N, F]`` and ``[N, D]`` on the module's device.
@@ -139,18 +147,64 @@ def train(
     validate = x_val is not None and y_val is not None and len(x_val) > 0
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = _make_optimizer(config, parameters)
-    scheduler = (
-        None if config.optimizer == "lbfgs"
-        else torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=config.lr_decay_factor, patience=config.lr_decay_patience, min_lr=1e-6,
-            threshold=1e-5, threshold_mode="abs",  # relative thresholds misjudge negative NLLs
-        )
-    )
     n_train = len(x_train)
     batch_size = n_train if config.batch_size is None else min(int(config.batch_size), n_train)
     noisy = config.input_noise > 0 or config.target_noise > 0
     n_members = getattr(module, "n_members", None)
-    training_losses = getattr(module, "training_losses", None)
+    ensemble = n_members is not None
+    n = n_members if ensemble else 1
+    if ensemble:
+        unbatched = [name for name, value in module.state_dict().items() if value.dim() == 0 or len(value) != n]
+        if unbatched:
+            raise ValueError(f"Every parameter and buffer of an ensemble must have the member first; not {unbatched}.")
+
+    # Each member's own learning rate, early-stopping record and state. One optimiser has one
+    # learning rate (the members' weights share tensors), so it runs at the largest active rate
+    # and each step is scaled back member by member (_scale_members_step); frozen members get 0.
+    learning_rates = [config.learning_rate] * n
+    plateau = None if config.optimizer == "lbfgs" else _Plateau(config, n)
+    active = [True] * n
+    best_scores = [math.inf] * n
+    epochs_without_improvement = [0] * n
+    step_factors: list[Tensor] | None = None  # per parameter [M, 1, ...]; None while all are equal
+    loss_weights: Tensor | None = None  # [M], 0 for frozen members; None while none is
+    previous: list[Tensor] = []
+
+    def apply_learning_rates() -> None:
+        nonlocal step_factors, loss_weights
+        rates = [rate if alive else 0.0 for rate, alive in zip(learning_rates, active)]
+        top = max(rates)
+        for group in optimizer.param_groups:
+            group["lr"] = top
+        if all(rate == top for rate in rates):
+            step_factors = None
+        else:
+            factors = torch.tensor([rate / top for rate in rates], dtype=torch.float64)
+            step_factors = [factors.to(p).view(n, *[1] * (p.dim() - 1)) for p in parameters]
+        loss_weights = None if all(active) else torch.tensor(active, dtype=x_train.dtype, device=x_train.device)
+
+    def optimizer_step(closure=None):
+        if step_factors is None:
+            return optimizer.step(closure)
+        with torch.no_grad():
+            if not previous:
+                previous.extend(torch.empty_like(p) for p in parameters)
+            for old, p in zip(previous, parameters):
+                old.copy_(p)
+        value = optimizer.step(closure)
+        with torch.no_grad():  # old + factor * (new - old): Adam's step is linear in its rate
+            for p, old, factor in zip(parameters, previous, step_factors):
+                p.copy_(old.lerp_(p, factor))  # exact at factors 0 and 1
+        return value
+
+    def losses(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``(loss to minimise, the members' NLLs [M] or None, the NLL to record)``."""
+        if not ensemble:
+            loss = _nll(module, x, y)
+            return loss, None, loss
+        member_nll, reported = module.training_losses(x, y)
+        loss = member_nll.sum() if loss_weights is None else member_nll @ loss_weights
+        return loss, member_nll.detach(), reported
 
     def perturbed(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         # Noise regularisation (Rothfuss et al. 2019): fresh noise on standardised x and y.
@@ -160,27 +214,22 @@ def train(
             y = y + config.target_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         return x, y
 
-    def gradient_step(x: Tensor, y: Tensor) -> Tensor:
-        """One Adam step on a batch; returns its (pre-step) mean NLL."""
+    def gradient_step(x: Tensor, y: Tensor) -> tuple[Tensor | None, Tensor]:
+        """One Adam step on a batch; returns its (pre-step) members' and recorded mean NLLs."""
         x, y = perturbed(x, y) if noisy else (x, y)
         optimizer.zero_grad(set_to_none=True)
-        if training_losses is None:
-            loss = reported = _nll(module, x, y)
-        else:
-            loss, reported = training_losses(x, y)
+        loss, member_nll, reported = losses(x, y)
         loss.backward()
         if config.gradient_clip:
             if n_members is None:
                 _clip_grad_norm(parameters, config.gradient_clip)
             else:
                 _clip_grad_norm_per_member(parameters, config.gradient_clip, n_members)
-        optimizer.step()
-        return reported.detach()
+        optimizer_step()
+        return member_nll, reported.detach()
 
-    result = TrainingResult()
-    best_score, best_state = math.inf, _snapshot(module)
-    good_state, candidate_state = best_state, None
-    epochs_without_improvement = 0
+    result = TrainingResult(member_best_epochs=[0] * n)
+    best_state, good_state, candidate_state = _snapshot(module), _snapshot(module), None
     start = time.perf_counter()
     module.train()
     progress = _progress_bar(config)
@@ -193,49 +242,70 @@ def train(
             if config.optimizer == "lbfgs":
                 x_step, y_step = perturbed(x_train, y_train) if noisy else (x_train, y_train)
 
-                first_nll: list[Tensor] = []  # an ensemble's mixture NLL at the step's start
+                first: list[tuple[Tensor | None, Tensor]] = []  # the NLLs at the step's start
 
                 def closure() -> Tensor:
                     optimizer.zero_grad(set_to_none=True)
-                    if training_losses is None:
-                        loss = reported = _nll(module, x_step, y_step)
-                    else:
-                        loss, reported = training_losses(x_step, y_step)
-                    if not first_nll:
-                        first_nll.append(reported.detach())
+                    loss, member_nll, reported = losses(x_step, y_step)
+                    if not first:
+                        first.append((member_nll, reported.detach()))
                     if config.weight_decay:  # L-BFGS has no decoupled decay: penalise instead
                         loss = loss + 0.5 * config.weight_decay * sum(p.square().sum() for p in parameters)
                     loss.backward()
                     return loss
 
-                step_loss = optimizer.step(closure).detach()  # the first closure's value
-                train_loss = step_loss if training_losses is None else first_nll[0]
+                step_loss = optimizer_step(closure).detach()  # the first closure's value
+                member_train, train_loss = first[0]
+                if not ensemble:
+                    train_loss = step_loss
             elif batch_size == n_train:  # no shuffling or indexing: one step on the whole set
-                train_loss = gradient_step(x_train, y_train)
+                member_train, train_loss = gradient_step(x_train, y_train)
             else:
                 # One shuffle of the whole set per epoch, then contiguous slices: cheaper than
                 # gathering every minibatch (at 256 rows a step is dominated by per-op overhead).
                 order = torch.randperm(n_train, generator=generator, device=x_train.device)
                 x_epoch, y_epoch = x_train[order], y_train[order]
-                losses = [
-                    gradient_step(x_batch, y_batch) * len(x_batch)
+                steps = [
+                    (gradient_step(x_batch, y_batch), len(x_batch))
                     for x_batch, y_batch in zip(x_epoch.split(batch_size), y_epoch.split(batch_size))
                 ]
-                train_loss = torch.stack(losses).sum() / n_train
+                train_loss = torch.stack([reported * rows for (_, reported), rows in steps]).sum() / n_train
+                member_train = (
+                    torch.stack([member_nll * rows for (member_nll, _), rows in steps]).sum(0) / n_train
+                    if ensemble else None
+                )
 
-            val_loss = None
+            val_loss = member_val = None
             if validate:
                 module.eval()
                 with torch.no_grad():
-                    val_loss = _nll(module, x_val, y_val)
+                    if ensemble:
+                        member_val, val_loss = module.training_losses(x_val, y_val)
+                    else:
+                        val_loss = _nll(module, x_val, y_val)
                 module.train()
             train_value = float(train_loss)
             val_value = float(val_loss) if val_loss is not None else math.nan
+            if ensemble:  # per member: train and (when validating) validation NLL
+                members_train = member_train.tolist()
+                members_val = member_val.tolist() if validate else [math.nan] * n
+                monitored = members_val if validate else members_train
+                finite = all(
+                    math.isfinite(members_train[m]) and (not validate or math.isfinite(members_val[m]))
+                    for m in range(n) if active[m]
+                )
+            else:
+                monitored = [val_value if validate else train_value]
+                finite = True
+            finite = finite and math.isfinite(train_value) and (not validate or math.isfinite(val_value))
 
-            if not math.isfinite(train_value) or (validate and not math.isfinite(val_value)):
+            if not finite:
                 # Roll back to the last finite weights, forget the optimiser's moments, slow down.
                 result.rollbacks += 1
                 module.load_state_dict(good_state)
+                frozen = [m for m in range(n) if not active[m]]
+                if ensemble and frozen:  # frozen members stay at their best weights
+                    _copy_members(best_state, module.state_dict(), frozen)
                 if result.rollbacks >= config.max_rollbacks:
                     progress.close()
                     raise TrainingDivergedError(
@@ -245,8 +315,8 @@ def train(
                         "extreme values."
                     )
                 optimizer.state.clear()
-                for group in optimizer.param_groups:
-                    group["lr"] *= 0.5
+                learning_rates[:] = [rate * 0.5 for rate in learning_rates]
+                apply_learning_rates()
                 warnings.warn(
                     f"Non-finite loss at epoch {epoch}: rolled back to the last good weights and halved "
                     f"the learning rate to {optimizer.param_groups[0]['lr']:.3g}.",
@@ -257,9 +327,8 @@ def train(
 
             if candidate_state is not None:
                 good_state, candidate_state = candidate_state, None
-            monitored = val_value if validate else train_value
-            if scheduler is not None:
-                scheduler.step(monitored)
+            if plateau is not None and plateau.step(monitored, active, learning_rates):
+                apply_learning_rates()
             result.history.append({
                 "epoch": epoch,
                 "train_nll": train_value + nll_offset,
@@ -272,25 +341,83 @@ def train(
                 progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
                                      val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
 
-            if not validate:
-                result.best_epoch = epoch  # without validation the last weights are kept
-            elif monitored < best_score - 1e-5:  # in nats per row, standardised units
-                best_score, result.best_epoch = monitored, epoch
-                epochs_without_improvement = 0
-                best_state = _snapshot(module)
-            else:
-                epochs_without_improvement += 1
-                if epochs_without_improvement >= config.patience:
+            if not validate:  # without validation the last weights are kept
+                result.member_best_epochs = [epoch] * n
+                continue
+            improved, stopping = [], []
+            for m in range(n):
+                if not active[m]:
+                    continue
+                if monitored[m] < best_scores[m] - 1e-5:  # in nats per row, standardised units
+                    best_scores[m], result.member_best_epochs[m] = monitored[m], epoch
+                    epochs_without_improvement[m] = 0
+                    improved.append(m)
+                else:
+                    epochs_without_improvement[m] += 1
+                    if epochs_without_improvement[m] >= config.patience:
+                        stopping.append(m)
+            if improved:
+                if ensemble:
+                    _copy_members(module.state_dict(), best_state, improved)
+                else:
+                    best_state = _snapshot(module)
+            if stopping:
+                for m in stopping:
+                    active[m] = False
+                if not any(active):
                     result.stopped_early = True
                     break
+                # Freeze the stopped members at their best: the rest go on as they would alone.
+                _copy_members(best_state, module.state_dict(), stopping)
+                apply_learning_rates()
     except KeyboardInterrupt:
         # Ctrl-C ends the fit, not the program: keep the best weights so far (restored below).
         result.interrupted = True
     progress.close()
+    result.best_epoch = max(result.member_best_epochs)
     if validate:
         module.load_state_dict(best_state)
     module.eval()
     return result
+
+
+class _Plateau:
+    """``ReduceLROnPlateau``'s rule (mode ``min``, absolute threshold ``1e-5``, no cooldown,
+    ``min_lr=1e-6``) applied to each member's own NLL and learning rate.
+
+    Absolute thresholds because relative ones misjudge negative NLLs.
+    """
+
+    def __init__(self, config: TrainingConfig, n_members: int) -> None:
+        self.factor, self.patience = config.lr_decay_factor, config.lr_decay_patience
+        self.best = [math.inf] * n_members
+        self.bad_epochs = [0] * n_members
+
+    def step(self, scores: list[float], active: list[bool], learning_rates: list[float]) -> bool:
+        """Record one epoch's ``scores``; lower ``learning_rates`` in place; True if any changed."""
+        changed = False
+        for m, score in enumerate(scores):
+            if not active[m]:
+                continue
+            if score < self.best[m] - 1e-5:
+                self.best[m], self.bad_epochs[m] = score, 0
+            else:
+                self.bad_epochs[m] += 1
+            if self.bad_epochs[m] > self.patience:
+                lowered = max(learning_rates[m] * self.factor, 1e-6)
+                if learning_rates[m] - lowered > 1e-8:
+                    learning_rates[m], changed = lowered, True
+                self.bad_epochs[m] = 0
+        return changed
+
+
+def _copy_members(source: dict[str, Tensor], target: dict[str, Tensor], members: list[int]) -> None:
+    """Copy members ``members`` (rows of the leading dimension) of every tensor from ``source``
+    to ``target``, two state dicts of one ensemble (a module's own writes through to it)."""
+    with torch.no_grad():
+        for name, value in target.items():
+            index = torch.as_tensor(members, device=value.device)
+            value.index_copy_(0, index, source[name].index_select(0, index))
 
 
 def _progress_bar(config: TrainingConfig):
