@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--features", nargs="+", metavar="COL", help="feature columns (default: all others)")
     output_options(fit, "model file to write (e.g. model.mdn)")
     fit.add_argument("--components", type=_positive_int, default=5, help="mixture components (default 5)")
+    fit.add_argument("--estimators", type=_positive_int, default=1,
+                     help="ensemble members, combined as one mixture (default 1)")
     fit.add_argument("--hidden", type=_hidden, default=(64, 64), metavar="SIZES",
                      help="hidden layer widths, comma separated (default 64,64)")
     fit.add_argument("--epochs", type=_positive_int, default=2000, help="maximum epochs (default 2000)")
@@ -339,7 +341,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         n_components=args.components, hidden_sizes=args.hidden, covariance_type=args.covariance,
         learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
         validation_fraction=args.validation_fraction, device=args.device, verbose=not args.quiet,
-        random_state=args.random_state,
+        random_state=args.random_state, n_estimators=args.estimators,
     )
     _info(args, f"training on {len(X)} rows: {X.shape[1]} encoded feature(s) -> {', '.join(schema.targets)} "
                 f"(Ctrl-C stops early and keeps the best model)")
@@ -399,7 +401,8 @@ def _prediction_columns(args: argparse.Namespace, model: Any, schema: Schema, fr
     if args.modes:
         modes, log_density = model.predict_modes(X)
         modes = per_target(modes)  # (n, K, d)
-        for k in range(model.n_components):  # a fixed set of columns whatever the chunk holds
+        n_slots = getattr(model, "n_components_", model.n_components) * getattr(model, "n_estimators", 1)
+        for k in range(n_slots):  # a fixed set of columns whatever the chunk holds (an ensemble: M*K)
             for j, target in enumerate(schema.targets):
                 columns[f"{target}_mode{k + 1}"] = modes[:, k, j] if k < modes.shape[1] else np.nan
             columns[f"mode{k + 1}_log_density"] = log_density[:, k] if k < log_density.shape[1] else -np.inf
@@ -416,12 +419,24 @@ def _prediction_columns(args: argparse.Namespace, model: Any, schema: Schema, fr
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from mdnkit.novelty import NoveltyWarning
+
     model, schema = _load(args.model)
-    with TableWriter(args.output, overwrite=args.force) as writer:
+    n_novel = 0
+    with TableWriter(args.output, overwrite=args.force) as writer, warnings.catch_warnings():
+        # One summary line instead of a warning per chunk and per prediction method.
+        warnings.simplefilter("ignore", NoveltyWarning)
         for frame, X, has_targets in _chunks(args, schema):
-            writer.write(pd.DataFrame(_prediction_columns(args, model, schema, frame, X, has_targets)))
+            columns = _prediction_columns(args, model, schema, frame, X, has_targets)
+            if getattr(model, "novelty_", None) is not None:
+                columns["novelty"] = model.novelty_score(X)
+                n_novel += int((columns["novelty"] > model.novelty_.threshold).sum())
+            writer.write(pd.DataFrame(columns))
         writer.commit()
     print(f"wrote {writer.n_rows} rows to {args.output}", file=sys.stderr)
+    if n_novel:
+        print(f"mdnkit: warning: {n_novel} row(s) lie far outside the training inputs (novelty > "
+              f"{model.novelty_.threshold:g}); their densities are extrapolations", file=sys.stderr)
     return 0
 
 

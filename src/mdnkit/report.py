@@ -48,8 +48,12 @@ def _architecture(model: Any) -> str:
     sizes = " -> ".join(str(s) for s in [model.n_features_in_, *model.hidden_sizes])
     kind = f"{model.n_outputs_}-D target" if model.n_outputs_ > 1 else "1-D target"
     covariance = f", {model.covariance_type} covariance" if model.n_outputs_ > 1 else ""
-    return (f"MLP {sizes} ({model.activation}) -> mixture of {model.n_components} Gaussians "
-            f"({kind}{covariance})")
+    n_components = getattr(model, "n_components_", model.n_components)
+    n_members = getattr(model, "n_estimators", 1)
+    mixture = f"mixture of {n_components} Gaussians ({kind}{covariance})"
+    if n_members > 1:
+        return f"ensemble of {n_members} x (MLP {sizes} ({model.activation}) -> {mixture})"
+    return f"MLP {sizes} ({model.activation}) -> {mixture}"
 
 
 def _history_summary(model: Any) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def _history_summary(model: Any) -> dict[str, Any]:
 
 def _settings(model: Any) -> list[tuple[str, str]]:
     batch = "full" if model.batch_size is None else str(model.batch_size)
-    return [
+    rows = [
         ("components", str(model.n_components)), ("hidden sizes", ",".join(map(str, model.hidden_sizes))),
         ("activation", model.activation), ("covariance", model.covariance_type),
         ("optimizer", model.optimizer), ("learning rate", f"{model.learning_rate:g}"),
@@ -73,6 +77,11 @@ def _settings(model: Any) -> list[tuple[str, str]]:
         ("validation fraction", f"{model.validation_fraction:g}"), ("dtype", model.dtype),
         ("random state", str(model.random_state)),
     ]
+    for name, label in (("input_noise_", "input noise"), ("target_noise_", "target noise")):
+        if getattr(model, name, 0.0):
+            setting = getattr(model, name.rstrip("_"))
+            rows.append((label, f"{getattr(model, name):.3g}" + (" (auto)" if setting == "auto" else "")))
+    return rows
 
 
 def describe_model(model: Any, schema: Schema, path: str) -> str:
@@ -91,7 +100,13 @@ def describe_model(model: Any, schema: Schema, path: str) -> str:
     h = _history_summary(model)
     lines += ["", f"training: {h['epochs']} epochs in {h['seconds']:.1f} s, kept epoch {h['best_epoch']}",
               f"  final train NLL {h['final_train_nll']:.4f}, final validation NLL {h['final_val_nll']:.4f}, "
-              f"validation NLL at the kept epoch {h['best_val_nll']:.4f}", "", "data schema:"]
+              f"validation NLL at the kept epoch {h['best_val_nll']:.4f}"]
+    dead = np.asarray(getattr(model, "dead_components_", []), dtype=bool)
+    if dead.any():
+        where = ", ".join(map(str, np.argwhere(dead).tolist())) if dead.ndim > 1 else ", ".join(map(str, np.flatnonzero(dead)))
+        lines.append(f"  dead components (weight below 1e-3 on every training row): {where}; "
+                     "model.prune_components() removes them")
+    lines += ["", "data schema:"]
     width = max(len(name) for name, _ in schema.describe())
     lines += [f"  {name:<{width}}  {role}" for name, role in schema.describe()]
     return "\n".join(lines)
