@@ -137,8 +137,9 @@ def test_predict_streams_chunks_into_one_table(work, outputs):
     np.testing.assert_allclose(predictions["eruptions_mean"], model.predict(X.astype(float)), rtol=1e-5)
     np.testing.assert_allclose(predictions["log_likelihood"], model.score_samples(X.astype(float), test["eruptions"]),
                                rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predictions["novelty"], model.novelty_score(X.astype(float)), rtol=1e-5)
     parquet = pd.read_parquet(work / "pred.parquet")
-    assert len(parquet) == 160 and list(parquet.columns) == ["row", "eruptions_mean", "eruptions_std", "log_likelihood"]
+    assert len(parquet) == 160 and list(parquet.columns) == ["row", "eruptions_mean", "eruptions_std", "log_likelihood", "novelty"]
 
 
 def test_sample_writes_one_line_per_draw(work, outputs):

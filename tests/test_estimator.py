@@ -8,6 +8,7 @@ import copy
 import functools
 import math
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import torch
 from scipy import stats
 from scipy.special import logsumexp
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -761,3 +762,49 @@ def test_dataframe_feature_names_are_recorded_and_checked():
         model.predict(frame[frame.columns[::-1]])
     refit = model.fit(X, y)  # numpy data: the names no longer apply
     assert not hasattr(refit, "feature_names_in_")
+
+
+# ---------------------------------------------------------------------------- input_noise="auto"
+def test_auto_input_noise_keeps_the_level_with_the_best_validation_nll():
+    """Three single-member fits at 0, 0.1 r and 0.25 r (r = n^(-1/(4+p+d)), computed here by
+    hand); the kept level is their validation-NLL argmin, and a near-deterministic smooth map
+    (where input noise only blurs) keeps no noise at all."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(400, 2))
+    y = np.sin(3 * X[:, 0]) + X[:, 1] + 1e-3 * rng.normal(size=400)
+    model = MDNRegressor(n_components=2, hidden_sizes=(32, 32), max_epochs=200, batch_size=None,
+                         learning_rate=1e-2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    n_train = 400 - 40
+    rule = n_train ** (-1.0 / (4 + 3))
+    np.testing.assert_allclose(sorted(model.noise_selection_), [0.0, 0.1 * rule, 0.25 * rule], rtol=1e-12)
+    best = min(model.noise_selection_, key=model.noise_selection_.get)
+    assert model.input_noise_ == best == 0.0
+    assert model.get_params()["input_noise"] == "auto"
+    best_val = np.nanmin([r["val_nll"] for r in model.history_])
+    assert best_val == pytest.approx(model.noise_selection_[best])
+
+
+def test_auto_input_noise_without_validation_is_the_rule_of_thumb():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3)); y = X[:, 0] + rng.normal(size=200)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, validation_fraction=0.0,
+                         random_state=0).fit(X, y)
+    assert model.input_noise_ == pytest.approx(0.25 * 200 ** (-1.0 / (4 + 4)), rel=1e-12)
+    assert not hasattr(model, "noise_selection_")
+
+
+def test_auto_input_noise_fits_an_ensemble_at_the_chosen_level():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 2)); y = X[:, 0] ** 2 + 0.3 * rng.normal(size=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=20, n_estimators=2,
+                             random_state=0).fit(X, y)
+        chosen = min(model.noise_selection_, key=model.noise_selection_.get)
+        assert model.input_noise_ == chosen
+        same = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=20, n_estimators=2,
+                            input_noise=chosen, random_state=0).fit(X, y)
+    np.testing.assert_allclose(model.score_samples(X, y), same.score_samples(X, y), rtol=1e-6)

@@ -16,7 +16,8 @@ from sklearn.exceptions import NotFittedError
 import mdnkit
 from mdnkit import MDNRegressor
 from mdnkit.datasets import make_inverted_sinusoid
-from mdnkit.selection import DEFAULT_PARAM_GRID, MDNRegressorCV, _rank
+from mdnkit.heads import MDNEnsemble
+from mdnkit.selection import AUTO_N_COMPONENTS, DEFAULT_PARAM_GRID, MDNRegressorCV, _rank
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -150,16 +151,41 @@ def test_param_grid_override_and_list_of_grids():
     assert search.best_estimator_.learning_rate == 0.01
 
 
-def test_default_grid():
-    assert MDNRegressorCV().param_grid is None
-    assert DEFAULT_PARAM_GRID == {"n_components": (1, 3, 5, 10), "hidden_sizes": ((32, 32), (64, 64), (128, 128))}
+def test_defaults():
+    search = MDNRegressorCV()
+    assert (search.param_grid, search.budget, search.holdout_fraction) == (None, "auto", None)
+    assert DEFAULT_PARAM_GRID == {"n_components": AUTO_N_COMPONENTS} == {"n_components": (1, 3, 5, 10)}
+
+
+def test_auto_budget_is_half_the_patience():
+    X, y = _data()  # 180 training rows: one step per epoch, so a patience of 100 epochs (steps)
+    search = MDNRegressorCV(param_grid={"n_components": [1, 2, 3, 4]}, random_state=0,
+                            estimator_params=dict(TINY, max_epochs=200)).fit(X, y)
+    assert search.budget_ == 50 and search.n_steps_ == [50, 100] and search.n_candidates_ == [4, 2]
+    assert search.cv_results_["epochs"] == [50] * 4 + [100] * 2
+
+
+def test_holdout_is_the_early_stopping_rows_by_default():
+    search = _search()
+    model = search.best_estimator_
+    best = next(r for r in model.history_ if r["epoch"] == model.best_epoch_)
+    # the search's hold-out NLL is the winner's early-stopping NLL: same rows, same weights
+    np.testing.assert_allclose(search.validation_nll_, best["val_nll"], rtol=1e-5)
+
+
+def test_separate_holdout_fraction():
+    X, y = _data()
+    search = MDNRegressorCV(param_grid={"n_components": [1, 2]}, holdout_fraction=0.25, budget=5,
+                            estimator_params=TINY, random_state=0).fit(X, y)
+    assert search.n_candidates_ == [2] and math.isfinite(search.validation_nll_)
+    assert search.best_estimator_.n_features_in_ == 2
 
 
 def test_clone_and_get_params():
     search = MDNRegressorCV(param_grid={"n_components": [1, 2]}, estimator_params={"max_epochs": 7}, budget=9)
     params = search.get_params()
     assert params == {
-        "param_grid": {"n_components": [1, 2]}, "estimator_params": {"max_epochs": 7}, "holdout_fraction": 0.1,
+        "param_grid": {"n_components": [1, 2]}, "estimator_params": {"max_epochs": 7}, "holdout_fraction": None,
         "budget": 9, "parsimony": 1.0, "refit": False, "n_jobs": None, "random_state": None,
     }
     copy = clone(search)
@@ -184,8 +210,12 @@ def test_clone_and_get_params():
         ({"estimator_params": {"random_state": 0}}, r"estimator_params must not set 'random_state'"),
         ({"estimator_params": {"n_components": 2}}, r"'n_components' is both in param_grid and in estimator_params"),
         ({"estimator_params": [("max_epochs", 3)]}, r"estimator_params must be a dict or None"),
-        ({"budget": 0}, r"budget must be an integer >= 1"),
-        ({"holdout_fraction": 1.0}, r"holdout_fraction must be in \(0, 1\)"),
+        ({"budget": 0}, r"budget must be 'auto' or an integer >= 1"),
+        ({"budget": "lots"}, r"budget must be 'auto' or an integer >= 1"),
+        ({"holdout_fraction": 1.0}, r"holdout_fraction must be None or in \(0, 1\)"),
+        ({"estimator_params": {"validation_fraction": 0.0}}, r"holdout_fraction=None compares the candidates"),
+        ({"param_grid": {"hidden_sizes": [(4,)]}, "estimator_params": {"n_components": "auto"}},
+         r"n_components='auto' cannot be a candidate"),
         ({"parsimony": -1}, r"parsimony must be a number >= 0"),
     ],
 )
@@ -244,3 +274,82 @@ def test_unfitted_raises():
         search.predict(np.zeros((2, 2)))
     with pytest.raises(NotFittedError):
         search.save("unused.mdn")
+
+
+# ============================================================================ MDNRegressor(n_components="auto")
+AUTO = {"n_components": "auto", "hidden_sizes": (8,), "max_epochs": 40, "learning_rate": 0.01, "random_state": 0}
+
+
+@functools.lru_cache(maxsize=None)
+def _auto_model() -> MDNRegressor:
+    """An ensemble of two with a fixed input noise: every setting must reach the candidates."""
+    X, y = _data()
+    return MDNRegressor(**AUTO, n_estimators=2, input_noise=0.05).fit(X, y)
+
+
+def test_auto_picks_more_components_for_multimodal_data():
+    X_multi, y_multi = make_inverted_sinusoid(1000, random_state=0)
+    rng = np.random.default_rng(0)
+    X_uni = rng.uniform(-10, 10, (1000, 1))
+    y_uni = X_uni[:, 0] + rng.normal(size=1000)
+    model = MDNRegressor(n_components="auto", hidden_sizes=(32, 32), max_epochs=60, learning_rate=3e-3, random_state=0)
+    multi = clone(model).fit(X_multi, y_multi)
+    uni = clone(model).fit(X_uni, y_uni)
+    assert multi.n_components_ > uni.n_components_
+    assert multi.module_.head.n_components == multi.n_components_
+    assert multi.get_params()["n_components"] == "auto"  # the parameter is never overwritten
+
+
+def test_auto_adopts_the_winner():
+    X, y = _data()
+    model = _auto_model()
+    results = model.selection_results_
+    assert sorted(set(results["param_n_components"])) == list(AUTO_N_COMPONENTS)
+    search = MDNRegressorCV(param_grid={"n_components": AUTO_N_COMPONENTS}, random_state=0,
+                            estimator_params={k: v for k, v in clone(model).get_params().items()
+                                              if k not in ("n_components", "random_state", "warm_start")}).fit(X, y)
+    assert {k: v for k, v in results.items() if k != "seconds"} == {
+        k: v for k, v in search.cv_results_.items() if k != "seconds"}
+    assert model.n_components_ == search.n_components_
+    np.testing.assert_array_equal(model.score_samples(X, y), search.score_samples(X, y))
+    assert isinstance(model.module_, MDNEnsemble) and model.module_.n_members == 2
+    assert model.input_noise_ == 0.05 and model.hidden_sizes == (8,)
+    untimed = lambda history: [{k: v for k, v in r.items() if k != "time"} for r in history]  # noqa: E731
+    assert untimed(model.history_) == untimed(search.best_estimator_.history_)
+    assert (model.n_features_in_, model.n_outputs_, model._y_is_1d) == (2, 1, True)
+
+
+def test_auto_refit_starts_afresh():
+    pd = pytest.importorskip("pandas")
+    X, y = _data()
+    model = MDNRegressor(**AUTO).fit(pd.DataFrame(X, columns=["a", "b"]), pd.DataFrame({"t": y}))
+    assert list(model.feature_names_in_) == ["a", "b"] and model.target_names_ == ["t"]
+    model.fit(X, y)
+    assert not hasattr(model, "feature_names_in_") and not hasattr(model, "target_names_")
+
+
+def test_auto_save_load_round_trip(tmp_path):
+    X, y = _data(seed=1)
+    model = _auto_model()
+    model.save(tmp_path / "auto.mdn")
+    loaded = mdnkit.load(tmp_path / "auto.mdn")
+    assert loaded.get_params() == model.get_params() and loaded.n_components == "auto"
+    assert loaded.n_components_ == model.n_components_ == loaded.module_.head.n_components
+    np.testing.assert_allclose(loaded.score_samples(X, y), model.score_samples(X, y), rtol=1e-12)
+    assert not hasattr(loaded, "selection_results_")  # the search is not saved
+
+
+def test_auto_clone_and_get_params():
+    model = MDNRegressor(n_components="auto", hidden_sizes=(8,))
+    assert model.get_params()["n_components"] == "auto"
+    assert clone(model).get_params() == model.get_params()
+    copy = clone(_auto_model())
+    assert copy.get_params() == _auto_model().get_params()
+    assert not hasattr(copy, "selection_results_") and not hasattr(copy, "module_")
+
+
+@pytest.mark.parametrize("value", ["many", "AUTO", 0])
+def test_auto_bad_n_components(value):
+    X, y = _data(50)
+    with pytest.raises(ValueError, match=rf"n_components must be an integer >= 1, got {value!r} \(or 'auto'"):
+        MDNRegressor(n_components=value).fit(X, y)

@@ -58,6 +58,7 @@ def test_loader_reads_features_target_and_splits(uci, tmp_path, nested):
         np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(40))
         X_train, y_train, X_test, y_test = dataset.split(i)
         assert X_train.shape == (36, 3) and X_test.shape == (4, 3)
+        np.testing.assert_array_equal(y_train, data[train, 2])
         np.testing.assert_array_equal(y_test, data[test, 2])
         np.testing.assert_array_equal(X_train, data[train][:, [0, 1, 3]])
 

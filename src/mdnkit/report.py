@@ -70,7 +70,8 @@ def _history_summary(model: Any) -> dict[str, Any]:
 def _settings(model: Any) -> list[tuple[str, str]]:
     batch = "full" if model.batch_size is None else str(model.batch_size)
     rows = [
-        ("components", str(model.n_components)), ("hidden sizes", ",".join(map(str, model.hidden_sizes))),
+        ("components", str(getattr(model, "n_components_", model.n_components))
+         + (" (auto)" if model.n_components == "auto" else "")), ("hidden sizes", ",".join(map(str, model.hidden_sizes))),
         ("activation", model.activation), ("covariance", model.covariance_type),
         ("optimizer", model.optimizer), ("learning rate", f"{model.learning_rate:g}"),
         ("batch size", batch), ("max epochs", str(model.max_epochs)),

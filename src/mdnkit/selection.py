@@ -1,18 +1,21 @@
 """``MDNRegressorCV``: choose the number of components and the network size by successive halving.
 
-One seeded hold-out split of the training rows, not k-fold (k fits of every candidate would cost
-k times as much). Every candidate of the grid trains for a short budget of gradient steps; the
+One seeded hold-out split, not k-fold (k fits of every candidate would cost k times as much): by
+default the candidates' own early-stopping rows, so that the winner trains on exactly the rows a
+single fit would. Every candidate of the grid trains for a short budget of gradient steps (half
+the early-stopping patience of a single fit, ``budget="auto"``); the
 worse half by hold-out NLL is dropped; the survivors continue from where they stopped
-(``warm_start``) with a doubled budget, until one remains (Jamieson & Talwalkar, 2016). Candidates
-within one standard error of the best count as tied and the smallest network among them ranks
-first (``parsimony``), so that a mixture is chosen only where it measurably helps. The
-winner then trains on to convergence with early stopping (or, with ``refit=True``, is fitted
-afresh on every row). The whole search costs about two ordinary fits (see
-``benchmarks/selection_cost.py``)::
+(``warm_start``) with a doubled budget, until one remains (Jamieson & Talwalkar, 2016). With
+``parsimony > 0``, candidates within that many standard errors of the best count as tied and the
+smallest network among them ranks first. The winner then trains on to convergence with early
+stopping (or, with ``refit=True``, is fitted afresh on every row). The default search (4
+candidates) costs about 1.5-4 default fits (median seconds over 3 seeds, one CPU thread, in
+``benchmarks/selection_cost.py``: inverted sinusoid 1.6x, UCI concrete, yacht, boston ~2-4x
+of their sub-second fits; the earlier 12-candidate grid with 200-step rungs cost 2.5-15x)::
 
-    rung:        0      1      2
-    candidates: 12  ->  6  ->  3  ->  1 winner, trained on to convergence
-    steps each:  b     2b     4b      (cumulative; b = ``budget``)
+    rung:        0      1
+    candidates:  4  ->  2  ->  1 winner, trained on to convergence
+    steps each:  b     2b      (cumulative; b = ``budget``)
 
 Example:
     >>> import numpy as np
@@ -34,7 +37,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
@@ -48,14 +51,20 @@ from mdnkit.distributions import GaussianMixture
 from mdnkit.estimator import MDNRegressor
 from mdnkit.training import TrainingDivergedError
 
-__all__ = ["DEFAULT_PARAM_GRID", "MDNRegressorCV"]
+__all__ = ["AUTO_N_COMPONENTS", "DEFAULT_PARAM_GRID", "MDNRegressorCV"]
 
 #: Components from one Gaussian (heteroscedastic regression) to ten (up to ~5 branches per x, as
-#: the inverted sinusoid); widths from small to the largest the defaults sweep found useful.
-DEFAULT_PARAM_GRID: dict[str, tuple] = {
-    "n_components": (1, 3, 5, 10),
-    "hidden_sizes": ((32, 32), (64, 64), (128, 128)),
-}
+#: the inverted sinusoid): the numbers ``MDNRegressor(n_components="auto")`` tries.
+AUTO_N_COMPONENTS: tuple[int, ...] = (1, 3, 5, 10)
+
+#: The width is not searched by default: fitted to convergence, (32, 32), (64, 64) and (128, 128)
+#: hidden layers differ by about the seed noise on concrete, yacht and boston for every K, while
+#: K moves the test NLL by 0.1-0.4 nats; a width axis would triple the cost. Add
+#: ``"hidden_sizes"`` to ``param_grid`` to search it.
+DEFAULT_PARAM_GRID: dict[str, tuple] = {"n_components": AUTO_N_COMPONENTS}
+
+#: ``budget="auto"``: the first rung trains this share of the candidates' early-stopping patience.
+AUTO_BUDGET_PATIENCE = 0.5
 
 # Managed by the search itself, so not searchable. (``warm_start`` in estimator_params is the
 # setting of the returned best_estimator_; during the search every candidate warm-starts.)
@@ -63,20 +72,26 @@ _RESERVED = ("warm_start", "random_state")
 
 
 class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
-    """An :class:`~mdnkit.MDNRegressor` whose ``n_components`` and ``hidden_sizes`` choose themselves.
+    """An :class:`~mdnkit.MDNRegressor` whose ``n_components`` (and any other setting) choose themselves.
 
     Args:
         param_grid: ``{name: values}`` (or a list of such dicts) of :class:`~mdnkit.MDNRegressor`
-            parameters to search; ``None`` uses :data:`DEFAULT_PARAM_GRID` (12 candidates).
+            parameters to search; ``None`` uses :data:`DEFAULT_PARAM_GRID` (4 candidates).
         estimator_params: Fixed :class:`~mdnkit.MDNRegressor` settings shared by every candidate
             (``max_epochs``, ``batch_size``, ``device``...); ``None`` keeps its defaults.
-        holdout_fraction: Share of the rows held out to compare candidates (the candidates' own
-            early stopping uses their ``validation_fraction`` of the remaining rows).
+        holdout_fraction: ``None`` compares the candidates on their own early-stopping rows (the
+            ``validation_fraction`` of every row; all candidates share the seed, hence the rows).
+            A number holds out that share of the rows apart (never trained on, so
+            ``validation_nll_`` is unbiased), at the cost of training on fewer rows.
         budget: Gradient steps of every candidate in the first rung, doubled at each rung.
-            Counting steps rather than epochs gives small and large data sets the same signal.
+            ``"auto"``: half the early-stopping patience a single fit would use (about 500
+            steps for large data, 50 epochs for small), so the search scales with the fit.
         parsimony: At every rung, candidates whose hold-out NLL is within this many standard errors
             of the best count as tied, and the smallest networks among them (fewest weights) rank
-            first: one Gaussian where a mixture does not help. ``0`` ranks by NLL alone.
+            first: one Gaussian where a mixture does not help. ``0`` ranks by NLL alone: on
+            concrete, yacht and boston (~100 hold-out rows) it gave 0.005-0.1 nats better median
+            test NLL than ``1``, which often picks K=1 there, but it also picks a mixture for
+            one-Gaussian data.
         refit: After the search, ``False`` trains the winner on from where it stopped, with early
             stopping, on the same rows; ``True`` fits its parameters afresh on all rows (the
             held-out ones included). Both give the same test NLL on the benchmarks;
@@ -92,12 +107,13 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         best_index_: Row of ``cv_results_`` that selected it (its last rung).
         best_score_: Its hold-out mean log-likelihood at that rung (higher is better).
         validation_nll_: Hold-out NLL of ``best_estimator_`` after the final training (NaN with
-            ``refit=True``, whose model has seen those rows).
+            ``refit=True``, whose model has seen those rows; with ``holdout_fraction=None``, its
+            best early-stopping NLL). ``budget_``: the first rung's steps.
         cv_results_: Dict of lists, one entry per (candidate, rung): ``params``, ``param_<name>``,
             ``candidate`` (index into the grid), ``rung``, ``epochs`` and ``steps`` (cumulative),
             ``seconds`` (cumulative training time) and ``val_nll`` (hold-out NLL in nats per row,
             original units; ``inf`` for a candidate whose training diverged).
-        n_candidates_: Candidates per rung, e.g. ``[12, 6, 3]``. ``n_steps_``: their budgets.
+        n_candidates_: Candidates per rung, e.g. ``[4, 2]``. ``n_steps_``: their budgets.
         refit_time_: Seconds of the final training. ``n_features_in_``, ``n_outputs_``.
 
     Example:
@@ -118,8 +134,8 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         self,
         param_grid: Mapping[str, Sequence] | Sequence[Mapping[str, Sequence]] | None = None,
         estimator_params: Mapping[str, Any] | None = None,
-        holdout_fraction: float = 0.1,
-        budget: int = 200,
+        holdout_fraction: float | None = None,
+        budget: int | Literal["auto"] = "auto",
         parsimony: float = 1.0,
         refit: bool = False,
         n_jobs: int | None = None,
@@ -145,20 +161,28 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         X_checked = _validation.as_float_matrix(X, "X", allow_1d=False)
         y_checked = _validation.as_float_matrix(y, "y", allow_1d=True)
         _validation.check_lengths(X_checked, y_checked)
-        n_holdout = math.ceil(self.holdout_fraction * len(X_checked))
-        if len(X_checked) - n_holdout < 3:
-            raise ValueError(
-                f"holdout_fraction={self.holdout_fraction} of {len(X_checked)} rows leaves "
-                f"{len(X_checked) - n_holdout} to train the candidates; at least 3 are needed."
-            )
         seed = seed_from(self.random_state)
         rows = np.random.default_rng(seed).permutation(len(X_checked))
-        holdout, train = np.sort(rows[:n_holdout]), np.sort(rows[n_holdout:])
+        if self.holdout_fraction is None:
+            # The candidates' own early-stopping rows: every candidate shares the seed, hence the
+            # split (MDNRegressor.fit draws the same permutation), and the winner goes on training
+            # on exactly the rows a single fit would use.
+            n_holdout = base._n_validation(len(X_checked))
+            holdout, train = np.sort(rows[:n_holdout]), np.arange(len(X_checked))
+        else:
+            n_holdout = math.ceil(self.holdout_fraction * len(X_checked))
+            if len(X_checked) - n_holdout < 3:
+                raise ValueError(
+                    f"holdout_fraction={self.holdout_fraction} of {len(X_checked)} rows leaves "
+                    f"{len(X_checked) - n_holdout} to train the candidates; at least 3 are needed."
+                )
+            holdout, train = np.sort(rows[:n_holdout]), np.sort(rows[n_holdout:])
         X_train, y_train = _take(X, train), _take(y, train)
         X_val, y_val = _take(X, holdout), _take(y, holdout)
 
         base.set_params(random_state=seed, warm_start=True)
         steps_per_epoch = _steps_per_epoch(base, len(train))
+        budget = _auto_budget(base, len(train)) if self.budget == "auto" else int(self.budget)
         models = [clone(base).set_params(**params) for params in candidates]
         alive = list(range(len(candidates)))
         epochs_done = [0] * len(candidates)
@@ -170,7 +194,7 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         self.n_candidates_, self.n_steps_ = [], []
         rung = 0
         while True:
-            steps = int(self.budget) * 2**rung
+            steps = budget * 2**rung
             # An epoch is the smallest unit MDNRegressor trains; never go past its max_epochs.
             target_epochs = min(math.ceil(steps / steps_per_epoch), int(base.max_epochs))
             jobs = [(models[i], X_train, y_train, X_val, y_val, target_epochs - epochs_done[i]) for i in alive]
@@ -225,6 +249,7 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         final.set_params(warm_start=bool(self._base_params().get("warm_start", False)))
         self.refit_time_ = time.perf_counter() - start
         self.best_estimator_ = final
+        self.budget_ = budget
         self.n_components_ = int(final.n_components)
         self.n_features_in_ = final.n_features_in_
         self.n_outputs_ = final.n_outputs_
@@ -273,15 +298,25 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
                 if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
                     raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values, got {values!r}.")
         candidates = list(ParameterGrid([dict(part) for part in grids]))
-        if not (isinstance(self.budget, numbers.Integral) and not isinstance(self.budget, bool) and self.budget >= 1):
-            raise ValueError(f"budget must be an integer >= 1 (gradient steps), got {self.budget!r}.")
+        budget = self.budget
+        if not (budget == "auto" if isinstance(budget, str) else (
+                isinstance(budget, numbers.Integral) and not isinstance(budget, bool) and budget >= 1)):
+            raise ValueError(f"budget must be 'auto' or an integer >= 1 (gradient steps), got {budget!r}.")
         if not (isinstance(self.parsimony, numbers.Real) and self.parsimony >= 0):
             raise ValueError(f"parsimony must be a number >= 0 (standard errors), got {self.parsimony!r}.")
-        if not (isinstance(self.holdout_fraction, numbers.Real) and 0 < self.holdout_fraction < 1):
-            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}.")
+        if self.holdout_fraction is not None and not (
+                isinstance(self.holdout_fraction, numbers.Real) and 0 < self.holdout_fraction < 1):
+            raise ValueError(f"holdout_fraction must be None or in (0, 1), got {self.holdout_fraction!r}.")
         base = MDNRegressor(**fixed)
         for params in candidates:  # bad values fail now, not after minutes of search
-            clone(base).set_params(**params)._check_params()
+            candidate = clone(base).set_params(**params)
+            candidate._check_params()
+            if candidate.n_components == "auto":
+                raise ValueError("n_components='auto' cannot be a candidate: MDNRegressorCV searches "
+                                 "n_components itself; put the numbers to try in param_grid.")
+        if self.holdout_fraction is None and not base.validation_fraction:
+            raise ValueError("holdout_fraction=None compares the candidates on their early-stopping rows, "
+                             "but estimator_params sets validation_fraction=0; set a holdout_fraction.")
         return candidates, base
 
     # ------------------------------------------------------------------ predicting
@@ -345,6 +380,13 @@ def _rank(scores: list[float], row_nlls: list[np.ndarray | None], sizes: list[in
 
 def _n_parameters(model: MDNRegressor) -> int:
     return sum(p.numel() for p in model.module_.parameters()) if hasattr(model, "module_") else 0
+
+
+def _auto_budget(model: MDNRegressor, n_rows: int) -> int:
+    """First-rung budget in gradient steps: half the early-stopping patience ``model`` would use
+    on ``n_rows`` (a single fit trains for its best epoch plus that patience)."""
+    n_train = n_rows - (model._n_validation(n_rows) if model.validation_fraction else 0)
+    return max(1, math.ceil(AUTO_BUDGET_PATIENCE * model._patience(n_train))) * _steps_per_epoch(model, n_rows)
 
 
 def _steps_per_epoch(model: MDNRegressor, n_rows: int) -> int:
