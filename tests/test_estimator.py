@@ -808,3 +808,23 @@ def test_auto_input_noise_fits_an_ensemble_at_the_chosen_level():
         same = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=20, n_estimators=2,
                             input_noise=chosen, random_state=0).fit(X, y)
     np.testing.assert_allclose(model.score_samples(X, y), same.score_samples(X, y), rtol=1e-6)
+
+
+def test_warm_start_keeps_the_chosen_noise_and_a_fresh_fit_forgets_the_search(monkeypatch):
+    """A warm refit continues at the level "auto" chose (here forced to 0 by a one-level search);
+    a fresh fit with other settings leaves no trace of the previous search."""
+    monkeypatch.setattr(mdnkit.estimator, "NOISE_FACTORS", (0.0,))
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 2)); y = X[:, 0] + 0.2 * rng.normal(size=200)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X, y)
+    assert model.input_noise_ == 0.0 and set(model.noise_selection_) == {0.0}
+    model.set_params(warm_start=True).fit(X, y)
+    assert model.input_noise_ == 0.0
+    model.set_params(warm_start=False, input_noise=0.05).fit(X, y)
+    assert model.input_noise_ == 0.05 and not hasattr(model, "noise_selection_")
+
+
+def test_auto_components_need_a_validation_split():
+    X = np.random.default_rng(0).normal(size=(50, 1))
+    with pytest.raises(ValueError, match="validation_fraction > 0"):
+        MDNRegressor(n_components="auto", validation_fraction=0.0).fit(X, X[:, 0])

@@ -100,7 +100,7 @@ def test_winner_trains_on_from_where_it_stopped():
     assert len(model.history_) >= epochs
     assert [r["epoch"] for r in model.history_] == list(range(1, len(model.history_) + 1))
     assert model.warm_start is False  # the returned model refits afresh, like any MDNRegressor
-    assert model.max_epochs == 40 - epochs
+    assert model.max_epochs == 40 and len(model.history_) <= 40  # the user's setting, and it held overall
     assert math.isfinite(search.validation_nll_) and search.refit_time_ > 0
 
 
@@ -353,3 +353,13 @@ def test_auto_bad_n_components(value):
     X, y = _data(50)
     with pytest.raises(ValueError, match=rf"n_components must be an integer >= 1, got {value!r} \(or 'auto'"):
         MDNRegressor(n_components=value).fit(X, y)
+
+
+def test_best_estimator_keeps_the_users_max_epochs():
+    """The rungs shorten max_epochs while searching; the model handed over must not."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 1)); y = X[:, 0] + 0.1 * rng.normal(size=120)
+    search = MDNRegressorCV(param_grid={"n_components": (1, 2)},
+                            estimator_params={"hidden_sizes": (8,), "max_epochs": 10, "input_noise": 0.0},
+                            random_state=0).fit(X, y)
+    assert search.best_estimator_.get_params()["max_epochs"] == 10

@@ -26,7 +26,7 @@ from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.heads import COVARIANCE_TYPES, MDN, MDNEnsemble
 from mdnkit.networks import ACTIVATIONS, Activation
 from mdnkit.novelty import InputNovelty
-from mdnkit.training import Optimizer, TrainingConfig, TrainingInterrupted, train
+from mdnkit.training import Optimizer, TrainingConfig, TrainingDivergedError, TrainingInterrupted, train
 
 # Factor of the noise rule of thumb h = c n^(-1/(4+dims)) (Rothfuss et al. 2019 use c = 0.5 and 1;
 # in benchmarks/uci.py c = 0.25 beat 0.1 and 0.5 on most sets, see the README).
@@ -69,7 +69,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         input_noise, target_noise: Standard deviation of the Gaussian noise added to the
             standardised inputs and targets at every step (noise regularisation, Rothfuss et
             al., 2019), scaled by the rule of thumb ``r = n^(-1 / (4 + p + d))`` for ``n``
-            training rows, ``p`` inputs and ``d`` targets (0.32 for 1000 rows of 10 inputs).
+            training rows, ``p`` inputs and ``d`` targets (0.63 for 1000 rows, 10 inputs, 1 target).
             ``input_noise="auto"`` fits one network per level ``0, 0.1 r, 0.25 r`` and keeps the
             one with the best validation NLL (``noise_selection_``; an ensemble is then fitted at
             that level), so it costs about three fits: on UCI sets noise gained up to 0.3 nats
@@ -87,9 +87,10 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             The members start from independent random weights (and the same data-driven head
             start), each is trained on its own NLL, all together in batched layers (one optimiser
             step updates every member; gradients are clipped member by member), on the same
-            minibatches. Early stopping and learning-rate decay follow the validation NLL of the
-            ensemble, which predicts the equally weighted mixture of its members' mixtures
-            (``M·K`` components, weights ``π_mk / M``). ``1`` is a single MDN.
+            minibatches. Each member keeps its own best weights, learning-rate schedule and
+            early stopping on its own validation NLL, exactly as if trained alone; ``history_``
+            records the ensemble's NLL. The ensemble predicts the equally weighted mixture of its
+            members' mixtures (``M·K`` components, weights ``π_mk / M``). ``1`` is a single MDN.
 
     Attributes:
         module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` when
@@ -106,6 +107,8 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             ``"auto"``, until :meth:`prune_components` removes some).
         selection_results_: With ``n_components="auto"``: the search's
             :attr:`~mdnkit.MDNRegressorCV.cv_results_` (not saved by :meth:`save`).
+        noise_selection_: With ``input_noise="auto"`` and a validation split: ``{level: best
+            validation NLL}`` of the trial fits (not saved by :meth:`save`).
         component_weight_mean_, component_weight_max_: Mean and maximum over the rows given to
             ``fit`` (validation rows included) of each component's weight ``π_k(x)``: ``(K,)``,
             or ``(n_estimators, K)`` for an ensemble.
@@ -183,7 +186,10 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         if len(X) < 2:
             raise ValueError("X has 1 sample; fitting a conditional density needs at least 2 rows.")
         _validation.check_constant_targets(y.reshape(len(y), -1))
-        searching = not (self.warm_start and hasattr(self, "module_"))
+        warm = self.warm_start and hasattr(self, "module_")
+        searching = not warm
+        if searching:
+            self._reset_fitted()
         if isinstance(self.n_components, str) and searching:
             return self._fit_auto(X_in, y_in)
         if isinstance(self.input_noise, str) and self.validation_fraction > 0 and searching:
@@ -241,8 +247,10 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         self.module_.to(device=device, dtype=dtype)
 
         patience = self._patience(len(train_rows))
+        # A warm start continues at the levels already chosen ("auto" chose them once).
         self.input_noise_, self.target_noise_ = (
-            self._noise(getattr(self, name), len(train_rows), X.shape[1] + y.shape[1])
+            getattr(self, name + "_") if warm and isinstance(getattr(self, name), str) and hasattr(self, name + "_")
+            else self._noise(getattr(self, name), len(train_rows), X.shape[1] + y.shape[1])
             for name in ("input_noise", "target_noise")
         )
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -334,6 +342,11 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         if not (isinstance(self.validation_fraction, numbers.Real) and 0 <= self.validation_fraction < 1):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
 
+    def _reset_fitted(self) -> None:
+        """Forget every learned attribute, so nothing of a previous fit survives a fresh one."""
+        for name in [name for name in vars(self) if name.endswith("_") or name == "_y_is_1d"]:
+            delattr(self, name)
+
     def _fit_noise_auto(self, X: Any, y: Any) -> MDNRegressor:
         """``input_noise="auto"``: one single-member fit per level in :data:`NOISE_FACTORS` (same
         seed, so the same validation rows), then the level with the best validation NLL.
@@ -353,21 +366,27 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             trial = clone(self).set_params(input_noise=level, n_estimators=1, random_state=seed)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                trial.fit(X, y)
+                try:
+                    trial.fit(X, y)
+                except TrainingDivergedError as error:  # this level failed; the others may not
+                    diverged = error
+                    continue
             trials[level] = trial, caught
-            if trial.history_ and any(issubclass(w.category, TrainingInterrupted) for w in caught):
+            if any(issubclass(w.category, TrainingInterrupted) for w in caught):
                 break  # Ctrl-C: keep what has been fitted, choose among it
+        if not trials:
+            raise diverged
         scores = {level: float(np.nanmin([r["val_nll"] for r in trial.history_])) for level, (trial, _) in trials.items()}
         level = min(scores, key=scores.get)
-        if self.n_estimators == 1:
+        interrupted = any(issubclass(w.category, TrainingInterrupted) for _, caught in trials.values() for w in caught)
+        if self.n_estimators == 1 or interrupted:
             winner, caught = trials[level]
             for warning in caught:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+                warnings.warn(warning.message, warning.category, stacklevel=3)
         else:
             winner = clone(self).set_params(input_noise=level, random_state=seed).fit(X, y)
         params = self.get_params(deep=False)
-        for name in [name for name in vars(self) if name.endswith("_") or name == "_y_is_1d"]:
-            delattr(self, name)
+        self._reset_fitted()
         self.__dict__.update({name: value for name, value in vars(winner).items() if name not in params})
         self.noise_selection_ = scores
         return self
@@ -377,17 +396,29 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         the winner's fitted state (it is an MDNRegressor with the same settings but ``K``)."""
         from mdnkit.selection import AUTO_N_COMPONENTS, MDNRegressorCV  # selection imports this module
 
+        from sklearn.base import clone
+
+        if self.validation_fraction == 0:
+            raise ValueError("n_components='auto' compares K on the validation rows; set validation_fraction > 0.")
         params = self.get_params(deep=False)
         fixed = {name: value for name, value in params.items()
                  if name not in ("n_components", "random_state", "warm_start")}
+        seed = seed_from(self.random_state)
+        noise_selection = None
+        if isinstance(self.input_noise, str):
+            # Choose the noise once, with one mid-sized network, then search K at that level.
+            probe = clone(self).set_params(n_components=5, n_estimators=1, random_state=seed, verbose=False)
+            probe._fit_noise_auto(X, y)
+            fixed["input_noise"], noise_selection = probe.input_noise_, probe.noise_selection_
         search = MDNRegressorCV(
-            param_grid={"n_components": AUTO_N_COMPONENTS}, estimator_params=fixed, random_state=self.random_state,
+            param_grid={"n_components": AUTO_N_COMPONENTS}, estimator_params=fixed, random_state=seed,
         ).fit(X, y)
-        for name in [name for name in vars(self) if name.endswith("_") or name == "_y_is_1d"]:
-            delattr(self, name)  # a previous fit's state (e.g. target_names_ it had and this one lacks)
+        self._reset_fitted()
         self.__dict__.update({name: value for name, value in vars(search.best_estimator_).items()
                               if name not in params})
         self.selection_results_ = search.cv_results_
+        if noise_selection is not None:
+            self.noise_selection_ = noise_selection
         return self
 
     def _patience(self, n_train: int) -> int:

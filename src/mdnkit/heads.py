@@ -151,6 +151,15 @@ class MixtureHead(nn.Module):
             rows.append(index[keep].flatten())
             offset += size
         rows_index = torch.cat(rows).to(self.linear.bias.device)
+        with torch.random.fork_rng(devices=[]):  # the new layer's throwaway init must not move the user's RNG
+            linear = self._pruned_layer(rows_index, keep)
+        linear.bias = nn.Parameter(self.linear.bias[..., rows_index].clone())
+        self.linear = linear
+        self.n_components = kept
+        self.split_sizes = self._split_sizes(kept)
+
+    def _pruned_layer(self, rows_index: Tensor, keep: Tensor) -> nn.Module:
+        """The output layer with only the rows ``rows_index`` of the current one (bias set by the caller)."""
         if self.n_members is None:
             linear = nn.Linear(self.linear.in_features, len(rows_index))
             linear.weight = nn.Parameter(self.linear.weight[rows_index].clone())
@@ -158,10 +167,7 @@ class MixtureHead(nn.Module):
             linear = EnsembleLinear(self.linear.in_features, len(rows_index), self.n_members)
             linear.weight = nn.Parameter(self.linear.weight[..., rows_index].clone())
             self.logit_mask = self.logit_mask[:, keep.to(self.logit_mask.device)].clone()
-        linear.bias = nn.Parameter(self.linear.bias[..., rows_index].clone())
-        self.linear = linear
-        self.n_components = kept
-        self.split_sizes = self._split_sizes(kept)
+        return linear
 
     @torch.no_grad()
     def mask(self, dead: Tensor) -> None:

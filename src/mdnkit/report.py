@@ -79,7 +79,7 @@ def _settings(model: Any) -> list[tuple[str, str]]:
         ("random state", str(model.random_state)),
     ]
     for name, label in (("input_noise_", "input noise"), ("target_noise_", "target noise")):
-        if getattr(model, name, 0.0):
+        if hasattr(model, name) and (getattr(model, name) or getattr(model, name.rstrip("_")) == "auto"):
             setting = getattr(model, name.rstrip("_"))
             rows.append((label, f"{getattr(model, name):.3g}" + (" (auto)" if setting == "auto" else "")))
     return rows

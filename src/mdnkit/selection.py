@@ -183,6 +183,12 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         base.set_params(random_state=seed, warm_start=True)
         steps_per_epoch = _steps_per_epoch(base, len(train))
         budget = _auto_budget(base, len(train)) if self.budget == "auto" else int(self.budget)
+        if np.ndim(y) > 1 and np.shape(y)[1] > 1:
+            # MDNRegressor refuses more components than training rows for a multi-dimensional target.
+            n_rows = len(train) - base._n_validation(len(train))
+            candidates = [c for c in candidates if int(c.get("n_components", base.n_components)) <= n_rows]
+            if not candidates:
+                raise ValueError(f"every candidate has more components than the {n_rows} training rows.")
         models = [clone(base).set_params(**params) for params in candidates]
         alive = list(range(len(candidates)))
         epochs_done = [0] * len(candidates)
@@ -246,7 +252,8 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             final.set_params(max_epochs=max(1, int(base.max_epochs) - epochs_done[winner]))
             final.fit(X_train, y_train)  # warm start: early stopping on its own validation rows
             self.validation_nll_ = -final.score(X_val, y_val)
-        final.set_params(warm_start=bool(self._base_params().get("warm_start", False)))
+        # The rungs shortened max_epochs; the model handed over keeps the user's setting.
+        final.set_params(max_epochs=int(base.max_epochs), warm_start=bool(self._base_params().get("warm_start", False)))
         self.refit_time_ = time.perf_counter() - start
         self.best_estimator_ = final
         self.budget_ = budget
