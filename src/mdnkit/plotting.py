@@ -157,9 +157,21 @@ def _rows(model: Any, values: Any, name: str, function: str) -> np.ndarray:
     return array
 
 
+def _predict_dist(model: Any, X: Any) -> Any:
+    """``model.predict_dist(X)`` without the novelty warning: a plot's grid reaches past the data
+    on purpose, and the picture itself shows where the data is."""
+    import warnings
+
+    from mdnkit.novelty import NoveltyWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoveltyWarning)
+        return model.predict_dist(X)
+
+
 def _parts(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights, means and standard deviations of every component at ``x (n,)``, each ``(n, K)``."""
-    mixture = model.predict_dist(x.reshape(-1, 1))
+    mixture = _predict_dist(model, x.reshape(-1, 1))
     weights = mixture.weights.numpy()  # [n, K]
     loc = mixture.loc[..., 0].numpy()  # [n, K]
     scale = mixture.component_covariance[..., 0, 0].sqrt().numpy()  # [n, K]
@@ -207,7 +219,7 @@ def _pit_values(model: Any, X: Any, y: Any, function: str) -> np.ndarray:
     """``F(y_i | x_i)`` for each row: uniform on [0, 1] when the model is calibrated."""
     _check_model(model, function, univariate_input=False)
     y = _as_vector(y, "y", function)
-    mixture = model.predict_dist(X)
+    mixture = _predict_dist(model, X)
     if mixture.batch_shape[0] != len(y):
         raise ValueError(f"{function}: X has {mixture.batch_shape[0]} rows but y has {len(y)}.")
     return mixture.cdf(torch.as_tensor(y).reshape(-1, 1)).numpy()
@@ -278,7 +290,7 @@ def plot_density(
     x_low, x_high = map(float, x_range)
     # Cell centres, so that the image extent is exactly the requested ranges.
     x_cells = x_low + (np.arange(resolution) + 0.5) * (x_high - x_low) / resolution
-    mixture = model.predict_dist(x_cells.reshape(-1, 1))
+    mixture = _predict_dist(model, x_cells.reshape(-1, 1))
     if y_range is None:
         if y_data is not None:
             y_range = _padded(y_data)
@@ -527,7 +539,7 @@ def plot_conditional(
     truth = None if y_true is None else _as_vector(y_true, "y_true", "plot_conditional")
     if truth is not None and len(truth) != m:
         raise ValueError(f"plot_conditional: {m} x_values but {len(truth)} y_true values.")
-    mixture = model.predict_dist(rows)
+    mixture = _predict_dist(model, rows)
     weights = mixture.weights.numpy()  # [m, K]
     loc = mixture.loc[..., 0].numpy()  # [m, K]
     scale = mixture.component_covariance[..., 0, 0].sqrt().numpy()  # [m, K]
@@ -611,7 +623,7 @@ def plot_modes(
                         vmin=0.0, linewidths=0, label="modes", gid="modes", zorder=3)
     ax.figure.colorbar(points, ax=ax, label="p(mode | x)", pad=0.02)
     if show_heaviest:
-        heaviest = model.predict_dist(x.reshape(-1, 1)).heaviest_component_mean()[:, 0].numpy()
+        heaviest = _predict_dist(model, x.reshape(-1, 1)).heaviest_component_mean()[:, 0].numpy()
         ax.scatter(x, heaviest, s=14, marker="x", color=_ACCENT, linewidths=0.9,
                    label="heaviest component's mean", gid="heaviest component mean", zorder=4)
     _style(ax, "x", "y")
