@@ -133,10 +133,14 @@ def test_plot_conditional_one_panel_per_x_with_the_true_value_marked(model, data
 
 
 def test_plot_modes_draws_every_mode_and_the_heaviest_mean(model, data) -> None:
-    ax = plotting.plot_modes(model, GRID, data=data)
-    modes, _ = model.predict_modes(GRID.reshape(-1, 1))
+    ax = plotting.plot_modes(model, GRID, data=data, min_relative_density=0.0)
+    modes, log_density = model.predict_modes(GRID.reshape(-1, 1))
     by_gid = {c.get_gid(): c for c in ax.collections}
     assert len(by_gid["modes"].get_offsets()) == np.isfinite(modes).sum()
+    # By default only modes at least 1% as dense as the row's highest one.
+    default = {c.get_gid(): c for c in plotting.plot_modes(model, GRID).collections}
+    kept = (np.exp(log_density) >= 0.01 * np.exp(log_density.max(axis=1, keepdims=True))).sum()
+    assert len(default["modes"].get_offsets()) == kept
     assert np.isfinite(modes).sum() > len(GRID)  # the inverted sinusoid has several modes per x
     sizes = by_gid["modes"].get_sizes()
     assert sizes.min() < sizes.max()  # sized by density

@@ -580,6 +580,7 @@ def plot_modes(
     data: tuple[Any, Any] | None = None,
     *,
     show_heaviest: bool = True,
+    min_relative_density: float = 0.01,
 ) -> Axes:
     """Every mode of ``p(y | x)`` against ``x``, sized and coloured by the density there.
 
@@ -593,6 +594,9 @@ def plot_modes(
         ax: Axes to draw on; a new figure when None.
         data: ``(X, y)`` to draw underneath (optional).
         show_heaviest: Overlay the heaviest component's mean.
+        min_relative_density: Leave out modes whose density is below this fraction of the
+            highest mode at the same ``x``: a component with almost no weight still makes a
+            (true, but invisible) local maximum far from the data. ``0`` draws them all.
 
     Returns:
         The axes; the modes are the collection with ``gid == "modes"`` (one point per mode), the
@@ -612,6 +616,8 @@ def plot_modes(
     x = _as_vector(x_grid, "x_grid", "plot_modes")
     modes, log_density = model.predict_modes(x.reshape(-1, 1))  # (n, K) each, NaN / -inf padding
     found = np.isfinite(modes)
+    if min_relative_density > 0:  # log_density is sorted, highest first, per row
+        found &= log_density >= log_density[:, :1] + np.log(min_relative_density)
     xs = np.broadcast_to(x[:, None], modes.shape)[found]
     values, density = modes[found], np.exp(log_density[found])
     ax = _axes(ax)
