@@ -333,11 +333,14 @@ def _init_worker() -> None:
 
 
 def tasks(
-    root: Path, names: Sequence[str], n_splits: int | None, config: str, max_train: int | None = None
+    root: Path, names: Sequence[str], n_splits: int | None, config: str, max_train: int | None = None,
+    done: frozenset[tuple[str, int]] = frozenset(),
 ) -> Iterator[tuple]:
     for name in names:
         data = load_dataset(root, name, n_splits)
         for split in range(data.n_splits):
+            if (name, split) in done:
+                continue
             X_train, y_train, X_test, y_test = data.split(split)
             if max_train is not None and len(X_train) > max_train:
                 keep = np.random.default_rng(split).permutation(len(X_train))[:max_train]
@@ -348,11 +351,14 @@ def tasks(
 def run(
     root: Path, names: Sequence[str], config: str, n_splits: int | None = None, jobs: int = 1,
     max_train: int | None = None, log: Callable[[str], None] | None = print,
+    done: frozenset[tuple[str, int]] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Every split of every data set; one result dict per split (in task order)."""
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r}; choose from {sorted(CONFIGS)}")
-    work = list(tasks(root, names, n_splits, config, max_train))
+    work = list(tasks(root, names, n_splits, config, max_train, done))
+    if not work:
+        return []
     jobs = max(1, min(int(jobs), 2, len(work)))  # the benchmark machine has two cores
     results = []
     if jobs == 1:
@@ -430,7 +436,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes, at most 2")
     parser.add_argument("--config", default="mdn-ensemble", choices=sorted(CONFIGS))
     parser.add_argument("--json", type=Path, default=None, help="write per-split results and the summary here")
+    parser.add_argument("--resume", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="results of earlier runs of the same config: their splits are not rerun, "
+                        "and the table covers them too")
     args = parser.parse_args(argv)
+    previous = []
+    for path in args.resume:
+        record = json.loads(path.read_text())
+        if record["config"] != args.config or record["quick"] != args.quick:
+            parser.error(f"{path} holds config {record['config']!r} (quick={record['quick']}), not {args.config!r}")
+        previous += record["results"]
 
     default_names = QUICK_DATASETS if args.quick else DATASETS
     names = args.datasets or [n for n in default_names if dataset_folder(args.root, n).joinpath("data.txt").exists()]
@@ -439,7 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         n_splits = min(n_splits or QUICK_SPLITS, QUICK_SPLITS)
         max_train = QUICK_MAX_TRAIN
     start = time.perf_counter()
-    results = run(args.root, names, args.config, n_splits, args.jobs, max_train)
+    previous = [r for r in previous if r["dataset"] in names and (n_splits is None or r["split"] < n_splits)]
+    done = frozenset((r["dataset"], r["split"]) for r in previous)
+    results = previous + run(args.root, names, args.config, n_splits, args.jobs, max_train, done=done)
+    results.sort(key=lambda r: (names.index(r["dataset"]), r["split"]))
     rows = summarise(results)
     print(f"\nconfig {args.config!r}{' (quick)' if args.quick else ''}: {len(results)} fits in "
           f"{time.perf_counter() - start:.0f} s wall clock\n")

@@ -137,7 +137,7 @@ def test_run_and_table(uci, tmp_path, monkeypatch, capsys):
 
 def test_main_prints_the_table_and_writes_json(uci, tmp_path, monkeypatch, capsys):
     write_dataset(tmp_path, name="bostonHousing", n_splits=2)
-    monkeypatch.setitem(uci.CONFIGS, "default", small_mdn)
+    monkeypatch.setitem(uci.CONFIGS, "mdn-ensemble", small_mdn)
     out = tmp_path / "out.json"
     assert uci.main(["--root", str(tmp_path), "--quick", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -164,3 +164,23 @@ def test_noise_selected_ensemble_picks_the_lowest_validation_nll(uci, tmp_path):
     assert result["input_c"] == model.input_c_
     assert len(model.members) == 2
     assert model.members[1].input_noise == pytest.approx(uci.noise_bandwidth(36, 4, model.input_c_))
+
+
+def test_resume_skips_the_splits_already_run(uci, tmp_path, monkeypatch, capsys):
+    """A second run with --resume fits only the new splits, and its table covers all of them."""
+    import json
+
+    write_dataset(tmp_path, name="yacht", n_splits=3)
+    monkeypatch.setitem(uci.CONFIGS, "mdn-ensemble", small_mdn)
+    first = tmp_path / "first.json"
+    assert uci.main(["--root", str(tmp_path), "--datasets", "yacht", "--splits", "1", "--json", str(first)]) == 0
+    fitted = []
+    original = uci.evaluate_split
+    monkeypatch.setattr(uci, "evaluate_split", lambda *a, **k: fitted.append(1) or original(*a, **k))
+    both = tmp_path / "both.json"
+    assert uci.main(["--root", str(tmp_path), "--datasets", "yacht", "--resume", str(first),
+                     "--json", str(both)]) == 0
+    saved = json.loads(both.read_text())
+    assert len(fitted) == 2 and [r["split"] for r in saved["results"]] == [0, 1, 2]
+    assert saved["results"][0] == json.loads(first.read_text())["results"][0]
+    assert "| Yacht | 3 |" in capsys.readouterr().out
