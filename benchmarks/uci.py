@@ -459,8 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     results = previous + run(args.root, names, args.config, n_splits, args.jobs, max_train, done=done)
     results.sort(key=lambda r: (names.index(r["dataset"]), r["split"]))
     rows = summarise(results)
-    print(f"\nconfig {args.config!r}{' (quick)' if args.quick else ''}: {len(results)} fits in "
-          f"{time.perf_counter() - start:.0f} s wall clock\n")
+    print(f"\nconfig {args.config!r}{' (quick)' if args.quick else ''}: {len(results) - len(previous)} fits in "
+          f"{time.perf_counter() - start:.0f} s wall clock"
+          + (f", {len(previous)} split(s) from --resume" if previous else "") + "\n")
     print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps({"config": args.config, "quick": args.quick, "results": results,
