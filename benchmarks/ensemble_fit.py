@@ -3,8 +3,10 @@
 ``MDNRegressor(n_estimators=5)`` trains its members together in batched layers (one optimiser
 step for all); the alternative is five ``MDNRegressor(n_estimators=1)`` fits with different seeds
 whose predictions are mixed by hand, ``log p(y|x) = logsumexp_m log p_m(y|x) - log 5``. Both use
-the same settings, data and early stopping rule (the batched ensemble stops on its mixture's
-validation NLL, each separate fit on its own).
+the same settings and data; every member, batched or not, early-stops on its own validation NLL.
+The separate fits differ in seed, so each holds out different validation rows; the batched
+members share one split. With the defaults (``input_noise="auto"``) both sides choose the noise
+inside ``fit``: once for the batched ensemble, once per separate fit.
 
 Data: the Edward MDN seed (inverted sinusoid, N=5000, 75/25 split, K=20, two hidden layers of 15
 ReLU units, learning rate 5e-3, at most 1000 epochs) and the UCI ``concrete`` table (1030 rows,
