@@ -138,8 +138,8 @@ def test_warn_if_novel_counts_rows() -> None:
         warnings.simplefilter("error")
         novelty.warn_if_novel(_data(20, seed=1))  # nothing novel: no warning
     with pytest.warns(NoveltyWarning, match=r"^2 of 5 input rows lie far outside"):
-        scores = novelty.warn_if_novel(np.vstack([_data(3, seed=1), [[30.0, 0.0], [0.0, -30.0]]]))
-    assert scores.shape == (5,)
+        novel = novelty.warn_if_novel(np.vstack([_data(3, seed=1), [[30.0, 0.0], [0.0, -30.0]]]))
+    assert novel.tolist() == [False, False, False, True, True]
     assert issubclass(NoveltyWarning, UserWarning)
 
 
@@ -169,3 +169,18 @@ def test_errors() -> None:
     bad["calibration"] = bad["calibration"][:-1]
     with pytest.raises(ValueError, match=r"calibration \(m,\)"):
         InputNovelty.from_tensors(bad)
+
+
+@pytest.mark.parametrize("dim", [2, 9])
+def test_the_quick_clearance_never_misses_a_novel_row(dim) -> None:
+    """warn_if_novel clears most rows without the k-NN search; it must flag exactly the rows that
+    the full score puts above the threshold, on rows from near to far (brute-force reference)."""
+    rng = np.random.default_rng(dim)
+    novelty = InputNovelty().fit(rng.normal(size=(2000, dim)))
+    X = rng.normal(size=(3000, dim)) * rng.uniform(0.5, 4.0, size=(3000, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoveltyWarning)
+        novel = novelty.warn_if_novel(X)
+    np.testing.assert_array_equal(novel, novelty.score(X) > novelty.threshold)
+    assert 0 < novel.sum() < len(X)
+    assert novelty._surely_familiar(X).mean() > 0.3  # the shortcut does clear rows
