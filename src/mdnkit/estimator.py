@@ -347,6 +347,12 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         for name in [name for name in vars(self) if name.endswith("_") or name == "_y_is_1d"]:
             delattr(self, name)
 
+    def _adopt(self, fitted: MDNRegressor) -> None:
+        """Take over the learned state of ``fitted`` (a search's winner); keep this model's settings."""
+        params = self.get_params(deep=False)
+        self._reset_fitted()
+        self.__dict__.update({name: value for name, value in vars(fitted).items() if name not in params})
+
     def _fit_noise_auto(self, X: Any, y: Any) -> MDNRegressor:
         """``input_noise="auto"``: one single-member fit per level in :data:`NOISE_FACTORS` (same
         seed, so the same validation rows), then the level with the best validation NLL.
@@ -385,9 +391,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
                 warnings.warn(warning.message, warning.category, stacklevel=3)
         else:
             winner = clone(self).set_params(input_noise=level, random_state=seed).fit(X, y)
-        params = self.get_params(deep=False)
-        self._reset_fitted()
-        self.__dict__.update({name: value for name, value in vars(winner).items() if name not in params})
+        self._adopt(winner)
         self.noise_selection_ = scores
         return self
 
@@ -413,9 +417,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         search = MDNRegressorCV(
             param_grid={"n_components": AUTO_N_COMPONENTS}, estimator_params=fixed, random_state=seed,
         ).fit(X, y)
-        self._reset_fitted()
-        self.__dict__.update({name: value for name, value in vars(search.best_estimator_).items()
-                              if name not in params})
+        self._adopt(search.best_estimator_)
         self.selection_results_ = search.cv_results_
         if noise_selection is not None:
             self.noise_selection_ = noise_selection
