@@ -21,8 +21,10 @@ from mdnkit import MDNRegressor
 from mdnkit.datasets import inverted_sinusoid_log_density, make_inverted_sinusoid
 
 CANDIDATES = {
-    "defaults (K5 64x64 relu, bs256, lr1e-3)": dict(),
-    "full batch, lr3e-3": dict(batch_size=None, learning_rate=3e-3),
+    "defaults (K5 64x64 relu, bs auto, lr3e-3)": dict(),
+    "earlier defaults (bs256, lr1e-3)": dict(batch_size=256, learning_rate=1e-3),
+    "bs256, lr3e-3": dict(batch_size=256),
+    "full batch, lr3e-3": dict(batch_size=None),
     "tanh": dict(activation="tanh"),
     "noise 0.05": dict(input_noise=0.05, target_noise=0.05),
     "K10 128x128": dict(n_components=10, hidden_sizes=(128, 128)),

@@ -289,6 +289,11 @@ CONFIGS: dict[str, Factory] = {
     "ens5_in0.25_out0.1": _ensemble(_mdn(input_c=0.25, target_c=0.1)),
     # Input noise c in {0, 0.1, 0.25} chosen on the training split's validation rows, then 5 members.
     "ens5_auto": _noise_selected_ensemble(),
+    # The learning rate and batch size behind the 2026-11-26 defaults (README, Defaults):
+    # before, Adam 1e-3 on batches of 256; now 3e-3 on batch_size="auto" (64 for small sets).
+    "lr1e-3_bs256": _mdn(learning_rate=1e-3, batch_size=256),
+    "lr3e-3_bs256": _mdn(batch_size=256),
+    "ens5_lr3e-3_bs256": _mdn(n_estimators=5, batch_size=256),
 }
 
 

@@ -92,7 +92,9 @@ def test_fit_writes_a_loadable_model_with_its_schema(work):
         "categories": {"season": ["spring", "summer", "winter"]},
     }
     assert model.n_features_in_ == 4 and model.n_iter_ == 20
-    assert mdnkit.load(work / "waiting.mdn").schema_["features"] == ["waiting"]
+    assert (model.batch_size, model.batch_size_, model.learning_rate) == ("auto", 64, 3e-3)  # the defaults
+    waiting = mdnkit.load(work / "waiting.mdn")
+    assert waiting.schema_["features"] == ["waiting"] and waiting.batch_size_ is None  # --batch-size full
     gaps = (work / "fit_gaps.out").read_text()
     assert "dropped 2 row(s) with missing values, 158 left" in gaps
     assert "fit:" not in gaps and "saved" not in gaps  # --quiet, but the count is always said
@@ -257,6 +259,8 @@ BAD = {
     "existing report": (["report", "model.mdn", "test.csv", "-o", "taken.csv"], "already exists"),
     "bad option": (["fit", "train.csv", "--target", "eruptions", "-o", "x.mdn", "--hidden", "8,x"],
                    "argument --hidden: expected positive integers"),
+    "bad batch size": (["fit", "train.csv", "--target", "eruptions", "-o", "x.mdn", "--batch-size", "some"],
+                       "argument --batch-size: expected a positive integer, 'auto' or 'full', got 'some'"),
 }
 
 

@@ -26,7 +26,7 @@ from mdnkit.training import TrainingConfig, _clip_grad_norm_per_member, train
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 COVARIANCE_TYPES = ("diagonal", "isotropic", "full")
-TINY = dict(n_components=3, hidden_sizes=(8,), max_epochs=15, learning_rate=0.02, random_state=0)
+TINY = dict(n_components=3, hidden_sizes=(8,), max_epochs=15, learning_rate=0.02, batch_size=None, random_state=0)
 
 
 def _data(n: int = 120, d_out: int = 1, seed: int = 0):
@@ -183,6 +183,61 @@ def test_batched_early_stopping_equals_members_stopped_alone(covariance_type):
     assert any(decays)
 
 
+@pytest.mark.parametrize("gradient_clip", [None, 0.5])
+def test_members_with_their_own_validation_rows_equal_members_trained_alone(gradient_clip):
+    """``holdout``: each member early-stops on its own rows and trains on the rest of the pool;
+    with Adam in full batch that is exactly the fit of that member alone on its own split."""
+    torch.manual_seed(0)
+    x = torch.randn(80, 2, dtype=torch.float64)
+    y = torch.sin(2 * x[:, :1]) + 0.3 * torch.randn(80, 1, dtype=torch.float64)
+    holdout = torch.zeros(3, 80, dtype=torch.bool)
+    for m, rows in enumerate([range(0, 20), range(15, 35), range(60, 80)]):
+        holdout[m, list(rows)] = True
+    ensemble = MDNEnsemble(2, 1, 3, (8,), n_members=3).double()
+    ensemble.initialize(y, random_state=0)
+    alone = [ensemble.member(m) for m in range(3)]
+    config = TrainingConfig(batch_size=None, max_epochs=150, learning_rate=0.02, patience=8, lr_decay_patience=4,
+                            gradient_clip=gradient_clip)
+    batched = train(ensemble, x, y, config=config, holdout=holdout)
+    runs = []
+    for m, member in enumerate(alone):
+        own = holdout[m]
+        runs.append(train(member, x[~own], y[~own], x[own], y[own], config=config))
+        for trained, expected in zip(ensemble.member(m).parameters(), member.parameters()):
+            torch.testing.assert_close(trained, expected, rtol=1e-8, atol=1e-9)
+    assert batched.member_best_epochs == [run.best_epoch for run in runs]
+    assert len({run.best_epoch for run in runs}) > 1  # they did stop apart
+
+
+def test_row_weighted_losses_are_each_members_mean_and_the_out_of_bag_mixture():
+    torch.manual_seed(2)
+    ensemble = MDNEnsemble(2, 1, 2, (8,), n_members=3).double()
+    x, y = torch.randn(10, 2, dtype=torch.float64), torch.randn(10, 1, dtype=torch.float64)
+    weights = torch.zeros(3, 10, dtype=torch.float64)
+    weights[0, :4], weights[1, 2:7], weights[2, 9] = 1.0, 1.0, 2.0  # row 8: no member's
+    with torch.no_grad():
+        member_nll, nll = ensemble.training_losses(x, y, weights)
+        log_prob = ensemble.members(x).log_prob(y).numpy()  # [M, 10]
+    expected_members = [-log_prob[0, :4].mean(), -log_prob[1, 2:7].mean(), -log_prob[2, 9]]
+    np.testing.assert_allclose(member_nll.numpy(), expected_members, rtol=1e-12)
+    w = weights.numpy()
+    rows = [i for i in range(10) if w[:, i].sum() > 0]
+    expected = -np.mean([np.log((w[:, i] * np.exp(log_prob[:, i])).sum() / w[:, i].sum()) for i in rows])
+    assert float(nll) == pytest.approx(expected, rel=1e-12)
+    with torch.no_grad():  # all-ones weights are the unweighted losses
+        unweighted = ensemble.training_losses(x, y)
+        ones = ensemble.training_losses(x, y, torch.ones(3, 10, dtype=torch.float64))
+    torch.testing.assert_close(ones, unweighted, rtol=1e-12, atol=1e-12)
+
+
+def test_holdout_needs_an_ensemble_and_its_shape():
+    x, y = torch.randn(10, 1), torch.randn(10, 1)
+    with pytest.raises(ValueError, match=r"holdout must be booleans \[n_members, rows\] = \[2, 10\]"):
+        train(MDNEnsemble(1, 1, 2, (4,), n_members=2), x, y, holdout=torch.zeros(3, 10, dtype=torch.bool))
+    with pytest.raises(ValueError, match="holdout must be"):
+        train(MDN(1, 1, 2, (4,)), x, y, holdout=torch.zeros(1, 10, dtype=torch.bool))
+
+
 def test_history_is_the_nll_of_the_ensemble_as_it_is_at_each_epoch():
     """The recorded validation NLL is that of the mixture of the members' weights of that epoch;
     the kept model is each member at its own best epoch."""
@@ -239,8 +294,17 @@ def test_history_reports_the_ensemble_nll():
     # weights are the last ones, whose mixture the last record describes
     assert model.best_epoch_ == model.n_iter_
     best = next(r for r in model.history_ if r["epoch"] == model.best_epoch_)
-    rows = np.random.default_rng(0).permutation(len(X))[: math.ceil(0.1 * len(X))]
-    assert best["val_nll"] == pytest.approx(-model.score(X[rows], y[rows]), rel=1e-5)
+    # Out of bag: each member holds out its own 10% (member 0 a single fit's), and every
+    # held-out row is scored by the mixture of the members that held it out.
+    n_val = math.ceil(0.1 * len(X))
+    held = np.zeros((3, len(X)), dtype=bool)
+    for m in range(3):
+        held[m, np.random.default_rng(0 if m == 0 else [0, m]).permutation(len(X))[:n_val]] = True
+    members = np.stack([_member_log_density(model, m, X, y) for m in range(3)])  # [M, n]
+    scored = held.any(0)
+    out_of_bag = logsumexp(np.where(held, members, -np.inf), axis=0)[scored] - np.log(held.sum(0)[scored])
+    assert scored.sum() > n_val  # the members' rows differ
+    assert best["val_nll"] == pytest.approx(-out_of_bag.mean(), rel=1e-5)
 
 
 # ============================================================================ estimator plumbing

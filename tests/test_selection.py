@@ -158,9 +158,9 @@ def test_defaults():
 
 
 def test_auto_budget_is_half_the_patience():
-    X, y = _data()  # 180 training rows: one step per epoch, so a patience of 100 epochs (steps)
+    X, y = _data()  # 180 training rows in full batch: one step per epoch, so a patience of 100 epochs (steps)
     search = MDNRegressorCV(param_grid={"n_components": [1, 2, 3, 4]}, random_state=0,
-                            estimator_params=dict(TINY, max_epochs=200)).fit(X, y)
+                            estimator_params=dict(TINY, max_epochs=200, batch_size=None)).fit(X, y)
     assert search.budget_ == 50 and search.n_steps_ == [50, 100] and search.n_candidates_ == [4, 2]
     assert search.cv_results_["epochs"] == [50] * 4 + [100] * 2
 
@@ -179,6 +179,19 @@ def test_separate_holdout_fraction():
                             estimator_params=TINY, random_state=0).fit(X, y)
     assert search.n_candidates_ == [2] and math.isfinite(search.validation_nll_)
     assert search.best_estimator_.n_features_in_ == 2
+
+
+def test_ensembles_are_compared_on_rows_apart():
+    """An ensemble's members hold out rows of their own, so together they train on every row:
+    the search keeps ``validation_fraction`` of the rows away from every candidate."""
+    X, y = _data()
+    search = MDNRegressorCV(param_grid={"n_components": [1, 2]}, budget=5, random_state=0,
+                            estimator_params=dict(TINY, n_estimators=2)).fit(X, y)
+    held = np.zeros(len(X), dtype=bool)
+    held[np.random.default_rng(0).permutation(len(X))[:20]] = True
+    model = search.best_estimator_
+    np.testing.assert_allclose(model.x_mean_, X[~held].mean(0), rtol=1e-12)  # fitted without them
+    np.testing.assert_allclose(search.validation_nll_, -model.score(X[held], y[held]), rtol=1e-12)
 
 
 def test_clone_and_get_params():

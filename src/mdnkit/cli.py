@@ -56,15 +56,17 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _batch_size(text: str) -> int | None:
+def _batch_size(text: str) -> int | str | None:
     if text.lower() == "full":
         return None
+    if text.lower() == "auto":
+        return "auto"
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, 'auto' or 'full', got {text!r}")
     return value
 
 
@@ -138,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--hidden", type=_hidden, default=(64, 64), metavar="SIZES",
                      help="hidden layer widths, comma separated (default 64,64)")
     fit.add_argument("--epochs", type=_positive_int, default=2000, help="maximum epochs (default 2000)")
-    fit.add_argument("--batch-size", type=_batch_size, default=256, metavar="N|full",
-                     help="rows per gradient step, or 'full' (default 256)")
+    fit.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto|full",
+                     help="rows per gradient step, 'auto' (64 to 256 by data size; the default) or 'full'")
     fit.add_argument("--covariance", choices=("diagonal", "full", "isotropic"), default="diagonal",
                      help="covariance of each component for multivariate targets (default diagonal)")
-    fit.add_argument("--learning-rate", type=float, default=1e-3, help="Adam step size (default 0.001)")
+    fit.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size (default 0.003)")
     fit.add_argument("--validation-fraction", type=_fraction, default=0.1,
                      help="rows held out for early stopping (default 0.1; 0 trains on all for --epochs)")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")

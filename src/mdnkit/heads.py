@@ -311,16 +311,30 @@ class MDNEnsemble(nn.Module):
         when components were pruned from single members)."""
         return mixture_of_members(self.members(x), self.head.logit_mask)
 
-    def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def training_losses(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(member_nll [M], ensemble_nll)`` on a batch ``x [N, F]``, ``y [N, D]``.
 
         ``member_nll[m] = mean_i -log p_m(y_i | x_i)``, whose sum is what training minimises and
         by which each member is stopped; ``ensemble_nll`` is the mean NLL of the mixture of
         members, ``-mean_i log (1/M Σ_m p_m(y_i | x_i))`` (detached), what is reported.
+
+        With ``row_weights [M, N]`` (``w_mi >= 0``, e.g. 1 where row ``i`` is one of member
+        ``m``'s own rows) both are weighted: ``member_nll[m] = -Σ_i w_mi log p_m / Σ_i w_mi`` (0
+        for a member without rows), and each row is scored by the mixture of its members,
+        ``-log(Σ_m w_mi p_m / Σ_m w_mi)``, averaged over the rows of some member.
         """
         log_prob = self.members(x).log_prob(y).reshape(self.n_members, -1)  # [M, N]
-        member_nll = -log_prob.mean(1)
-        ensemble_nll = -(torch.logsumexp(log_prob.detach(), 0) - math.log(self.n_members)).mean()
+        if row_weights is None:
+            member_nll = -log_prob.mean(1)
+            ensemble_nll = -(torch.logsumexp(log_prob.detach(), 0) - math.log(self.n_members)).mean()
+            return member_nll, ensemble_nll
+        weighted = row_weights > 0
+        member_nll = -torch.where(weighted, log_prob * row_weights, 0).sum(1) / row_weights.sum(1).clamp(min=1e-12)
+        row_total = row_weights.sum(0)
+        scored = row_total > 0
+        mixture = torch.logsumexp(torch.where(weighted, log_prob.detach() + row_weights.log(), -math.inf), 0)
+        # A masked mean, not boolean indexing: no device sync at every step on a GPU.
+        ensemble_nll = -torch.where(scored, mixture - row_total.log(), 0).sum() / scored.sum().clamp(min=1)
         return member_nll, ensemble_nll
 
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:

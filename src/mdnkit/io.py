@@ -282,6 +282,8 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
     for name in _FITTED_NOISE:
         if hasattr(estimator, name):
             fitted[name] = float(getattr(estimator, name))
+    if hasattr(estimator, "batch_size_"):  # rows per step the fit used (None: full batch)
+        fitted["batch_size_"] = estimator.batch_size_
     for name in _FITTED_USAGE:
         if hasattr(estimator, name):
             fitted[name] = np.asarray(getattr(estimator, name)).tolist()
@@ -352,6 +354,8 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
         for name in _FITTED_NOISE:
             if name in fitted:
                 setattr(estimator, name, float(fitted[name]))
+        if "batch_size_" in fitted:
+            estimator.batch_size_ = None if fitted["batch_size_"] is None else int(fitted["batch_size_"])
         for name in _FITTED_USAGE:
             if name in fitted:
                 setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))

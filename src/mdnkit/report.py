@@ -68,7 +68,8 @@ def _history_summary(model: Any) -> dict[str, Any]:
 
 
 def _settings(model: Any) -> list[tuple[str, str]]:
-    batch = "full" if model.batch_size is None else str(model.batch_size)
+    used = getattr(model, "batch_size_", model.batch_size)
+    batch = "full" if used is None else str(used) + (" (auto)" if model.batch_size == "auto" else "")
     rows = [
         ("components", str(getattr(model, "n_components_", model.n_components))
          + (" (auto)" if model.n_components == "auto" else "")), ("hidden sizes", ",".join(map(str, model.hidden_sizes))),

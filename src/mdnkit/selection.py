@@ -80,7 +80,9 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         estimator_params: Fixed :class:`~mdnkit.MDNRegressor` settings shared by every candidate
             (``max_epochs``, ``batch_size``, ``device``...); ``None`` keeps its defaults.
         holdout_fraction: ``None`` compares the candidates on their own early-stopping rows (the
-            ``validation_fraction`` of every row; all candidates share the seed, hence the rows).
+            ``validation_fraction`` of every row; all candidates share the seed, hence the rows);
+            for ensembles (``n_estimators > 1``), whose members each hold out rows of their own,
+            it holds out ``validation_fraction`` of the rows apart.
             A number holds out that share of the rows apart (never trained on, so
             ``validation_nll_`` is unbiased), at the cost of training on fewer rows.
         budget: Gradient steps of every candidate in the first rung, doubled at each rung.
@@ -163,17 +165,20 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         _validation.check_lengths(X_checked, y_checked)
         seed = seed_from(self.random_state)
         rows = np.random.default_rng(seed).permutation(len(X_checked))
-        if self.holdout_fraction is None:
+        if self.holdout_fraction is None and int(base.n_estimators) == 1:
             # The candidates' own early-stopping rows: every candidate shares the seed, hence the
             # split (MDNRegressor.fit draws the same permutation), and the winner goes on training
             # on exactly the rows a single fit would use.
             n_holdout = base._n_validation(len(X_checked))
             holdout, train = np.sort(rows[:n_holdout]), np.arange(len(X_checked))
         else:
-            n_holdout = math.ceil(self.holdout_fraction * len(X_checked))
+            # An ensemble's members each hold out their own rows, so every row trains some
+            # member: the comparison needs rows apart (validation_fraction of them by default).
+            fraction = base.validation_fraction if self.holdout_fraction is None else self.holdout_fraction
+            n_holdout = math.ceil(fraction * len(X_checked))
             if len(X_checked) - n_holdout < 3:
                 raise ValueError(
-                    f"holdout_fraction={self.holdout_fraction} of {len(X_checked)} rows leaves "
+                    f"holdout_fraction={fraction} of {len(X_checked)} rows leaves "
                     f"{len(X_checked) - n_holdout} to train the candidates; at least 3 are needed."
                 )
             holdout, train = np.sort(rows[:n_holdout]), np.sort(rows[n_holdout:])
@@ -398,10 +403,9 @@ def _auto_budget(model: MDNRegressor, n_rows: int) -> int:
 
 def _steps_per_epoch(model: MDNRegressor, n_rows: int) -> int:
     """Gradient steps per epoch of ``model`` on ``n_rows`` (it holds out its own validation rows)."""
-    if model.batch_size is None or model.optimizer == "lbfgs":
-        return 1
     n_train = n_rows - (math.ceil(model.validation_fraction * n_rows) if model.validation_fraction else 0)
-    return max(1, math.ceil(n_train / model.batch_size))
+    batch_size = model._batch_size(n_train)
+    return 1 if batch_size is None else max(1, math.ceil(n_train / batch_size))
 
 
 def _check_names(params: Mapping[str, Any], valid: set[str], where: str) -> None:

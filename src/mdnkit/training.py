@@ -11,6 +11,8 @@ in one: every parameter and buffer has the member first, and ``training_losses(x
 (of their mixture), as :class:`~mdnkit.heads.MDNEnsemble` does. Gradients are clipped, learning
 rates decayed, best weights kept and training stopped member by member, so each member ends as it
 would have trained alone (Lakshminarayanan et al. 2017); only a divergence rollback is shared.
+With ``holdout`` each member also has its own validation rows, taken from one pool of rows
+(``training_losses(x, y, row_weights)`` then weighs each member's rows).
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def train(
     config: TrainingConfig | None = None,
     generator: torch.Generator | None = None,
     nll_offset: float = 0.0,
+    holdout: Tensor | None = None,
 ) -> TrainingResult:
     """Fit ``module`` by maximum likelihood.
 
@@ -136,6 +139,12 @@ def train(
         config: Optimiser and schedule settings.
         generator: Random source for shuffling and noise (determinism).
         nll_offset: Added to every recorded NLL (the log-Jacobian of the caller's scaling).
+        holdout: For an ensemble only, instead of ``x_val``/``y_val``: booleans ``[M, N]``, the
+            rows of ``x_train`` that member ``m`` holds out to early-stop on; it trains on the
+            others. The recorded validation NLL is then the out-of-bag one: each held-out row
+            scored by the mixture of the members that held it out. With full batches each member
+            follows exactly its path alone on its own rows; minibatches are slices of one
+            shuffle of all rows, each member taking its own rows of every slice.
 
     Returns:
         The per-epoch history and how the run ended.
@@ -144,11 +153,8 @@ def train(
         TrainingDivergedError: The loss became non-finite ``max_rollbacks`` times.
     """
     config = config or TrainingConfig()
-    validate = x_val is not None and y_val is not None and len(x_val) > 0
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = _make_optimizer(config, parameters)
-    n_train = len(x_train)
-    batch_size = n_train if config.batch_size is None else min(int(config.batch_size), n_train)
     noisy = config.input_noise > 0 or config.target_noise > 0
     n_members = getattr(module, "n_members", None)
     ensemble = n_members is not None
@@ -157,6 +163,23 @@ def train(
         unbatched = [name for name, value in module.state_dict().items() if value.dim() == 0 or len(value) != n]
         if unbatched:
             raise ValueError(f"Every parameter and buffer of an ensemble must have the member first; not {unbatched}.")
+    # Row weights [M, rows] of each member's training and validation rows (None: all rows, shared).
+    train_weights = val_weights = None
+    if holdout is not None:
+        if not ensemble or x_val is not None or tuple(holdout.shape) != (n, len(x_train)):
+            raise ValueError(
+                f"holdout must be booleans [n_members, rows] = [{n}, {len(x_train)}] for an ensemble "
+                f"trained without x_val; got shape {tuple(holdout.shape)}."
+            )
+        val_rows = holdout.any(0).nonzero().flatten()
+        fit_rows = (~holdout).any(0).nonzero().flatten()  # a row every member holds out trains none
+        x_val, y_val = x_train[val_rows], y_train[val_rows]
+        val_weights = holdout[:, val_rows].to(x_train.dtype)
+        x_train, y_train = x_train[fit_rows], y_train[fit_rows]
+        train_weights = (~holdout[:, fit_rows]).to(x_train.dtype)
+    validate = x_val is not None and y_val is not None and len(x_val) > 0
+    n_train = len(x_train)
+    batch_size = n_train if config.batch_size is None else min(int(config.batch_size), n_train)
 
     # Each member's own learning rate, early-stopping record and state. One optimiser has one
     # learning rate (the members' weights share tensors), so it runs at the largest active rate
@@ -197,12 +220,13 @@ def train(
                 p.copy_(old.lerp_(p, factor))  # exact at factors 0 and 1
         return value
 
-    def losses(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        """``(loss to minimise, the members' NLLs [M] or None, the NLL to record)``."""
+    def losses(x: Tensor, y: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``(loss to minimise, the members' NLLs [M] or None, the NLL to record)``; ``weights``:
+        the members' row weights ``[M, rows]`` (None: every member on every row)."""
         if not ensemble:
             loss = _nll(module, x, y)
             return loss, None, loss
-        member_nll, reported = module.training_losses(x, y)
+        member_nll, reported = module.training_losses(*(x, y) if weights is None else (x, y, weights))
         loss = member_nll.sum() if loss_weights is None else member_nll @ loss_weights
         return loss, member_nll.detach(), reported
 
@@ -214,11 +238,11 @@ def train(
             y = y + config.target_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         return x, y
 
-    def gradient_step(x: Tensor, y: Tensor) -> tuple[Tensor | None, Tensor]:
+    def gradient_step(x: Tensor, y: Tensor, weights: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
         """One Adam step on a batch; returns its (pre-step) members' and recorded mean NLLs."""
         x, y = perturbed(x, y) if noisy else (x, y)
         optimizer.zero_grad(set_to_none=True)
-        loss, member_nll, reported = losses(x, y)
+        loss, member_nll, reported = losses(x, y, weights)
         loss.backward()
         if config.gradient_clip:
             if n_members is None:
@@ -246,7 +270,7 @@ def train(
 
                 def closure() -> Tensor:
                     optimizer.zero_grad(set_to_none=True)
-                    loss, member_nll, reported = losses(x_step, y_step)
+                    loss, member_nll, reported = losses(x_step, y_step, train_weights)
                     if not first:
                         first.append((member_nll, reported.detach()))
                     if config.weight_decay:  # L-BFGS has no decoupled decay: penalise instead
@@ -259,19 +283,24 @@ def train(
                 if not ensemble:
                     train_loss = step_loss
             elif batch_size == n_train:  # no shuffling or indexing: one step on the whole set
-                member_train, train_loss = gradient_step(x_train, y_train)
+                member_train, train_loss = gradient_step(x_train, y_train, train_weights)
             else:
                 # One shuffle of the whole set per epoch, then contiguous slices: cheaper than
                 # gathering every minibatch (at 256 rows a step is dominated by per-op overhead).
                 order = torch.randperm(n_train, generator=generator, device=x_train.device)
                 x_epoch, y_epoch = x_train[order], y_train[order]
-                steps = [
-                    (gradient_step(x_batch, y_batch), len(x_batch))
-                    for x_batch, y_batch in zip(x_epoch.split(batch_size), y_epoch.split(batch_size))
-                ]
-                train_loss = torch.stack([reported * rows for (_, reported), rows in steps]).sum() / n_train
+                batches = zip(x_epoch.split(batch_size), y_epoch.split(batch_size))
+                if train_weights is None:
+                    steps = [(gradient_step(x_batch, y_batch), len(x_batch), len(x_batch)) for x_batch, y_batch in batches]
+                else:  # each member's NLL is a mean over its own rows of the batch
+                    steps = [
+                        (gradient_step(x_batch, y_batch, weights), weights.sum(1), len(x_batch))
+                        for (x_batch, y_batch), weights in zip(batches, train_weights[:, order].split(batch_size, 1))
+                    ]
+                train_loss = torch.stack([reported * rows for (_, reported), _, rows in steps]).sum() / n_train
                 member_train = (
-                    torch.stack([member_nll * rows for (member_nll, _), rows in steps]).sum(0) / n_train
+                    torch.stack([member_nll * rows for (member_nll, _), rows, _ in steps]).sum(0)
+                    / (n_train if train_weights is None else train_weights.sum(1))
                     if ensemble else None
                 )
 
@@ -280,7 +309,8 @@ def train(
                 module.eval()
                 with torch.no_grad():
                     if ensemble:
-                        member_val, val_loss = module.training_losses(x_val, y_val)
+                        member_val, val_loss = module.training_losses(
+                            *(x_val, y_val) if val_weights is None else (x_val, y_val, val_weights))
                     else:
                         val_loss = _nll(module, x_val, y_val)
                 module.train()
