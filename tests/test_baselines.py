@@ -416,7 +416,7 @@ def test_bad_input_raises_clear_errors(name):
         ({"activation": "swish"}, "activation must be one of"),
         ({"learning_rate": 0.0}, "learning_rate must be a positive number"),
         ({"max_epochs": 0}, "max_epochs must be an integer >= 1"),
-        ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1, 'auto' or None"),
         ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
         ({"gradient_clip": -1.0}, "gradient_clip must be a positive number or None"),
     ],
@@ -441,3 +441,10 @@ def test_mse_network_validation_leaves_too_few_rows():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="leaves 1 for training"):
             MSENetworkRegressor(validation_fraction=0.5).fit(X, y)
+
+
+def test_mse_network_shares_the_mdn_batch_size_rule():
+    X, y = _data(n=300)
+    model = MSENetworkRegressor(hidden_sizes=(8,), max_epochs=2, random_state=0).fit(X, y)
+    assert (model.batch_size, model.batch_size_, model.learning_rate) == ("auto", 64, 3e-3)
+    assert MDNRegressor()._batch_size(270) == model.batch_size_

@@ -230,12 +230,56 @@ def test_row_weighted_losses_are_each_members_mean_and_the_out_of_bag_mixture():
     torch.testing.assert_close(ones, unweighted, rtol=1e-12, atol=1e-12)
 
 
-def test_holdout_needs_an_ensemble_and_its_shape():
+def test_holdout_needs_an_ensemble_its_shape_and_rows_for_every_member():
     x, y = torch.randn(10, 1), torch.randn(10, 1)
+    ensemble = MDNEnsemble(1, 1, 2, (4,), n_members=2)
     with pytest.raises(ValueError, match=r"holdout must be booleans \[n_members, rows\] = \[2, 10\]"):
-        train(MDNEnsemble(1, 1, 2, (4,), n_members=2), x, y, holdout=torch.zeros(3, 10, dtype=torch.bool))
+        train(ensemble, x, y, holdout=torch.zeros(3, 10, dtype=torch.bool))
     with pytest.raises(ValueError, match="holdout must be"):
         train(MDN(1, 1, 2, (4,)), x, y, holdout=torch.zeros(1, 10, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"got torch.int64 of shape \(2, 10\)"):  # ~ would be a bitwise not
+        train(ensemble, x, y, holdout=torch.zeros(2, 10, dtype=torch.long))
+    holdout = torch.zeros(2, 10, dtype=torch.bool)
+    holdout[0, :3] = True
+    with pytest.raises(ValueError, match=r"holdout leaves member\(s\) \[1\] no rows to validate on"):
+        train(ensemble, x, y, holdout=holdout)
+    holdout[1] = True
+    with pytest.raises(ValueError, match=r"holdout leaves member\(s\) \[1\] no rows to train on"):
+        train(ensemble, x, y, holdout=holdout)
+
+
+def test_minibatches_with_holdout_step_each_member_on_its_own_rows_of_each_batch():
+    """One shuffle of the rows some member trains on, cut in slices; member m's step on a slice is
+    Adam on the mean NLL of its own rows there (a zero gradient where it has none)."""
+    torch.manual_seed(4)
+    x, y = torch.randn(40, 2, dtype=torch.float64), torch.randn(40, 1, dtype=torch.float64)
+    holdout = torch.zeros(2, 40, dtype=torch.bool)
+    holdout[0, :10], holdout[1, 5:20] = True, True  # rows 5-9: held out by both, trained by none
+    ensemble = MDNEnsemble(2, 1, 2, (8,), n_members=2).double()
+    ensemble.initialize(y, random_state=0)
+    alone = [ensemble.member(m) for m in range(2)]
+    config = TrainingConfig(batch_size=7, max_epochs=3, learning_rate=0.01, gradient_clip=None,
+                            patience=100, lr_decay_patience=100)
+    result = train(ensemble, x, y, config=config, generator=torch.Generator().manual_seed(9), holdout=holdout)
+    pool = torch.cat([torch.arange(5), torch.arange(10, 40)])  # in row order
+    generator = torch.Generator().manual_seed(9)
+    orders = [pool[torch.randperm(len(pool), generator=generator)] for _ in range(3)]
+    for m, member in enumerate(alone):
+        optimizer = torch.optim.AdamW(member.parameters(), lr=0.01, weight_decay=0.0)
+        epochs = []  # the member's weights after each epoch; it keeps those of its best one
+        for order in orders:
+            for batch in order.split(7):
+                own = batch[~holdout[m, batch]]
+                optimizer.zero_grad()
+                if len(own):
+                    (-member(x[own]).log_prob(y[own]).mean()).backward()
+                else:
+                    for p in member.parameters():
+                        p.grad = torch.zeros_like(p)
+                optimizer.step()
+            epochs.append([p.detach().clone() for p in member.parameters()])
+        for trained, expected in zip(ensemble.member(m).parameters(), epochs[result.member_best_epochs[m] - 1]):
+            torch.testing.assert_close(trained, expected, rtol=1e-8, atol=1e-9)
 
 
 def test_history_is_the_nll_of_the_ensemble_as_it_is_at_each_epoch():

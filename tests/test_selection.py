@@ -194,6 +194,15 @@ def test_ensembles_are_compared_on_rows_apart():
     np.testing.assert_allclose(search.validation_nll_, -model.score(X[held], y[held]), rtol=1e-12)
 
 
+def test_ensembles_in_the_grid_are_compared_on_rows_apart():
+    X, y = _data()
+    search = MDNRegressorCV(param_grid={"n_estimators": [1, 2]}, budget=5, random_state=0,
+                            estimator_params=TINY).fit(X, y)
+    held = np.zeros(len(X), dtype=bool)
+    held[np.random.default_rng(0).permutation(len(X))[:20]] = True
+    np.testing.assert_allclose(search.best_estimator_.x_mean_, X[~held].mean(0), rtol=1e-12)
+
+
 def test_clone_and_get_params():
     search = MDNRegressorCV(param_grid={"n_components": [1, 2]}, estimator_params={"max_epochs": 7}, budget=9)
     params = search.get_params()
@@ -314,21 +323,25 @@ def test_auto_picks_more_components_for_multimodal_data():
 
 
 def test_auto_adopts_the_winner():
+    """For an ensemble, K is searched with single networks (same settings otherwise), then the
+    ensemble is fitted with the winning K on every row."""
     X, y = _data()
     model = _auto_model()
     results = model.selection_results_
     assert sorted(set(results["param_n_components"])) == list(AUTO_N_COMPONENTS)
+    settings = {k: v for k, v in clone(model).get_params().items() if k not in ("n_components", "random_state", "warm_start")}
     search = MDNRegressorCV(param_grid={"n_components": AUTO_N_COMPONENTS}, random_state=0,
-                            estimator_params={k: v for k, v in clone(model).get_params().items()
-                                              if k not in ("n_components", "random_state", "warm_start")}).fit(X, y)
+                            estimator_params=dict(settings, n_estimators=1)).fit(X, y)
     assert {k: v for k, v in results.items() if k != "seconds"} == {
         k: v for k, v in search.cv_results_.items() if k != "seconds"}
     assert model.n_components_ == search.n_components_
-    np.testing.assert_array_equal(model.score_samples(X, y), search.score_samples(X, y))
+    ensemble = MDNRegressor(**dict(settings, n_components=search.n_components_), random_state=0).fit(X, y)
+    np.testing.assert_array_equal(model.score_samples(X, y), ensemble.score_samples(X, y))
+    np.testing.assert_allclose(model.x_mean_, X.mean(0), rtol=1e-12)  # fitted on every row
     assert isinstance(model.module_, MDNEnsemble) and model.module_.n_members == 2
     assert model.input_noise_ == 0.05 and model.hidden_sizes == (8,)
     untimed = lambda history: [{k: v for k, v in r.items() if k != "time"} for r in history]  # noqa: E731
-    assert untimed(model.history_) == untimed(search.best_estimator_.history_)
+    assert untimed(model.history_) == untimed(ensemble.history_)
     assert (model.n_features_in_, model.n_outputs_, model._y_is_1d) == (2, 1, True)
 
 

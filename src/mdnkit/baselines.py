@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from mdnkit import _validation
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, seed_from
 from mdnkit.distributions import CovarianceType, GaussianMixture
-from mdnkit.estimator import MDNRegressor, _feature_names, _resolve_device
+from mdnkit.estimator import MDNRegressor, _feature_names, _resolve_device, resolve_batch_size
 from mdnkit.networks import ACTIVATIONS, MLP, Activation
 from mdnkit.training import TrainingConfig, TrainingInterrupted, train
 
@@ -404,14 +404,15 @@ class MSENetworkRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator
         history_: One dict per epoch: ``epoch``, ``train_mse``, ``val_mse`` (mean squared error
             per target in standardised units), ``learning_rate``, ``time``.
         n_iter_, best_epoch_: Epochs run and the epoch whose weights were kept.
+        batch_size_: Rows per gradient step of the fit (``None``: full batch).
     """
 
     def __init__(
         self,
         hidden_sizes: Sequence[int] = (64, 64),
         activation: Activation = "relu",
-        learning_rate: float = 1e-3,
-        batch_size: int | None = 256,
+        learning_rate: float = 3e-3,
+        batch_size: int | Literal["auto"] | None = "auto",
         max_epochs: int = 2000,
         validation_fraction: float = 0.1,
         patience: int | None = None,
@@ -439,10 +440,11 @@ class MSENetworkRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator
     def _check_params(self) -> None:
         for name in ("max_epochs", "batch_size", "patience"):
             value = getattr(self, name)
-            if name != "max_epochs" and value is None:
+            if name != "max_epochs" and value is None or name == "batch_size" and value == "auto":
                 continue
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+                allowed = {"batch_size": ", 'auto' or None (full batch)", "patience": " or None"}.get(name, "")
+                raise ValueError(f"{name} must be an integer >= 1{allowed}, got {value!r}.")
         sizes = self.hidden_sizes
         if isinstance(sizes, numbers.Integral) or not all(isinstance(s, numbers.Integral) and s >= 1 for s in sizes):
             raise ValueError(f"hidden_sizes must be a sequence of positive integers, got {sizes!r}.")
@@ -486,11 +488,11 @@ class MSENetworkRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator
                 X.shape[1], y.shape[1], tuple(int(s) for s in self.hidden_sizes), self.activation
             ).to(device=device, dtype=dtype)
 
-        full_batch = self.batch_size is None
-        steps_per_epoch = 1 if full_batch else math.ceil(len(train_rows) / self.batch_size)
+        self.batch_size_ = resolve_batch_size(self.batch_size, len(train_rows))
+        steps_per_epoch = 1 if self.batch_size_ is None else math.ceil(len(train_rows) / self.batch_size_)
         patience = self.patience or int(np.clip(math.ceil(1000 / steps_per_epoch), 20, 100))
         config = TrainingConfig(
-            learning_rate=float(self.learning_rate), batch_size=self.batch_size,
+            learning_rate=float(self.learning_rate), batch_size=self.batch_size_,
             max_epochs=int(self.max_epochs), patience=patience, lr_decay_patience=max(1, patience // 2),
             weight_decay=float(self.weight_decay), gradient_clip=self.gradient_clip, verbose=bool(self.verbose),
         )

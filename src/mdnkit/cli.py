@@ -18,7 +18,7 @@ import math
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 
@@ -56,7 +56,7 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _batch_size(text: str) -> int | str | None:
+def _batch_size(text: str) -> int | Literal["auto"] | None:
     if text.lower() == "full":
         return None
     if text.lower() == "auto":

@@ -52,7 +52,8 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             ``K`` in :data:`~mdnkit.selection.AUTO_N_COMPONENTS` (1, 3, 5, 10) by successive
             halving on the early-stopping rows (:class:`~mdnkit.MDNRegressorCV` with every other
             setting as given, ``hidden_sizes`` included) and keeps the winner, trained on to
-            convergence; about 1.5-4 times the time of a fit with a fixed ``K`` (1.6x on the
+            convergence (for an ensemble, the search runs single networks and the ensemble is
+            then fitted with the chosen ``K``); about 1.5-4 times the time of a fit with a fixed ``K`` (1.6x on the
             inverted sinusoid, 2-4x on three small UCI sets in ``benchmarks/selection_cost.py``). The
             chosen ``K`` is ``n_components_``, the search ``selection_results_``.
         hidden_sizes: Widths of the hidden layers of the MLP.
@@ -64,15 +65,15 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             ``1e-3`` or as well on the seven UCI sets tried (one MDN, 1-3 splits each; README).
         batch_size: Rows per gradient step (shuffled each epoch); ``None`` uses the whole training
             set each step (full batch, as most MDN tutorials do). ``"auto"``: about 32 steps per
-            epoch, between 64 and 256 rows (64 up to 2048 training rows, 256 from 8192); the
-            size used is ``batch_size_``. L-BFGS always uses the full batch.
+            epoch, between 64 and 256 rows (64 up to about 2100 training rows, 256 from about
+            8200); the size used is ``batch_size_``. L-BFGS always uses the full batch.
         max_epochs: Upper bound on passes over the training data.
         validation_fraction: Share of the rows held out for early stopping, which restores the
             best weights; ``0.0`` trains on everything for ``max_epochs``.
         patience: Epochs without validation improvement before stopping; the learning rate is
             halved after half as many (a shorter wait starved fits in the defaults sweep).
             ``None`` waits about 1000 gradient steps, between 20 and 100 epochs: long in epochs
-            for small data (one step each), short for large data (many steps each).
+            for small data (few steps each), short for large data (many steps each).
         weight_decay: Decoupled L2 penalty (AdamW).
         input_noise, target_noise: Standard deviation of the Gaussian noise added to the
             standardised inputs and targets at every step (noise regularisation, Rothfuss et
@@ -109,9 +110,11 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` when
             ``n_estimators > 1`` (works on standardised data).
         history_: One dict per epoch: ``epoch``, ``train_nll``, ``val_nll``, ``learning_rate``,
-            ``time`` (NLLs in nats per row, original units; of the ensemble's mixture for
-            ``n_estimators > 1``, the training one on the batches before each step).
+            ``time`` (NLLs in nats per row, original units; for ``n_estimators > 1`` of the
+            mixture of the members that train on each row, on the batches before each step,
+            and of those that hold it out for ``val_nll``).
         n_iter_: Epochs run. ``best_epoch_``: the epoch whose weights were kept.
+        batch_size_: Rows per gradient step of the last fit (``None``: full batch).
         n_features_in_, n_outputs_: Input and target dimensions.
         novelty_: :class:`~mdnkit.novelty.InputNovelty` fitted on the standardised inputs of the
             last ``fit`` (``None`` for a model loaded from a file saved without one); see
@@ -437,10 +440,18 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             probe = clone(self).set_params(n_components=5, n_estimators=1, random_state=seed, verbose=False)
             probe._fit_noise_auto(X, y)
             fixed["input_noise"], noise_selection = probe.input_noise_, probe.noise_selection_
+        ensemble = self.n_estimators > 1
+        if ensemble:  # search single networks (M times cheaper), then fit the ensemble on every row
+            fixed["n_estimators"] = 1
         search = MDNRegressorCV(
             param_grid={"n_components": AUTO_N_COMPONENTS}, estimator_params=fixed, random_state=seed,
         ).fit(X, y)
-        self._adopt(search.best_estimator_)
+        winner = search.best_estimator_
+        if ensemble:
+            winner = clone(self).set_params(
+                n_components=search.n_components_, input_noise=fixed["input_noise"], random_state=seed,
+            ).fit(X, y)
+        self._adopt(winner)
         self.selection_results_ = search.cv_results_
         if noise_selection is not None:
             self.noise_selection_ = noise_selection
@@ -456,11 +467,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
 
     def _batch_size(self, n_train: int) -> int | None:
         """Rows per gradient step on ``n_train`` training rows; ``None`` for full batches."""
-        if self.batch_size is None or self.optimizer == "lbfgs":
-            return None
-        if self.batch_size == "auto":
-            return int(np.clip(n_train // AUTO_BATCH_STEPS, *AUTO_BATCH_RANGE))
-        return int(self.batch_size)
+        return None if self.optimizer == "lbfgs" else resolve_batch_size(self.batch_size, n_train)
 
     @staticmethod
     def _noise(setting: float | str, n_train: int, n_dims: int) -> float:
@@ -486,8 +493,8 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         """Each ensemble member's own validation rows, booleans ``(n_estimators, n_rows)``.
 
         Member 0 holds out the rows a single fit with this seed would; every other member draws
-        its own. Members trained on different rows differ more (each sees about 90% of the data
-        and every row trains most of them), and none of the data is only ever validation.
+        its own. Members trained on different rows differ more, and almost every row trains
+        some member (all but a share ``validation_fraction ** n_estimators`` of them).
         """
         holdout = np.zeros((self.n_estimators, n_rows), dtype=bool)
         for member in range(self.n_estimators):
@@ -713,6 +720,15 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         tags.regressor_tags.poor_score = True  # score is a log-likelihood, not R²
         return tags
+
+
+def resolve_batch_size(setting: int | Literal["auto"] | None, n_train: int) -> int | None:
+    """Rows per step for a ``batch_size`` setting on ``n_train`` rows (``None``: full batch)."""
+    if setting is None:
+        return None
+    if isinstance(setting, str):  # "auto"
+        return int(np.clip(n_train // AUTO_BATCH_STEPS, *AUTO_BATCH_RANGE))
+    return int(setting)
 
 
 def _feature_names(X: Any) -> np.ndarray | None:

@@ -2,7 +2,7 @@
 
 One seeded hold-out split, not k-fold (k fits of every candidate would cost k times as much): by
 default the candidates' own early-stopping rows, so that the winner trains on exactly the rows a
-single fit would. Every candidate of the grid trains for a short budget of gradient steps (half
+single fit would (for ensembles, whose members hold out rows of their own, rows set apart). Every candidate of the grid trains for a short budget of gradient steps (half
 the early-stopping patience of a single fit, ``budget="auto"``); the
 worse half by hold-out NLL is dropped; the survivors continue from where they stopped
 (``warm_start``) with a doubled budget, until one remains (Jamieson & Talwalkar, 2016). With
@@ -109,8 +109,8 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         best_index_: Row of ``cv_results_`` that selected it (its last rung).
         best_score_: Its hold-out mean log-likelihood at that rung (higher is better).
         validation_nll_: Hold-out NLL of ``best_estimator_`` after the final training (NaN with
-            ``refit=True``, whose model has seen those rows; with ``holdout_fraction=None``, its
-            best early-stopping NLL). ``budget_``: the first rung's steps.
+            ``refit=True``, whose model has seen those rows; with ``holdout_fraction=None`` and
+            single networks, its best early-stopping NLL). ``budget_``: the first rung's steps.
         cv_results_: Dict of lists, one entry per (candidate, rung): ``params``, ``param_<name>``,
             ``candidate`` (index into the grid), ``rung``, ``epochs`` and ``steps`` (cumulative),
             ``seconds`` (cumulative training time) and ``val_nll`` (hold-out NLL in nats per row,
@@ -165,7 +165,8 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         _validation.check_lengths(X_checked, y_checked)
         seed = seed_from(self.random_state)
         rows = np.random.default_rng(seed).permutation(len(X_checked))
-        if self.holdout_fraction is None and int(base.n_estimators) == 1:
+        ensembles = any(int(clone(base).set_params(**params).n_estimators) > 1 for params in candidates)
+        if self.holdout_fraction is None and not ensembles:
             # The candidates' own early-stopping rows: every candidate shares the seed, hence the
             # split (MDNRegressor.fit draws the same permutation), and the winner goes on training
             # on exactly the rows a single fit would use.

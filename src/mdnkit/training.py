@@ -166,11 +166,16 @@ def train(
     # Row weights [M, rows] of each member's training and validation rows (None: all rows, shared).
     train_weights = val_weights = None
     if holdout is not None:
-        if not ensemble or x_val is not None or tuple(holdout.shape) != (n, len(x_train)):
+        if (not ensemble or x_val is not None or holdout.dtype != torch.bool
+                or tuple(holdout.shape) != (n, len(x_train))):
             raise ValueError(
                 f"holdout must be booleans [n_members, rows] = [{n}, {len(x_train)}] for an ensemble "
-                f"trained without x_val; got shape {tuple(holdout.shape)}."
+                f"trained without x_val; got {holdout.dtype} of shape {tuple(holdout.shape)}."
             )
+        holdout = holdout.to(x_train.device)
+        for what, members in (("no rows to validate on", ~holdout.any(1)), ("no rows to train on", holdout.all(1))):
+            if bool(members.any()):
+                raise ValueError(f"holdout leaves member(s) {members.nonzero().flatten().tolist()} {what}.")
         val_rows = holdout.any(0).nonzero().flatten()
         fit_rows = (~holdout).any(0).nonzero().flatten()  # a row every member holds out trains none
         x_val, y_val = x_train[val_rows], y_train[val_rows]
@@ -183,7 +188,7 @@ def train(
 
     # Each member's own learning rate, early-stopping record and state. One optimiser has one
     # learning rate (the members' weights share tensors), so it runs at the largest active rate
-    # and each step is scaled back member by member (_scale_members_step); frozen members get 0.
+    # and each step is scaled back member by member (optimizer_step); frozen members get 0.
     learning_rates = [config.learning_rate] * n
     plateau = None if config.optimizer == "lbfgs" else _Plateau(config, n)
     active = [True] * n
