@@ -5,12 +5,13 @@ step for all); the alternative is five ``MDNRegressor(n_estimators=1)`` fits wit
 whose predictions are mixed by hand, ``log p(y|x) = logsumexp_m log p_m(y|x) - log 5``. Both use
 the same settings and data; every member, batched or not, early-stops on its own validation NLL.
 The separate fits differ in seed, so each holds out different validation rows; so do the
-batched members (member 0 the rows of a single fit with the ensemble's seed). With the defaults (``input_noise="auto"``) both sides choose the noise
-inside ``fit``: once for the batched ensemble, once per separate fit.
+batched members (member 0 the rows of a single fit with the ensemble's seed). With the defaults
+(``input_noise="auto"``) both sides choose the noise inside ``fit``: once for the batched
+ensemble, once per separate fit.
 
 Data: the Edward MDN seed (inverted sinusoid, N=5000, 75/25 split, K=20, two hidden layers of 15
-ReLU units, learning rate 5e-3, batches of 256, at most 1000 epochs) and the UCI ``concrete`` table (1030 rows,
-8 features, PBP split 0, the estimator's defaults), when its folder is found. Each repeat is
+ReLU units, learning rate 5e-3, batches of 256, at most 1000 epochs) and the UCI ``concrete``
+table (1030 rows, 8 features, PBP split 0, the estimator's defaults), when its folder is found. Each repeat is
 seeded; the two methods alternate; medians over ``--repeats`` are reported with the ratio of
 wall times (batched / separate; below 1 means batching is faster) and both test NLLs.
 
