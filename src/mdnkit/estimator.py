@@ -65,8 +65,8 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             ``1e-3`` or as well on the seven UCI sets tried (one MDN, 1-3 splits each; README).
         batch_size: Rows per gradient step (shuffled each epoch); ``None`` uses the whole training
             set each step (full batch, as most MDN tutorials do). ``"auto"``: about 32 steps per
-            epoch, between 64 and 256 rows (64 up to about 2100 training rows, 256 from about
-            8200); the size used is ``batch_size_``. L-BFGS always uses the full batch.
+            epoch, between 64 and 256 rows (64 below 2080 training rows after the validation
+            split, 256 from 8192); the size used is ``batch_size_``. L-BFGS always uses the full batch.
         max_epochs: Upper bound on passes over the training data.
         validation_fraction: Share of the rows held out for early stopping, which restores the
             best weights; ``0.0`` trains on everything for ``max_epochs``.
