@@ -313,7 +313,8 @@ def test_ctrl_c_stops_training_and_saves_the_best_model(work, tmp_path):
     reader.join(timeout=10)
     log = "".join(stderr) + rest
     assert process.returncode == 0, log
-    assert "Training interrupted at epoch" in log and "Traceback" not in log
+    # in one of the input-noise trial fits, or between two of them
+    assert "Training interrupted " in log and "Traceback" not in log
     assert "saved stopped.mdn" in stdout
     model = mdnkit.load(tmp_path / "stopped.mdn")
     assert 1 <= model.best_epoch_ <= model.n_iter_ < 1_000_000

@@ -320,6 +320,63 @@ def test_estimator_fit_interrupted_warns_and_stays_usable(monkeypatch):
     assert np.isfinite(model.score(X, y))
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_ctrl_c_during_a_later_noise_trial_still_warns(monkeypatch):
+    """input_noise="auto": Ctrl-C in the second level's fit keeps the best level fitted so far,
+    which may be the first, and says that training was interrupted."""
+    import numpy as np
+
+    from mdnkit import estimator as estimator_module
+
+    real_train = estimator_module.train
+    calls = []
+
+    def second_interrupted(module, *args, **kwargs):
+        calls.append(1)
+        return real_train(_InterruptAt(module, call=3) if len(calls) == 2 else module, *args, **kwargs)
+
+    monkeypatch.setattr(estimator_module, "train", second_interrupted)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 1))
+    y = X[:, 0] + 0.1 * rng.normal(size=100)
+    with pytest.warns(mdnkit.TrainingInterrupted, match=r"interrupted at epoch 2 of the fit at input_noise="):
+        model = mdnkit.MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=30, batch_size=None,
+                                    random_state=0).fit(X, y)
+    assert len(calls) == 2 and len(model.noise_selection_) == 2  # the third level was never fitted
+    assert model.input_noise_ == 0.0 and model.n_iter_ == 30  # the first level's complete fit won
+    assert np.isfinite(model.score(X, y))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_ctrl_c_between_noise_trials_keeps_the_levels_fitted(monkeypatch):
+    import numpy as np
+
+    from mdnkit import estimator as estimator_module
+
+    real_train = estimator_module.train
+    calls = []
+
+    def interrupt_second_setup(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C came while the second fit was being set up
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(estimator_module, "train", interrupt_second_setup)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 1))
+    y = X[:, 0] + 0.1 * rng.normal(size=100)
+    settings = dict(n_components=2, hidden_sizes=(8,), max_epochs=10, batch_size=None, random_state=0)
+    with pytest.warns(mdnkit.TrainingInterrupted, match=r"interrupted before the fit at input_noise=0\.\d+; kept the fit "
+                                                        r"at input_noise=0, the best of the 1 level"):
+        model = mdnkit.MDNRegressor(**settings).fit(X, y)
+    assert list(model.noise_selection_) == [0.0] and np.isfinite(model.score(X, y))
+    calls.clear()
+    calls.append(1)  # now the first fit's set-up is interrupted: nothing to keep, so it propagates
+    with pytest.raises(KeyboardInterrupt):
+        mdnkit.MDNRegressor(**settings).fit(X, y)
+
+
 class _NaNGradient(torch.autograd.Function):
     """Identity forward, NaN backward: a finite loss whose step poisons the weights."""
 

@@ -393,6 +393,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         n_train = len(X_checked) - self._n_validation(len(X_checked))
         seed = seed_from(self.random_state)
         trials: dict[float, tuple[MDNRegressor, list]] = {}
+        stopped = None  # where Ctrl-C ended the search, if it did
         for factor in NOISE_FACTORS:
             level = factor * n_train ** (-1.0 / (4 + n_dims))
             trial = clone(self).set_params(input_noise=level, n_estimators=1, random_state=seed)
@@ -403,18 +404,30 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
                 except TrainingDivergedError as error:  # this level failed; the others may not
                     diverged = error
                     continue
+                except KeyboardInterrupt:  # outside the training loop (while setting up a fit)
+                    if not trials:
+                        raise
+                    stopped = f"before the fit at input_noise={level:.3g}"
+                    break
             trials[level] = trial, caught
             if any(issubclass(w.category, TrainingInterrupted) for w in caught):
+                stopped = f"at epoch {trial.n_iter_} of the fit at input_noise={level:.3g}"
                 break  # Ctrl-C: keep what has been fitted, choose among it
         if not trials:
             raise diverged
         scores = {level: float(np.nanmin([r["val_nll"] for r in trial.history_])) for level, (trial, _) in trials.items()}
         level = min(scores, key=scores.get)
-        interrupted = any(issubclass(w.category, TrainingInterrupted) for _, caught in trials.values() for w in caught)
-        if self.n_estimators == 1 or interrupted:
+        if self.n_estimators == 1 or stopped:
             winner, caught = trials[level]
             for warning in caught:
                 warnings.warn(warning.message, warning.category, stacklevel=3)
+            if stopped and not any(issubclass(w.category, TrainingInterrupted) for w in caught):
+                warnings.warn(  # Ctrl-C stopped another level's fit than the one kept: still say so
+                    f"Training interrupted {stopped}; kept the fit at input_noise={level:.3g}, the best "
+                    f"of the {len(trials)} level(s) fitted.",
+                    TrainingInterrupted,
+                    stacklevel=3,
+                )
         else:
             winner = clone(self).set_params(input_noise=level, random_state=seed).fit(X, y)
         self._adopt(winner)
