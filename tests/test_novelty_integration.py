@@ -53,6 +53,7 @@ def test_in_distribution_predictions_do_not_warn(model: MDNRegressor) -> None:
         warnings.simplefilter("error", NoveltyWarning)
         model.predict_dist(X_test)
         model.predict(X_test)
+        model.predict_members_dist(X_test)
 
 
 def test_far_inputs_warn_with_a_count(model: MDNRegressor) -> None:
@@ -60,6 +61,10 @@ def test_far_inputs_warn_with_a_count(model: MDNRegressor) -> None:
         model.predict_dist(FAR)
     with pytest.warns(NoveltyWarning, match="2 of 3"):  # every prediction goes through predict_dist
         model.predict_quantiles(FAR, [0.1, 0.9])
+    with pytest.warns(NoveltyWarning, match="2 of 3"):  # and the members' own predictions
+        model.predict_members_dist(FAR)
+    with pytest.warns(NoveltyWarning, match="2 of 3"):
+        model.predict_epistemic_std(FAR)
 
 
 def test_novelty_score_checks_X(model: MDNRegressor) -> None:

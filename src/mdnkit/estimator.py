@@ -662,8 +662,14 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         Returns:
             A :class:`~mdnkit.distributions.GaussianMixture` with batch shape
             ``(n_estimators, n)`` (``(1, n)`` for a single MDN) and event shape ``(d,)``.
+
+        Warns:
+            NoveltyWarning: As :meth:`predict_dist`: far from the training inputs the members'
+                disagreement is no more trustworthy than their mixture.
         """
         X = self._check_X(X)
+        if getattr(self, "novelty_", None) is not None:
+            self.novelty_.warn_if_novel((X - self.x_mean_) / self.x_scale_, stacklevel=2)
         parameter = next(self.module_.parameters())
         x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=parameter.dtype, device=parameter.device)
         self.module_.eval()
