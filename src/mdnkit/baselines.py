@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from mdnkit import _validation
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, seed_from
 from mdnkit.distributions import CovarianceType, GaussianMixture
-from mdnkit.estimator import MDNRegressor, _feature_names, _resolve_device, resolve_batch_size
+from mdnkit.estimator import MDNRegressor, _feature_names, _resolve_device, default_patience, resolve_batch_size
 from mdnkit.networks import ACTIVATIONS, MLP, Activation
 from mdnkit.training import TrainingConfig, TrainingInterrupted, train
 
@@ -489,8 +489,7 @@ class MSENetworkRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator
             ).to(device=device, dtype=dtype)
 
         self.batch_size_ = resolve_batch_size(self.batch_size, len(train_rows))
-        steps_per_epoch = 1 if self.batch_size_ is None else math.ceil(len(train_rows) / self.batch_size_)
-        patience = self.patience or int(np.clip(math.ceil(1000 / steps_per_epoch), 20, 100))
+        patience = self.patience or default_patience(self.batch_size_, len(train_rows))
         config = TrainingConfig(
             learning_rate=float(self.learning_rate), batch_size=self.batch_size_,
             max_epochs=int(self.max_epochs), patience=patience, lr_decay_patience=max(1, patience // 2),

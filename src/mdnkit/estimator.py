@@ -475,9 +475,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         """Early-stopping patience in epochs; by default about 1000 gradient steps."""
         if self.patience is not None:
             return int(self.patience)
-        batch_size = self._batch_size(n_train)
-        steps_per_epoch = 1 if batch_size is None else math.ceil(n_train / batch_size)
-        return int(np.clip(math.ceil(1000 / steps_per_epoch), 20, 100))
+        return default_patience(self._batch_size(n_train), n_train)
 
     def _batch_size(self, n_train: int) -> int | None:
         """Rows per gradient step on ``n_train`` training rows; ``None`` for full batches."""
@@ -740,6 +738,12 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         tags.target_tags.multi_output = True
         tags.regressor_tags.poor_score = True  # score is a log-likelihood, not R²
         return tags
+
+
+def default_patience(batch_size: int | None, n_train: int) -> int:
+    """Epochs of about 1000 gradient steps of ``batch_size`` rows (``None``: one step), in [20, 100]."""
+    steps_per_epoch = 1 if batch_size is None else math.ceil(n_train / batch_size)
+    return int(np.clip(math.ceil(1000 / steps_per_epoch), 20, 100))
 
 
 def resolve_batch_size(setting: int | Literal["auto"] | None, n_train: int) -> int | None:
