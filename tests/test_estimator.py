@@ -359,7 +359,9 @@ def test_score_samples_equals_independent_mixture_density(covariance_type, d_out
     model = _fitted(covariance_type, d_out)
     X, y = _data(n=10, d_out=d_out, seed=7)
     with torch.no_grad():
-        raw = model.module_(torch.as_tensor((X - model.x_mean_) / model.x_scale_, dtype=torch.float32))
+        # The network in its own (standardised) units; module_(X) itself maps in and out.
+        x = torch.as_tensor((X - model.x_mean_) / model.x_scale_, dtype=torch.float32)
+        raw = model.module_.family.mixture(*model.module_.standardized_params(x))
     logits = raw.logits.double().numpy()
     log_weights = logits - logsumexp(logits, axis=-1, keepdims=True)
     loc = raw.loc.double().numpy() * model.y_scale_ + model.y_mean_

@@ -1,4 +1,4 @@
-"""Root finding for 1-D Gaussian mixtures: quantiles and highest-density intervals.
+"""Root finding for 1-D mixtures: quantiles (any family) and highest-density intervals (Gaussian).
 
 Both are vectorised over the whole batch (no Python loop over rows) and run in float64. Hand-
 written because torch has no batched root finder and SciPy's would loop over rows on the CPU.
@@ -102,6 +102,51 @@ def mixture_quantile(log_weights: Tensor, loc: Tensor, scale: Tensor, q: Tensor 
     x = _solve_bracketed(residual_and_slope, lower, upper, scale.amin(-1))
     x = torch.where(q == 0, -math.inf, torch.where(q == 1, math.inf, x))
     return x.to(out_dtype)
+
+
+def quantile_by_bracketing(
+    cdf_and_pdf: Callable[[Tensor], tuple[Tensor, Tensor]],
+    lower: Tensor,
+    upper: Tensor,
+    x_scale: Tensor,
+    q: Tensor | float,
+) -> Tensor:
+    """Quantiles ``F⁻¹(q)`` of any 1-D density from its cdf and pdf, for families with no
+    closed-form component quantiles.
+
+    The starting bracket ``[lower, upper]`` (``[*B]``) is widened, doubling its width on the
+    side that does not yet hold the root (heavy tails need many widths), then the root is
+    polished by :func:`_solve_bracketed`.
+
+    Args:
+        cdf_and_pdf: ``x [*S, *B] -> (F(x), p(x))``, both ``[*S, *B]``, float64.
+        lower, upper: A first guess of the bracket, ``[*B]``.
+        x_scale: The problem's scale for the convergence test, ``[*B]``.
+        q: Probabilities broadcastable to ``[*S, *B]``; 0 and 1 give -inf and +inf.
+    """
+    q = torch.as_tensor(q, dtype=torch.float64, device=lower.device)
+    if torch.isnan(q).any() or (q < 0).any() or (q > 1).any():
+        raise ValueError("Quantile probabilities must lie in [0, 1].")
+    q = q.expand(torch.broadcast_shapes(q.shape, lower.shape))
+    inner = q.clamp(1e-300, 1 - 1e-16)
+    width = (upper - lower).clamp_min(1e-300).expand_as(inner)
+    lower, upper = lower.double().expand_as(inner), upper.double().expand_as(inner)
+    for _ in range(1100):  # doubling from any width reaches the float64 range by then
+        low_cdf, _ = cdf_and_pdf(lower)
+        high_cdf, _ = cdf_and_pdf(upper)
+        widen_low, widen_high = low_cdf > inner, high_cdf < inner
+        if not bool((widen_low | widen_high).any()):
+            break
+        lower = torch.where(widen_low, lower - width, lower)
+        upper = torch.where(widen_high, upper + width, upper)
+        width = 2 * width
+
+    def residual_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
+        cdf, pdf = cdf_and_pdf(x)
+        return cdf - inner, pdf
+
+    x = _solve_bracketed(residual_and_slope, lower, upper, x_scale.double())
+    return torch.where(q == 0, -math.inf, torch.where(q == 1, math.inf, x))
 
 
 def _uphill_points(weights: Tensor, loc: Tensor, scale: Tensor, n_iter: int = 60) -> Tensor:

@@ -308,8 +308,8 @@ class GaussianNetworkRegressor(MDNRegressor):
     """A network predicting one Gaussian per input: heteroscedastic regression, an MDN with ``K = 1``.
 
     The mean and the (diagonal or full) covariance both depend on ``x``. It takes every
-    :class:`~mdnkit.MDNRegressor` argument except ``n_components``, which is fixed to 1 (a class
-    attribute, so ``get_params``, ``clone`` and grid searches never see it).
+    :class:`~mdnkit.MDNRegressor` argument except ``n_components`` and ``family``, fixed to 1 and
+    ``"gaussian"`` (class attributes, so ``get_params``, ``clone`` and grid searches never see them).
 
     Example:
         >>> import numpy as np
@@ -321,6 +321,7 @@ class GaussianNetworkRegressor(MDNRegressor):
     """
 
     n_components = 1
+    family = "gaussian"
 
     def __init__(
         self,
@@ -383,6 +384,11 @@ class _MeanNetwork(nn.Module):
     def forward(self, x: Tensor) -> GaussianMixture:
         loc = self.linear(self.backbone(x)).unsqueeze(-2)  # [*B, 1, D]
         return GaussianMixture(loc.new_zeros(loc.shape[:-1]), loc, scale=loc.new_ones(()).expand(loc.shape))
+
+    def training_losses(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(nll [1], nll)``: a one-member model for :func:`~mdnkit.training.train`."""
+        nll = -self(x).log_prob(y).mean()
+        return nll.unsqueeze(0), nll.detach()
 
 
 class MSENetworkRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):

@@ -31,11 +31,11 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.distributions import Categorical, Distribution
 
 from mdnkit import _modes, _univariate
 from mdnkit._modes import Modes
 from mdnkit._univariate import HighestDensityIntervals
+from mdnkit.mixture import Mixture
 
 __all__ = ["CovarianceType", "GaussianMixture", "HighestDensityIntervals", "Modes"]
 
@@ -43,7 +43,7 @@ CovarianceType = Literal["diagonal", "isotropic", "full"]
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-class GaussianMixture(Distribution):
+class GaussianMixture(Mixture):
     """A batch of Gaussian mixtures over ``D``-dimensional targets.
 
     Args:
@@ -55,8 +55,7 @@ class GaussianMixture(Distribution):
             of training builds one of these per step).
     """
 
-    arg_constraints: dict = {}  # checked by hand in __init__, with messages that name the shape
-    has_rsample = False
+    family = "gaussian"
 
     def __init__(
         self,
@@ -117,23 +116,13 @@ class GaussianMixture(Distribution):
         positive = self.scale if scale_tril is None else scale_tril.diagonal(dim1=-2, dim2=-1)
         if validate_args and not bool(torch.all(positive > 0) and torch.isfinite(positive).all()):
             raise ValueError("Component scales must be positive and finite.")
-        self.log_weights = torch.log_softmax(self.logits, dim=-1)  # [*B, K]
-        super().__init__(batch_shape, torch.Size([dim]), validate_args=False)
+        self._finish_init(batch_shape, dim)
 
     # ------------------------------------------------------------------ description
     @property
     def covariance_type(self) -> CovarianceType:
         """``"diagonal"``, ``"isotropic"`` or ``"full"``."""
         return self._covariance_type
-
-    @property
-    def n_components(self) -> int:
-        return self.loc.shape[-2]
-
-    @property
-    def weights(self) -> Tensor:
-        """Mixture weights ``π``, ``[*B, K]``."""
-        return self.log_weights.exp()
 
     def __repr__(self) -> str:
         return (
@@ -169,30 +158,15 @@ class GaussianMixture(Distribution):
             half_log_det = dim * self.scale.log()
         return -0.5 * z.square().sum(-1) - half_log_det - 0.5 * dim * _LOG_2PI
 
-    def log_prob(self, value: Tensor) -> Tensor:
-        """Log density, ``[*S, *B, D] -> [*S, *B]``, by logsumexp over components (finite for any
-        finite ``value``, however far from every component)."""
-        return torch.logsumexp(self.component_log_prob(value) + self.log_weights, dim=-1)
-
-    def responsibilities(self, value: Tensor) -> Tensor:
-        """Posterior component probabilities ``p(k | y)``, ``[*S, *B, D] -> [*S, *B, K]``."""
-        return torch.softmax(self.component_log_prob(value) + self.log_weights, dim=-1)
-
     # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(self, sample_shape: torch.Size | Sequence[int] = (), temperature: float = 1.0) -> Tensor:
-        """Draw ``[*sample_shape, *B, D]`` samples on the distribution's device.
+    def parameters(self) -> dict[str, Tensor]:
+        scale = {"scale_tril": self.scale_tril} if self.scale_tril is not None else {"scale": self.scale}
+        return {"logits": self.logits, "loc": self.loc, **scale}
 
-        ``temperature`` T sharpens (T < 1) or flattens (T > 1) the mixture as in sketch-rnn: the
-        weights become ``softmax(logits / T)`` and each covariance ``T Σ_k``.
-        """
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}.")
-        sample_shape = torch.Size(sample_shape)
-        index = Categorical(logits=self.log_weights / temperature, validate_args=False).sample(
-            sample_shape
-        )  # [*S, *B]
-        shape = sample_shape + self.batch_shape
+    def _with_parameters(self, **parameters: Tensor) -> GaussianMixture:
+        return GaussianMixture(**parameters)
+
+    def _draw(self, index: Tensor, shape: torch.Size, temperature: float) -> Tensor:
         dim = self.loc.shape[-1]
         gather_index = index[..., None, None].expand(*shape, 1, dim)
         loc = self.loc.expand(*shape, *self.loc.shape[-2:]).gather(-2, gather_index).squeeze(-2)
@@ -215,31 +189,21 @@ class GaussianMixture(Distribution):
         """Covariance of each component, ``[*B, K, D, D]``."""
         if self.scale_tril is not None:
             return self.scale_tril @ self.scale_tril.mT
-        return torch.diag_embed(self._component_variance)
+        return torch.diag_embed(self.component_variance)
 
     @property
-    def _component_variance(self) -> Tensor:
+    def component_mean(self) -> Tensor:
+        """``μ_k``, ``[*B, K, D]``."""
+        return self.loc
+
+    @property
+    def component_variance(self) -> Tensor:
         """Diagonal of each component covariance, ``[*B, K, D]``."""
         if self.scale_tril is not None:
             return self.scale_tril.square().sum(-1)
         if self._covariance_type == "diagonal":
             return self.scale.square()
         return self.scale.square().unsqueeze(-1).expand_as(self.loc)
-
-    @property
-    def mean(self) -> Tensor:
-        """``Σ_k π_k μ_k``, ``[*B, D]``."""
-        return (self.weights.unsqueeze(-1) * self.loc).sum(-2)
-
-    @property
-    def variance(self) -> Tensor:
-        """Law of total variance, per dimension: ``Σ_k π_k (σ_k² + (μ_k - m)²)``, ``[*B, D]``."""
-        spread = (self.loc - self.mean.unsqueeze(-2)).square()
-        return (self.weights.unsqueeze(-1) * (self._component_variance + spread)).sum(-2)
-
-    @property
-    def stddev(self) -> Tensor:
-        return self.variance.sqrt()
 
     @property
     def covariance_matrix(self) -> Tensor:
@@ -271,14 +235,11 @@ class GaussianMixture(Distribution):
                 f"{method} needs a 1-D target (event_shape (1,)), this mixture has event_shape "
                 f"{tuple(self.event_shape)}; use marginal([i]) first."
             )
-        return self.log_weights, self.loc[..., 0], self._component_variance[..., 0].sqrt()
+        return self.log_weights, self.loc[..., 0], self.component_variance[..., 0].sqrt()
 
-    def cdf(self, value: Tensor) -> Tensor:
-        """``P(Y <= value)`` for a 1-D target: ``[*S, *B, 1] -> [*S, *B]``."""
-        log_weights, loc, scale = self._univariate_parts("cdf")
-        self._check_event(value)
-        z = (value - loc) / scale  # [*S, *B, K]
-        return (log_weights.exp() * torch.special.ndtr(z)).sum(-1)
+    def _component_cdf(self, value: Tensor) -> Tensor:
+        _, loc, scale = self._univariate_parts("cdf")
+        return torch.special.ndtr((value.unsqueeze(-1) - loc) / scale)  # [*S, *B, K]
 
     def icdf(self, value: Tensor) -> Tensor:
         """Quantiles of a 1-D target: probabilities ``[*S, *B] -> [*S, *B, 1]``.
@@ -366,28 +327,3 @@ class GaussianMixture(Distribution):
         if bool((scale == scale[..., :1]).all()):
             return GaussianMixture(self.logits, loc, scale=self.scale * scale[..., 0])
         return GaussianMixture(self.logits, loc, scale=self.scale.unsqueeze(-1) * scale)
-
-    def to(self, *args, **kwargs) -> GaussianMixture:
-        """A copy with every parameter passed through ``Tensor.to(*args, **kwargs)``."""
-        if self.scale_tril is not None:
-            return GaussianMixture(self.logits.to(*args, **kwargs), self.loc.to(*args, **kwargs),
-                                   scale_tril=self.scale_tril.to(*args, **kwargs))
-        return GaussianMixture(self.logits.to(*args, **kwargs), self.loc.to(*args, **kwargs),
-                               scale=self.scale.to(*args, **kwargs))
-
-    # ------------------------------------------------------------------ torch plumbing
-    def expand(self, batch_shape: Sequence[int], _instance=None) -> GaussianMixture:
-        batch_shape = torch.Size(batch_shape)
-        logits = self.logits.expand(*batch_shape, -1)
-        loc = self.loc.expand(*batch_shape, -1, -1)
-        if self.scale_tril is not None:
-            return GaussianMixture(logits, loc, scale_tril=self.scale_tril.expand(*batch_shape, -1, -1, -1))
-        tail = self.scale.shape[len(self.batch_shape):]
-        return GaussianMixture(logits, loc, scale=self.scale.expand(*batch_shape, *tail))
-
-    def _check_event(self, value: Tensor) -> None:
-        if value.dim() < 1 or value.shape[-1] != self.loc.shape[-1]:
-            raise ValueError(
-                f"value must end in the event dimension D={self.loc.shape[-1]}, got shape "
-                f"{tuple(value.shape)}."
-            )

@@ -23,7 +23,9 @@ from sklearn.utils.validation import check_is_fitted
 from mdnkit import _validation
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, seed_from
 from mdnkit.distributions import CovarianceType, GaussianMixture
+from mdnkit.families import FAMILY_NAMES, FamilyName
 from mdnkit.heads import COVARIANCE_TYPES, MDN, MDNEnsemble
+from mdnkit.mixture import Mixture, cat
 from mdnkit.networks import ACTIVATIONS, Activation
 from mdnkit.novelty import InputNovelty
 from mdnkit.training import Optimizer, TrainingConfig, TrainingDivergedError, TrainingInterrupted, train
@@ -106,6 +108,10 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             by the members that held it out). The ensemble predicts the equally weighted mixture
             of its members' mixtures (``M·K`` components, weights ``π_mk / M``). ``1`` is a
             single MDN.
+        family: The components' family: ``"gaussian"`` (with ``covariance_type``) or
+            ``"student_t"`` (heavy tails: learned degrees of freedom above 2 per component and
+            dimension, independent dimensions). Modes, highest-density intervals and the
+            closed-form CRPS are Gaussian only so far; other families raise a clear error there.
 
     Attributes:
         module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` when
@@ -164,6 +170,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         random_state: int | np.random.RandomState | None = None,
         warm_start: bool = False,
         n_estimators: int = 1,
+        family: FamilyName = "gaussian",
     ) -> None:
         self.n_components = n_components
         self.hidden_sizes = hidden_sizes
@@ -186,6 +193,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.n_estimators = n_estimators
+        self.family = family
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any) -> MDNRegressor:
@@ -259,6 +267,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             with torch.random.fork_rng(devices=cuda_devices()):
                 torch.manual_seed(seed)
                 self.module_ = self._build_module(X.shape[1], y.shape[1]).to(device=device, dtype=dtype)
+            self.module_.set_units(self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
             self.module_.initialize(y_all[train_index], random_state=seed)
             self.history_: list[dict[str, float]] = []
         self.module_.to(device=device, dtype=dtype)
@@ -347,7 +356,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         ):
             raise ValueError(f"hidden_sizes must be a sequence of positive integers, got {sizes!r}.")
         choices = {
-            "activation": tuple(ACTIVATIONS), "covariance_type": COVARIANCE_TYPES,
+            "activation": tuple(ACTIVATIONS), "covariance_type": COVARIANCE_TYPES, "family": FAMILY_NAMES,
             "optimizer": get_args(Optimizer), "dtype": ("float32", "float64"),
         }
         for name, allowed in choices.items():
@@ -536,8 +545,8 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             float(self.min_scale),
         )
         if self.n_estimators == 1:
-            return MDN(*arguments)
-        return MDNEnsemble(*arguments, n_members=int(self.n_estimators))
+            return MDN(*arguments, family=self.family)
+        return MDNEnsemble(*arguments, n_members=int(self.n_estimators), family=self.family)
 
     @torch.no_grad()
     def _record_component_usage(self, x: torch.Tensor) -> None:
@@ -546,7 +555,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         ensemble = isinstance(self.module_, MDNEnsemble)
         total, peak = 0.0, None
         for chunk in x.split(_PREDICT_CHUNK):
-            weights = (self.module_.members(chunk) if ensemble else self.module_(chunk)).weights  # [(M,) n, K]
+            weights = self.module_.standardized_params(chunk)[0].softmax(-1)  # [(M,) n, K]
             total = total + weights.sum(-2, dtype=torch.float64)
             chunk_peak = weights.amax(-2)
             peak = chunk_peak if peak is None else torch.maximum(peak, chunk_peak)
@@ -643,13 +652,10 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         X = self._check_X(X)
         if getattr(self, "novelty_", None) is not None:
             self.novelty_.warn_if_novel((X - self.x_mean_) / self.x_scale_, stacklevel=2)
-        parameter = next(self.module_.parameters())
-        x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=parameter.dtype, device=parameter.device)
+        x = torch.as_tensor(X, dtype=torch.float64, device=next(self.module_.parameters()).device)
         self.module_.eval()
-        with torch.no_grad():
-            parts = [self.module_(chunk).to("cpu", torch.float64) for chunk in x.split(_PREDICT_CHUNK)]
-        mixture = parts[0] if len(parts) == 1 else _concatenate(parts)
-        return mixture.affine(torch.as_tensor(self.y_mean_), torch.as_tensor(self.y_scale_))
+        with torch.no_grad():  # the module maps in and out of its units itself, in float64
+            return cat([self.module_(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
 
     def predict_members_dist(self, X: Any) -> GaussianMixture:
         """Each ensemble member's own conditional distribution, in original units.
@@ -668,19 +674,14 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         X = self._check_X(X)
         if getattr(self, "novelty_", None) is not None:
             self.novelty_.warn_if_novel((X - self.x_mean_) / self.x_scale_, stacklevel=2)
-        parameter = next(self.module_.parameters())
-        x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=parameter.dtype, device=parameter.device)
+        x = torch.as_tensor(X, dtype=torch.float64, device=next(self.module_.parameters()).device)
         self.module_.eval()
         with torch.no_grad():
             if isinstance(self.module_, MDNEnsemble):
-                parts = [self.module_.members(chunk).to("cpu", torch.float64) for chunk in x.split(_PREDICT_CHUNK)]
+                parts = [self.module_.members(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)]
             else:
-                parts = [
-                    self.module_(chunk).to("cpu", torch.float64).expand((1, len(chunk)))
-                    for chunk in x.split(_PREDICT_CHUNK)
-                ]
-        mixture = parts[0] if len(parts) == 1 else _concatenate(parts, dim=1)
-        return mixture.affine(torch.as_tensor(self.y_mean_), torch.as_tensor(self.y_scale_))
+                parts = [self.module_(chunk).to("cpu").expand((1, len(chunk))) for chunk in x.split(_PREDICT_CHUNK)]
+        return cat(parts, dim=1)
 
     def predict_epistemic_std(self, X: Any) -> np.ndarray:
         """Disagreement of the ensemble members: the standard deviation of their means.
@@ -761,15 +762,6 @@ def _feature_names(X: Any) -> np.ndarray | None:
     if columns is None or not all(isinstance(c, str) for c in columns):
         return None
     return np.asarray(columns, dtype=object)
-
-
-def _concatenate(parts: list[GaussianMixture], dim: int = 0) -> GaussianMixture:
-    """Join mixtures along batch dimension ``dim``."""
-    logits = torch.cat([p.logits for p in parts], dim)
-    loc = torch.cat([p.loc for p in parts], dim)
-    if parts[0].scale_tril is not None:
-        return GaussianMixture(logits, loc, scale_tril=torch.cat([p.scale_tril for p in parts], dim))
-    return GaussianMixture(logits, loc, scale=torch.cat([p.scale for p in parts], dim))
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

@@ -1,4 +1,4 @@
-"""Mixture heads: features ``[*B, H]`` to a :class:`~mdnkit.distributions.GaussianMixture`.
+"""Mixture heads: features ``[*B, H]`` to a :class:`~mdnkit.mixture.Mixture` of any family.
 
 The head is one linear layer whose flat output is split, by a declared list of sizes, into
 logits, means and scale parameters. Constraints are made here, visibly: scales are
@@ -19,16 +19,14 @@ from typing import get_args
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from mdnkit.distributions import CovarianceType, GaussianMixture
+from mdnkit.distributions import CovarianceType
+from mdnkit.families import FamilyName, make_family
+from mdnkit.mixture import Mixture, mixture_of_members
+from mdnkit.model import DensityNetwork
 from mdnkit.networks import MLP, Activation, EnsembleLinear
 
 COVARIANCE_TYPES: tuple[str, ...] = get_args(CovarianceType)
-
-
-def _inverse_softplus(x: Tensor) -> Tensor:
-    return x + torch.log(-torch.expm1(-x))
 
 
 class MixtureHead(nn.Module):
@@ -38,15 +36,18 @@ class MixtureHead(nn.Module):
         in_features: Feature size ``H``.
         out_features: Target dimension ``D``.
         n_components: Number of components ``K``.
-        covariance_type: ``"diagonal"``, ``"isotropic"`` or ``"full"``.
-        min_scale: Floor added to every standard deviation (in the units of the target).
+        covariance_type: ``"diagonal"``, ``"isotropic"`` or ``"full"`` (Gaussian only).
+        min_scale: Floor added to every scale (in the units of the target).
         n_members: ``None`` for one head; ``M`` for ``M`` independent heads in one
             :class:`~mdnkit.networks.EnsembleLinear`, features ``[M, *B, H]`` to mixtures with
             batch shape ``(M, *B)``. Such a head also keeps ``logit_mask [M, K]`` (0, or ``-inf``
             for a component pruned from one member only, see :meth:`mask`).
+        family: The component family, one of :data:`~mdnkit.families.FAMILY_NAMES`.
+        family_options: The family's own settings (e.g. ``{"min_df": 2.0}`` for Student-t).
 
-    The flat output is component-major within each part (logits ``[K]``, loc ``[K, D]``, scale
-    ``[K, D]`` or ``[K]``, off-diagonal ``[K, D(D-1)/2]``), so :meth:`prune` can slice rows.
+    The flat output is the ``K`` logits, then the family's raw parts
+    (:meth:`~mdnkit.family.Family.raw_sizes`), each component-major, so :meth:`prune` can
+    slice rows; the constraints are the family's (:meth:`~mdnkit.family.Family.constrain`).
 
     Example:
         >>> head = MixtureHead(8, 2, n_components=3, covariance_type="full")
@@ -62,56 +63,44 @@ class MixtureHead(nn.Module):
         covariance_type: CovarianceType = "diagonal",
         min_scale: float = 1e-3,
         n_members: int | None = None,
+        family: FamilyName = "gaussian",
+        family_options: dict | None = None,
     ) -> None:
         super().__init__()
         if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}.")
         k, d = n_components, out_features
+        self.family = make_family(family, k, d, min_scale, covariance_type=covariance_type, **(family_options or {}))
         self.n_components, self.out_features = k, d
         self.covariance_type = covariance_type
         self.min_scale = float(min_scale)
         self.n_members = n_members
-        self.split_sizes = self._split_sizes(k)  # logits, loc, scale, tril
+        self.split_sizes = [k, *self.family.raw_sizes()]
         if n_members is None:
             self.linear: nn.Module = nn.Linear(in_features, sum(self.split_sizes))
         else:
             self.linear = EnsembleLinear(in_features, sum(self.split_sizes), n_members)
             self.register_buffer("logit_mask", torch.zeros(n_members, k))
-        self.register_buffer("_tril_index", torch.tril_indices(d, d, offset=-1), persistent=False)
 
-    def _split_sizes(self, k: int) -> list[int]:
-        d = self.out_features
-        n_scales = k if self.covariance_type == "isotropic" else k * d
-        n_off_diagonal = k * d * (d - 1) // 2 if self.covariance_type == "full" else 0
-        return [k, k * d, n_scales, n_off_diagonal]
-
-    def forward(self, features: Tensor) -> GaussianMixture:
-        """``[*B, H] -> GaussianMixture`` with batch shape ``B`` (``[M, *B, H]`` and ``(M, *B)``
-        for an ensemble head)."""
-        k, d = self.n_components, self.out_features
-        logits, loc, raw_scale, off_diagonal = self.linear(features).split(self.split_sizes, dim=-1)
+    def params(self, features: Tensor) -> tuple[Tensor, ...]:
+        """``[*B, H] ->`` ``(logits [*B, K], *the family's parameters)``: tensors only, the path
+        for export and ``vmap`` (``[M, *B, H]`` and a leading ``M`` for an ensemble head)."""
+        logits, *raw = self.linear(features).split(self.split_sizes, dim=-1)
         if self.n_members is not None:  # pruned components of single members: weight exactly 0
-            logits = logits + self.logit_mask.view(self.n_members, *[1] * (logits.dim() - 2), k)
-        loc = loc.unflatten(-1, (k, d))  # [*B, K, D]
-        # contiguous(): softplus on a strided slice of the flat output is ~15x slower on CPU.
-        scale = F.softplus(raw_scale.contiguous()) + self.min_scale
-        if self.covariance_type == "isotropic":
-            return GaussianMixture(logits, loc, scale=scale)  # scale [*B, K]
-        scale = scale.unflatten(-1, (k, d))  # [*B, K, D]
-        if self.covariance_type == "diagonal":
-            return GaussianMixture(logits, loc, scale=scale)
-        strictly_lower = scale.new_zeros(*scale.shape, d)  # [*B, K, D, D]
-        rows, cols = self._tril_index
-        strictly_lower[..., rows, cols] = off_diagonal.unflatten(-1, (k, -1))
-        scale_tril = strictly_lower + torch.diag_embed(scale)
-        return GaussianMixture(logits, loc, scale_tril=scale_tril)
+            logits = logits + self.logit_mask.view(self.n_members, *[1] * (logits.dim() - 2), self.n_components)
+        return (logits, *self.family.constrain(raw))
+
+    def forward(self, features: Tensor) -> Mixture:
+        """``[*B, H] ->`` the family's mixture with batch shape ``B`` (``[M, *B, H]`` and
+        ``(M, *B)`` for an ensemble head)."""
+        return self.family.mixture(*self.params(features))
 
     @torch.no_grad()
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:
-        """Data-driven start: component means spread over the targets, uniform weights.
+        """Data-driven start: component centres spread over the targets, uniform weights.
 
-        Means are k-means centres of ``y`` (quantiles in 1-D), scales the spread of each cluster,
-        and the weight matrix is shrunk so the starting mixture barely depends on the input.
+        Centres are k-means centres of ``y`` (quantiles in 1-D), scales the spread of each
+        cluster, and the weight matrix is shrunk so the starting mixture barely depends on the input.
 
         Args:
             y: Targets ``[N, D]`` in the units the head will model (standardised, in mdnkit).
@@ -121,15 +110,8 @@ class MixtureHead(nn.Module):
         centres, spread = _spread_centres(targets, k, random_state)
         floor = max(2.0 * self.min_scale, 1e-2 * float(targets.std(axis=0).mean()) if len(targets) > 1 else 1e-2)
         spread = np.maximum(spread, floor)
-        if self.covariance_type == "isotropic":
-            spread = spread.mean(axis=1)
-        raw_scale = _inverse_softplus(torch.as_tensor(spread - self.min_scale).clamp_min(1e-6)).flatten()
-        bias = torch.cat([
-            torch.zeros(k, dtype=torch.float64),
-            torch.as_tensor(centres).flatten(),
-            raw_scale,
-            torch.zeros(self.split_sizes[3], dtype=torch.float64),
-        ])
+        raw = self.family.initial_bias(torch.as_tensor(centres), torch.as_tensor(spread))
+        bias = torch.cat([torch.zeros(k, dtype=torch.float64), *raw])
         self.linear.bias.copy_(bias)  # broadcast over the members of an ensemble head
         self.linear.weight.mul_(0.1)
 
@@ -156,7 +138,8 @@ class MixtureHead(nn.Module):
         linear.bias = nn.Parameter(self.linear.bias[..., rows_index].clone())
         self.linear = linear
         self.n_components = kept
-        self.split_sizes = self._split_sizes(kept)
+        self.family = self.family.with_components(kept)
+        self.split_sizes = [kept, *self.family.raw_sizes()]
 
     def _pruned_layer(self, rows_index: Tensor, keep: Tensor) -> nn.Module:
         """The output layer with only the rows ``rows_index`` of the current one (bias set by the caller)."""
@@ -207,11 +190,12 @@ def _spread_centres(y: np.ndarray, k: int, random_state: int | None) -> tuple[np
     return centres, spread
 
 
-class MDN(nn.Module):
+class MDN(DensityNetwork):
     """A Mixture Density Network: backbone MLP then a mixture head; ``forward`` returns the mixture.
 
     Usable as a plain PyTorch module, e.g. as the output layer of a larger model: train it with
-    ``loss = -mdn(x).log_prob(y).mean()``.
+    ``loss = -mdn(x).log_prob(y).mean()``. Given units (:meth:`set_units`, as
+    :class:`~mdnkit.MDNRegressor` does) it standardises inputs and maps the mixture back itself.
 
     Args:
         in_features: Input size ``F``.
@@ -219,8 +203,10 @@ class MDN(nn.Module):
         n_components: Number of mixture components ``K``.
         hidden_sizes: Hidden layer widths of the backbone.
         activation: Backbone nonlinearity.
-        covariance_type: ``"diagonal"``, ``"isotropic"`` or ``"full"``.
-        min_scale: Floor on every component standard deviation.
+        covariance_type: ``"diagonal"``, ``"isotropic"`` or ``"full"`` (Gaussian only).
+        min_scale: Floor on every component scale.
+        family: Component family, one of :data:`~mdnkit.families.FAMILY_NAMES`.
+        family_options: The family's own settings.
 
     Example:
         >>> mdn = MDN(1, 1, n_components=3, hidden_sizes=(16,))
@@ -238,21 +224,35 @@ class MDN(nn.Module):
         activation: Activation = "relu",
         covariance_type: CovarianceType = "diagonal",
         min_scale: float = 1e-3,
+        family: FamilyName = "gaussian",
+        family_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.backbone = MLP(in_features, hidden_sizes, activation)
-        self.head = MixtureHead(self.backbone.out_features, out_features, n_components, covariance_type, min_scale)
+        self.head = MixtureHead(self.backbone.out_features, out_features, n_components, covariance_type,
+                                min_scale, family=family, family_options=family_options)
+        self._init_units()
 
-    def forward(self, x: Tensor) -> GaussianMixture:
-        """``x [*B, F] -> GaussianMixture`` with batch shape ``B`` and event shape ``(D,)``."""
-        return self.head(self.backbone(x))
+    def standardized_params(self, x: Tensor) -> tuple[Tensor, ...]:
+        """``x [*B, F] ->`` ``(logits [*B, K], *parameters)`` in the network's units."""
+        return self.head.params(self.backbone(x))
+
+    def training_losses(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(nll [1], nll)``: the mean NLL of standardised ``y [N, D]`` given ``x [N, F]``, as a
+        one-member ensemble; with ``row_weights [1, N]`` a weighted mean."""
+        log_prob = self.head(self.backbone(x)).log_prob(y)  # [N]
+        if row_weights is None:
+            nll = -log_prob.mean()
+        else:
+            nll = -(log_prob * row_weights[0]).sum() / row_weights[0].sum().clamp(min=1e-12)
+        return nll.unsqueeze(0), nll.detach()
 
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:
         """Start the head's mixture over the targets ``y [N, D]`` (see :meth:`MixtureHead.initialize`)."""
         self.head.initialize(y, random_state)
 
 
-class MDNEnsemble(nn.Module):
+class MDNEnsemble(DensityNetwork):
     r"""``M`` independently initialised MDNs in batched layers; ``forward`` returns their mixture.
 
     The prediction is the mixture of mixtures with ``M·K`` components and weights ``π_mk / M``:
@@ -287,29 +287,41 @@ class MDNEnsemble(nn.Module):
         covariance_type: CovarianceType = "diagonal",
         min_scale: float = 1e-3,
         n_members: int = 5,
+        family: FamilyName = "gaussian",
+        family_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.n_members = int(n_members)
         self.config = dict(
             in_features=in_features, out_features=out_features, hidden_sizes=tuple(hidden_sizes),
             activation=activation, covariance_type=covariance_type, min_scale=min_scale,
+            family=family, family_options=family_options,
         )
         self.backbone = MLP(in_features, hidden_sizes, activation, n_members=self.n_members)
         self.head = MixtureHead(
-            self.backbone.out_features, out_features, n_components, covariance_type, min_scale, self.n_members
+            self.backbone.out_features, out_features, n_components, covariance_type, min_scale, self.n_members,
+            family=family, family_options=family_options,
         )
+        self._init_units()
 
-    def members(self, x: Tensor) -> GaussianMixture:
-        """Each member's mixture: ``x [*B, F] -> GaussianMixture`` with batch shape ``(M, *B)``.
+    def standardized_params(self, x: Tensor) -> tuple[Tensor, ...]:
+        """``x [*B, F] ->`` the members' ``(logits [M, *B, K], *parameters)`` in the network's units."""
+        return self.head.params(self.backbone(x.expand(self.n_members, *x.shape)))
+
+    def members(self, x: Tensor) -> Mixture:
+        """Each member's mixture, ``x [*B, F]`` -> batch shape ``(M, *B)``, in original units.
 
         Components pruned from one member only (:meth:`MixtureHead.mask`) have logit ``-inf``.
         """
-        return self.head(self.backbone(x.expand(self.n_members, *x.shape)))
+        return self.family.mixture(*self.params(x))
 
-    def forward(self, x: Tensor) -> GaussianMixture:
-        """``x [*B, F] -> GaussianMixture`` with batch shape ``B`` and ``M·K`` components (fewer
-        when components were pruned from single members)."""
-        return mixture_of_members(self.members(x), self.head.logit_mask)
+    def _combine(self, mixture: Mixture) -> Mixture:
+        return mixture_of_members(mixture, self.head.logit_mask)
+
+    def forward(self, x: Tensor) -> Mixture:
+        """``x [*B, F] ->`` the mixture with batch shape ``B`` and ``M·K`` components (fewer
+        when components were pruned from single members), in original units."""
+        return super().forward(x)
 
     def training_losses(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(member_nll [M], ensemble_nll)`` on a batch ``x [N, F]``, ``y [N, D]``.
@@ -323,7 +335,8 @@ class MDNEnsemble(nn.Module):
         for a member without rows), and each row is scored by the mixture of its members,
         ``-log(Σ_m w_mi p_m / Σ_m w_mi)``, averaged over the rows of some member.
         """
-        log_prob = self.members(x).log_prob(y).reshape(self.n_members, -1)  # [M, N]
+        members = self.family.mixture(*self.standardized_params(x))  # in the network's units
+        log_prob = members.log_prob(y).reshape(self.n_members, -1)  # [M, N]
         if row_weights is None:
             member_nll = -log_prob.mean(1)
             ensemble_nll = -(torch.logsumexp(log_prob.detach(), 0) - math.log(self.n_members)).mean()
@@ -348,7 +361,8 @@ class MDNEnsemble(nn.Module):
         config = self.config
         mdn = MDN(
             config["in_features"], config["out_features"], self.head.n_components, config["hidden_sizes"],
-            config["activation"], config["covariance_type"], config["min_scale"],
+            config["activation"], config["covariance_type"], config["min_scale"], config["family"],
+            config["family_options"],
         )
         weight = self.head.linear.weight
         mdn.to(device=weight.device, dtype=weight.dtype)
@@ -361,33 +375,10 @@ class MDNEnsemble(nn.Module):
         masked = self.head.logit_mask[index].isinf()
         if bool(masked.any()):
             mdn.head.prune(~masked.cpu())
+        if self.x_transform is not None:
+            mdn.set_units(self.x_transform.shift, self.x_transform.scale, self.y_transform.shift,
+                          self.y_transform.scale)
         return mdn
-
-
-def mixture_of_members(members: GaussianMixture, logit_mask: Tensor | None = None) -> GaussianMixture:
-    """The equally weighted mixture of a batch of mixtures, over its leading dimension.
-
-    Args:
-        members: Batch shape ``(M, *B)`` with ``K`` components each.
-        logit_mask: Optional ``[M, K]``; components where it is ``-inf`` are left out.
-
-    Returns:
-        Batch shape ``B``, ``M·K`` components (member-major), log-weights ``log π_mk - log M``.
-    """
-    n_members = members.batch_shape[0]
-    position = len(members.batch_shape) - 1  # where the member axis goes: just before K
-
-    def merge(tensor: Tensor) -> Tensor:  # [M, *B, K, *E] -> [*B, M·K, *E]
-        merged = tensor.movedim(0, position).flatten(position, position + 1)
-        return merged if keep is None else merged.index_select(position, keep)
-
-    keep = None
-    if logit_mask is not None and bool(logit_mask.isinf().any()):
-        keep = torch.nonzero(~logit_mask.isinf().flatten()).flatten().to(members.loc.device)
-    logits = merge(members.log_weights) - math.log(n_members)
-    if members.scale_tril is not None:
-        return GaussianMixture(logits, merge(members.loc), scale_tril=merge(members.scale_tril))
-    return GaussianMixture(logits, merge(members.loc), scale=merge(members.scale))
 
 
 __all__ = ["COVARIANCE_TYPES", "MDN", "MDNEnsemble", "MixtureHead", "mixture_of_members"]

@@ -361,7 +361,10 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
                 setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))
         module = estimator._build_module(estimator.n_features_in_, estimator.n_outputs_, estimator.n_components_)
         dtype = torch.float32 if estimator.dtype == "float32" else torch.float64
-        module.load_state_dict(tensors, strict=True)
+        module.set_units(estimator.x_mean_, estimator.x_scale_, estimator.y_mean_, estimator.y_scale_)
+        # Files written before the network owned its units keep them in the header only.
+        own_units = {name: value for name, value in module.state_dict().items() if "_transform." in name}
+        module.load_state_dict({**own_units, **tensors}, strict=True)
         # Files saved before novelty scores existed have none: predictions then do not warn.
         try:
             estimator.novelty_ = InputNovelty.from_tensors(novelty) if novelty else None

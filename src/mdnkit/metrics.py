@@ -58,14 +58,7 @@ def _univariate(dist: GaussianMixture, name: str) -> tuple[Tensor, Tensor, Tenso
     """``(weights, loc, scale)``, each ``[n, K]``, of a 1-D mixture."""
     if dist.event_shape[0] != 1:
         raise ValueError(f"{name} needs a 1-D target; use energy_score, or dist.marginal([j]) per column.")
-    return dist.weights, dist.loc[..., 0], dist.component_covariance[..., 0, 0].sqrt()
-
-
-def _rows(dist: GaussianMixture, part: slice) -> GaussianMixture:
-    """The mixtures of the rows ``part``."""
-    if dist.scale_tril is not None:
-        return GaussianMixture(dist.logits[part], dist.loc[part], scale_tril=dist.scale_tril[part])
-    return GaussianMixture(dist.logits[part], dist.loc[part], scale=dist.scale[part])
+    return dist.weights, dist.component_mean[..., 0], dist.component_stddev[..., 0]
 
 
 def log_likelihood(dist: GaussianMixture, y: ArrayLike | Tensor) -> np.ndarray:
@@ -99,6 +92,9 @@ def crps(dist: GaussianMixture, y: ArrayLike | Tensor) -> np.ndarray:
     Costs ``n K²`` memory, taken in chunks of rows.
     """
     dist, y = _prepare(dist, y)
+    if dist.family != "gaussian":  # the closed form below is the Gaussian mixture's
+        raise ValueError(f"crps has a closed form for Gaussian mixtures only, not {dist.family}; "
+                         "use energy_score, a sample-based estimate.")
     weights, loc, scale = _univariate(dist, "crps")  # [n, K]
     variance = scale.square()
     rows = max(1, _CRPS_CHUNK // dist.n_components**2)
@@ -201,7 +197,7 @@ def energy_score(
             torch.manual_seed(int(random_state))
         for start in range(0, len(y), rows):
             part = slice(start, start + rows)
-            draws = _rows(dist, part).sample((int(n_samples),))  # [S, r, D]
+            draws = dist.rows(part).sample((int(n_samples),))  # [S, r, D]
             to_target = (draws - y[part]).norm(dim=-1).mean(0)
             between = (draws - draws.roll(1, dims=0)).norm(dim=-1).mean(0)
             out.append(to_target - 0.5 * between)
@@ -216,13 +212,15 @@ def point_errors(dist: GaussianMixture, y: ArrayLike | Tensor) -> dict[str, np.f
     target columns alike: ``rmse = sqrt(mean_ij e_ij²)``, ``mae = mean_ij |e_ij|``.
 
     Returns:
-        ``{"rmse_mean", "mae_mean", ["rmse_median", "mae_median",] "rmse_mode", "mae_mode"}``.
+        ``{"rmse_mean", "mae_mean", ["rmse_median", "mae_median",] "rmse_mode", "mae_mode"}``
+        (the mode errors for Gaussian mixtures only).
     """
     dist, y = _prepare(dist, y)
     points = {"mean": dist.mean}  # [n, D]
     if dist.event_shape[0] == 1:
         points["median"] = dist.icdf(torch.full((len(y),), 0.5, dtype=torch.float64))
-    points["mode"] = dist.modes().value[:, 0]  # sorted by density: slot 0 is the highest mode
+    if isinstance(dist, GaussianMixture):  # the all-modes search is Gaussian so far
+        points["mode"] = dist.modes().value[:, 0]  # sorted by density: slot 0 is the highest mode
     errors: dict[str, np.float64] = {}
     for name, point in points.items():
         residual = (point - y).numpy()
@@ -254,19 +252,24 @@ def evaluate(
     * multi-D targets: ``energy_score`` (``n_samples`` draws per row, seeded by ``random_state``,
       0 by default so that reports are reproducible).
 
+    For non-Gaussian families there is no closed-form CRPS, mode search or HDI yet: ``crps`` is
+    replaced by ``energy_score`` (in 1-D the sample estimate of the CRPS), and the mode and HDI
+    keys are left out.
+
     Scores (``nll``, ``crps``, ``energy_score``) are means over rows.
     """
     dist, y = _prepare(model.predict_dist(X), y)  # convert once; the metrics below then no-op
     results: dict[str, float] = {"nll": float(nll(dist, y))}
     one_d = dist.event_shape[0] == 1
-    if one_d:
+    gaussian = isinstance(dist, GaussianMixture)  # closed-form CRPS, modes and HDI
+    if one_d and gaussian:
         results["crps"] = float(crps(dist, y).mean())
     else:
         results["energy_score"] = float(energy_score(dist, y, n_samples, random_state).mean())
     results.update({name: float(value) for name, value in point_errors(dist, y).items()})
     if one_d:
         results["pit_calibration_error"] = float(calibration_error(dist, y))
-        for kind in ("central", "hdi"):
+        for kind in ("central", "hdi") if gaussian else ("central",):
             for coverage in coverages:
                 covered, width = interval_coverage(dist, y, coverage, kind)
                 results[f"coverage_{kind}_{_percent(coverage)}"] = float(covered)

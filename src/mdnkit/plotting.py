@@ -173,8 +173,8 @@ def _parts(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """Weights, means and standard deviations of every component at ``x (n,)``, each ``(n, K)``."""
     mixture = _predict_dist(model, x.reshape(-1, 1))
     weights = mixture.weights.numpy()  # [n, K]
-    loc = mixture.loc[..., 0].numpy()  # [n, K]
-    scale = mixture.component_covariance[..., 0, 0].sqrt().numpy()  # [n, K]
+    loc = mixture.component_mean[..., 0].numpy()  # [n, K]
+    scale = mixture.component_stddev[..., 0].numpy()  # [n, K]
     return weights, loc, scale
 
 
@@ -295,8 +295,8 @@ def plot_density(
         if y_data is not None:
             y_range = _padded(y_data)
         else:
-            y_range = _span(mixture.weights.numpy(), mixture.loc[..., 0].numpy(),
-                            mixture.component_covariance[..., 0, 0].sqrt().numpy())
+            y_range = _span(mixture.weights.numpy(), mixture.component_mean[..., 0].numpy(),
+                            mixture.component_stddev[..., 0].numpy())
     y_low, y_high = map(float, y_range)
     if not (x_high > x_low and y_high > y_low):
         raise ValueError(f"x_range and y_range must be increasing, got {x_range!r} and {y_range!r}.")
@@ -541,8 +541,8 @@ def plot_conditional(
         raise ValueError(f"plot_conditional: {m} x_values but {len(truth)} y_true values.")
     mixture = _predict_dist(model, rows)
     weights = mixture.weights.numpy()  # [m, K]
-    loc = mixture.loc[..., 0].numpy()  # [m, K]
-    scale = mixture.component_covariance[..., 0, 0].sqrt().numpy()  # [m, K]
+    loc = mixture.component_mean[..., 0].numpy()  # [m, K]
+    scale = mixture.component_stddev[..., 0].numpy()  # [m, K]
     if y_range is None:
         low, high = _span(weights, loc, scale)
         if truth is not None:

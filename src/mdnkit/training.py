@@ -69,7 +69,14 @@ class TrainingResult:
 
 
 def _nll(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return -module(x).log_prob(y).mean()
+    if hasattr(module, "training_losses"):  # a DensityNetwork: its own units, its own loss
+        return module.training_losses(x, y)[0][0]
+    return -module(x).log_prob(y).mean()  # any module whose forward returns a distribution
+
+
+def _is_unit(name: str) -> bool:
+    """A buffer of the network's own units (the same for every member, never trained)."""
+    return name.startswith(("x_transform.", "y_transform."))
 
 
 def _clip_grad_norm_per_member(parameters: list[nn.Parameter], max_norm: float, n_members: int) -> None:
@@ -156,11 +163,12 @@ def train(
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = _make_optimizer(config, parameters)
     noisy = config.input_noise > 0 or config.target_noise > 0
-    n_members = getattr(module, "n_members", None)
-    ensemble = n_members is not None
-    n = n_members if ensemble else 1
+    n = int(getattr(module, "n_members", 1))
+    ensemble = n > 1
+    n_members = n if ensemble else None
     if ensemble:
-        unbatched = [name for name, value in module.state_dict().items() if value.dim() == 0 or len(value) != n]
+        unbatched = [name for name, value in module.state_dict().items()
+                     if not _is_unit(name) and (value.dim() == 0 or len(value) != n)]
         if unbatched:
             raise ValueError(f"Every parameter and buffer of an ensemble must have the member first; not {unbatched}.")
     # Row weights [M, rows] of each member's training and validation rows (None: all rows, shared).
@@ -451,6 +459,8 @@ def _copy_members(source: dict[str, Tensor], target: dict[str, Tensor], members:
     to ``target``, two state dicts of one ensemble (a module's own writes through to it)."""
     with torch.no_grad():
         for name, value in target.items():
+            if _is_unit(name):
+                continue
             index = torch.as_tensor(members, device=value.device)
             value.index_copy_(0, index, source[name].index_select(0, index))
 

@@ -1,0 +1,96 @@
+"""The contract of a density network that owns its units.
+
+A :class:`DensityNetwork` works inside in its own (standardised) units and maps in and out by
+its own float64 :class:`~mdnkit.transforms.Standardize` transforms, so the module alone gives
+densities in the user's units (the log-Jacobian of the target scaling comes with the scales):
+
+* :meth:`~DensityNetwork.params` ``x -> tensors`` (the logits and the family's parameters in
+  original units): the path for ``torch.export``, ONNX and ``vmap``;
+* ``forward(x)`` the :class:`~mdnkit.mixture.Mixture` built from those tensors;
+* :meth:`~DensityNetwork.training_losses` on standardised batches: ``(member_nll [M],
+  reported)``, the loss of any model, a single network being an ensemble of one.
+
+Without transforms (``set_units`` never called) it works in the units it is given, as a plain
+output layer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mdnkit.mixture import Mixture
+from mdnkit.transforms import Standardize
+
+if TYPE_CHECKING:  # annotations only
+    from mdnkit.family import Family
+
+__all__ = ["DensityNetwork"]
+
+
+class DensityNetwork(nn.Module):
+    """Base of :class:`~mdnkit.heads.MDN` and :class:`~mdnkit.heads.MDNEnsemble`.
+
+    Subclasses implement :meth:`standardized_params` (inputs and parameters in the network's
+    units), :meth:`_combine` (parameters to the returned mixture) and :meth:`training_losses`.
+    """
+
+    n_members: int = 1
+    x_transform: Standardize | None
+    y_transform: Standardize | None
+
+    def _init_units(self) -> None:
+        self.x_transform = None
+        self.y_transform = None
+
+    @property
+    def family(self) -> Family:
+        return self.head.family
+
+    def set_units(
+        self, x_shift: np.ndarray, x_scale: np.ndarray, y_shift: np.ndarray, y_scale: np.ndarray
+    ) -> None:
+        """Give the network its input and target units: inputs are standardised by
+        ``(x - x_shift) / x_scale`` and predictions mapped back by ``y_shift + y_scale * y``."""
+        device = next(self.parameters()).device
+        self.x_transform = Standardize(x_shift, x_scale).to(device)
+        self.y_transform = Standardize(y_shift, y_scale).to(device)
+
+    def standardized_params(self, x: Tensor) -> tuple[Tensor, ...]:
+        """``x [*B, F]`` in the network's units -> ``(logits, *parameters)`` in its units."""
+        raise NotImplementedError
+
+    def _combine(self, mixture: Mixture) -> Mixture:
+        """The mixture :meth:`forward` returns from the one of :meth:`params`."""
+        return mixture
+
+    def params(self, x: Tensor) -> tuple[Tensor, ...]:
+        """``x [*B, F]`` in original units -> ``(logits, *the family's parameters)`` in original
+        units (float64 when the network has units), each with batch shape ``B`` (``(M, *B)``
+        for an ensemble's members)."""
+        if self.x_transform is not None:
+            x = self.x_transform(x).to(self._dtype)
+        parameters = self.standardized_params(x)
+        if self.y_transform is None:
+            return parameters
+        mixture = self.family.mixture(*parameters).to(torch.float64)
+        return tuple(mixture.affine(self.y_transform.shift, self.y_transform.scale).parameters().values())
+
+    def forward(self, x: Tensor) -> Mixture:
+        """``x [*B, F]`` in original units -> the mixture of ``y`` in original units."""
+        return self._combine(self.family.mixture(*self.params(x)))
+
+    def log_jacobian(self) -> float:
+        """``Σ_j log σ_y,j``: from a standardised-unit NLL to an original-unit one (0 without units)."""
+        return 0.0 if self.y_transform is None else float(self.y_transform.log_abs_det_jacobian())
+
+    def training_losses(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(member_nll [M], reported_nll)`` on standardised ``x [N, F]``, ``y [N, D]``."""
+        raise NotImplementedError
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
