@@ -11,16 +11,21 @@ Safetensors was chosen because loading it never executes code: unlike
 ``torch.load``/pickle, a hostile file can at worst fail to parse. Files are
 written atomically (temporary file in the same directory, fsync, rename), so a
 crash leaves either the old file or the new one, never a mixture, and an
-existing file is only replaced when ``overwrite=True`` is passed.
+existing file is only replaced when ``overwrite=True`` is passed. The temporary
+file a killed writer leaves behind is removed by the next write of the same
+file (see :func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import numbers
 import os
 import pathlib
+import re
+import socket
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -85,6 +90,88 @@ def give_new_file_permissions(path: pathlib.Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+# Temporary names are ``.NAME.PID-OWNER.RANDOM.tmp``: the PID says which process writes the file,
+# OWNER which machine and PID namespace that PID belongs to.
+_TEMP_TAIL = re.compile(r"(?P<pid>[0-9]+)-(?P<owner>[0-9a-f]{8})\.[^.]+\.tmp")
+
+
+def _owner_tag() -> str:
+    """8 hex digits naming this host and PID namespace (a PID means nothing outside them)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # differs between containers on one host
+    except OSError:
+        namespace = ""
+    return hashlib.sha1(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # another user's process (EPERM), or a number no process has: keep its file
+    return True  # an unreaped zombie counts as alive too: its file goes at a later save
+
+
+def remove_stale_temps(target: pathlib.Path) -> list[pathlib.Path]:
+    """Remove the temporary files of ``target`` whose writers died before renaming them.
+
+    A writer killed between creating its temporary file and the rename (SIGKILL, power loss, the
+    OOM killer) leaves a full-size ``.NAME.PID-OWNER.RANDOM.tmp`` behind; each later save of the
+    same target removes those. Only names that :func:`create_temp_file` makes for this very target
+    count, and only those whose PID, on this host and in this PID namespace, no longer runs. The
+    age of a file cannot tell the same: a live writer's file can be hours old (a stopped process,
+    a slow network disk, a long ``mdnkit predict`` streaming rows). Files from other hosts sharing
+    the folder, from older mdnkit versions (no PID in the name), of other targets, and of this
+    process (another thread may be writing) are never touched. Not done on Windows, where
+    ``os.kill(pid, 0)`` would terminate the process.
+
+    Returns:
+        The files removed.
+    """
+    if os.name != "posix":
+        return []
+    prefix, owner, removed = f".{target.name}.", _owner_tag(), []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []  # cleaning up is a courtesy: it never makes a save fail
+    for name in names:
+        match = _TEMP_TAIL.fullmatch(name[len(prefix):]) if name.startswith(prefix) else None
+        if match is None or match["owner"] != owner:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _is_alive(pid):
+            continue
+        try:
+            (target.parent / name).unlink()
+        except OSError:
+            continue  # removed by another writer meanwhile, or not ours to remove
+        removed.append(target.parent / name)
+    return removed
+
+
+def create_temp_file(target: pathlib.Path) -> Any:
+    """Open a new temporary file beside ``target`` for an atomic write (see :func:`remove_stale_temps`).
+
+    Returns:
+        An open binary ``NamedTemporaryFile`` (``delete=False``) with the permissions a new file
+        would get; the caller renames or removes it.
+    """
+    remove_stale_temps(target)
+    handle = tempfile.NamedTemporaryFile(
+        dir=target.parent, prefix=f".{target.name}.{os.getpid()}-{_owner_tag()}.", suffix=".tmp", delete=False
+    )
+    try:
+        give_new_file_permissions(pathlib.Path(handle.name))
+    except BaseException:
+        handle.close()
+        pathlib.Path(handle.name).unlink(missing_ok=True)
+        raise
+    return handle
+
+
 def write_model_file(
     path: str | os.PathLike[str],
     tensors: Mapping[str, torch.Tensor],
@@ -142,9 +229,8 @@ def write_model_file(
     payload = safetensors.torch.save(cpu, metadata={_METADATA_KEY: json.dumps(full, sort_keys=True)})
 
     # Same directory as the target so that os.replace is an atomic rename.
-    tmp = tempfile.NamedTemporaryFile(dir=parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
+    tmp = create_temp_file(target)
     try:
-        give_new_file_permissions(pathlib.Path(tmp.name))
         with tmp:
             tmp.write(payload)
             tmp.flush()

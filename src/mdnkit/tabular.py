@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mdnkit.io import give_new_file_permissions
+from mdnkit.io import create_temp_file
 
 __all__ = ["DataError", "Schema", "TableWriter", "drop_missing", "read_table", "iter_table", "table_format"]
 
@@ -363,12 +362,9 @@ class TableWriter:
         check_output(self.path, overwrite)
         self.kind = table_format(self.path)
         self.overwrite = overwrite
-        handle = tempfile.NamedTemporaryFile(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp", delete=False
-        )
+        handle = create_temp_file(self.path)
         handle.close()
         self._tmp = pathlib.Path(handle.name)
-        give_new_file_permissions(self._tmp)
         self._parquet = None
         self._header = True
         self.n_rows = 0
@@ -433,9 +429,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, overwrite: bool) ->
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
     target = pathlib.Path(path)
     check_output(target, overwrite)
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False)
+    handle = create_temp_file(target)
     try:
-        give_new_file_permissions(pathlib.Path(handle.name))
         with handle:
             handle.write(data)
             handle.flush()
