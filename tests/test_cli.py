@@ -261,6 +261,12 @@ BAD = {
                    "argument --hidden: expected positive integers"),
     "bad batch size": (["fit", "train.csv", "--target", "eruptions", "-o", "x.mdn", "--batch-size", "some"],
                        "argument --batch-size: expected a positive integer, 'auto' or 'full', got 'some'"),
+    "zero draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "0"],
+                   "argument -n/--n-samples: expected a positive integer, got '0'"),
+    "negative draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "-3"],
+                       "argument -n/--n-samples: expected a positive integer, got '-3'"),
+    "fractional draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "--n-samples", "2.5"],
+                         "argument -n/--n-samples: expected a positive integer, got '2.5'"),
 }
 
 

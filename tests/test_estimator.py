@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import re
 import time
 import warnings
 
@@ -255,6 +256,24 @@ def test_sampling_reproducible_and_tempered(covariance_type, d_out):
     torch.manual_seed(0)
     model.sample(X, n_samples=2, random_state=4)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("d_out", (1, 2))
+def test_sample_zero_draws_is_empty(d_out):
+    model = _fitted("diagonal", d_out)
+    X, _ = _data(n=6, d_out=d_out, seed=2)
+    draws = model.sample(X, n_samples=0)
+    assert draws.shape == ((6, 0) if d_out == 1 else (6, 0, d_out))
+    assert draws.dtype == model.sample(X, n_samples=1).dtype
+
+
+@pytest.mark.parametrize("n_samples", (-1, 2.5, "3", True, None))
+def test_sample_rejects_bad_n_samples(n_samples):
+    model = _fitted("diagonal", 1)
+    X, _ = _data(n=6, seed=2)
+    message = rf"n_samples must be a non-negative integer, got {re.escape(repr(n_samples))}"
+    with pytest.raises(ValueError, match=message):
+        model.sample(X, n_samples=n_samples)
 
 
 @cov_and_dim

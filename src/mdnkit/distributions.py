@@ -189,11 +189,13 @@ class GaussianMixture(Distribution):
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         sample_shape = torch.Size(sample_shape)
+        shape = sample_shape + self.batch_shape
+        dim = self.loc.shape[-1]
+        if shape.numel() == 0:  # Categorical.sample refuses to draw zero samples
+            return self.loc.new_empty(*shape, dim)
         index = Categorical(logits=self.log_weights / temperature, validate_args=False).sample(
             sample_shape
         )  # [*S, *B]
-        shape = sample_shape + self.batch_shape
-        dim = self.loc.shape[-1]
         gather_index = index[..., None, None].expand(*shape, 1, dim)
         loc = self.loc.expand(*shape, *self.loc.shape[-2:]).gather(-2, gather_index).squeeze(-2)
         noise = torch.randn(*shape, dim, dtype=self.loc.dtype, device=self.loc.device)
