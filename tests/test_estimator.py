@@ -471,6 +471,25 @@ def test_fit_rejects_bad_input_before_training(no_training, kwargs, X, y, match)
     assert not hasattr(model, "module_")
 
 
+def _nan_message(name: str, advice: str) -> str:
+    return rf"{name} has NaN values in 1 of 40 rows \(.*\); drop or impute them before {advice}\.$"
+
+
+def test_nan_advice_at_fit_speaks_of_fitting(no_training):
+    with pytest.raises(ValueError, match=_nan_message("X", "fitting")):
+        MDNRegressor(**TINY).fit(_with(X0, (3, 1), np.nan), Y0)
+    with pytest.raises(ValueError, match=_nan_message("y", "fitting")):
+        MDNRegressor(**TINY).fit(X0, _with(Y0, 3, np.nan))
+
+
+def test_nan_advice_at_predict_does_not_speak_of_fitting():
+    model = MDNRegressor(**dict(TINY, max_epochs=2)).fit(X0, Y0)
+    with pytest.raises(ValueError, match=_nan_message("X", "predicting")):
+        model.predict(_with(X0, (3, 1), np.nan))
+    with pytest.raises(ValueError, match=_nan_message("y", "scoring")):
+        model.score_samples(X0, _with(Y0, 3, np.nan))
+
+
 def test_complex_input_is_rejected(no_training):
     """Casting complex numbers to float drops the imaginary part; that must be an error."""
     with pytest.raises(ValueError, match=r"[Cc]omplex"):

@@ -26,7 +26,7 @@ class ConditionalDensityMixin:
         raise NotImplementedError
 
     def _check_y(self, y: Any, n_rows: int) -> np.ndarray:
-        y = _validation.as_float_matrix(y, "y", allow_1d=True).reshape(len(np.asarray(y)), -1)
+        y = _validation.as_float_matrix(y, "y", allow_1d=True, stage="score").reshape(len(np.asarray(y)), -1)
         if len(y) != n_rows:
             raise ValueError(f"X has {n_rows} rows but y has {len(y)}; they must match row for row.")
         if y.shape[1] != self.n_outputs_:
