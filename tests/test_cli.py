@@ -301,6 +301,28 @@ def test_force_replaces_outputs(work, bad_results):
     assert "skipped 2 row(s) with missing features" in results["predict_dropping"].stderr
 
 
+# ---------------------------------------------------------------------- start-up time
+LIGHT = {  # argv: exit status; none of them needs a model, a table or the estimator
+    ("--help",): 0, ("--version",): 0, ("fit", "--help"): 0, ("predict", "--help"): 0,
+    ("sample", "--help"): 0, ("evaluate", "--help"): 0, ("report", "--help"): 0, ("info", "--help"): 0,
+    ("demo", "--help"): 0, ("demo", "--list"): 0, ("bogus",): 2, ("fit", "train.csv"): 2,
+    ("sample", "m.mdn", "d.csv", "-o", "x.csv", "-n", "0"): 2,
+}
+
+
+def test_help_and_usage_errors_do_not_import_torch(tmp_path):
+    """Importing torch takes seconds; --help, --version and argument errors must not wait for it."""
+    script = (
+        "import sys, mdnkit.cli\n"
+        f"codes = [mdnkit.cli.main(list(argv)) for argv in {list(LIGHT)!r}]\n"
+        "print(codes, [name for name in ('torch', 'pandas') if name in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=ENV, text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"{list(LIGHT.values())} []"
+
+
 # ---------------------------------------------------------------------- Ctrl-C
 def test_ctrl_c_stops_training_and_saves_the_best_model(work, tmp_path):
     faithful(400, 3).to_csv(tmp_path / "data.tsv", sep="\t", index=False)
