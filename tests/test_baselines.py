@@ -405,6 +405,8 @@ def test_bad_input_raises_clear_errors(name):
     # (GaussianNetworkRegressor inherits MDNRegressor's message, which names MDNRegressor)
     with pytest.raises(ValueError, match=r"X has 3 features, but \w+ is expecting 2 features"):
         fitted.predict(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"X has NaN values in 1 of 2 rows .*before predicting\.$"):
+        fitted.predict(np.array([[0.0, np.nan], [0.0, 0.0]]))
     with pytest.raises(ValueError, match="y has 2 target columns, the model was fitted with 1"):
         fitted.score_samples(X, np.c_[y, y])
 

@@ -261,6 +261,12 @@ BAD = {
                    "argument --hidden: expected positive integers"),
     "bad batch size": (["fit", "train.csv", "--target", "eruptions", "-o", "x.mdn", "--batch-size", "some"],
                        "argument --batch-size: expected a positive integer, 'auto' or 'full', got 'some'"),
+    "zero draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "0"],
+                   "argument -n/--n-samples: expected a positive integer, got '0'"),
+    "negative draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "-3"],
+                       "argument -n/--n-samples: expected a positive integer, got '-3'"),
+    "fractional draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "--n-samples", "2.5"],
+                         "argument -n/--n-samples: expected a positive integer, got '2.5'"),
 }
 
 
@@ -293,6 +299,28 @@ def test_force_replaces_outputs(work, bad_results):
     kept = pd.read_json(work / "gaps_pred.jsonl", lines=True)
     assert len(kept) == 158 and 3 not in kept["row"].tolist() and 7 not in kept["row"].tolist()
     assert "skipped 2 row(s) with missing features" in results["predict_dropping"].stderr
+
+
+# ---------------------------------------------------------------------- start-up time
+LIGHT = {  # argv: exit status; none of them needs a model, a table or the estimator
+    ("--help",): 0, ("--version",): 0, ("fit", "--help"): 0, ("predict", "--help"): 0,
+    ("sample", "--help"): 0, ("evaluate", "--help"): 0, ("report", "--help"): 0, ("info", "--help"): 0,
+    ("demo", "--help"): 0, ("demo", "--list"): 0, ("bogus",): 2, ("fit", "train.csv"): 2,
+    ("sample", "m.mdn", "d.csv", "-o", "x.csv", "-n", "0"): 2,
+}
+
+
+def test_help_and_usage_errors_do_not_import_torch(tmp_path):
+    """Importing torch takes seconds; --help, --version and argument errors must not wait for it."""
+    script = (
+        "import sys, mdnkit.cli\n"
+        f"codes = [mdnkit.cli.main(list(argv)) for argv in {list(LIGHT)!r}]\n"
+        "print(codes, [name for name in ('torch', 'pandas') if name in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=ENV, text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"{list(LIGHT.values())} []"
 
 
 # ---------------------------------------------------------------------- Ctrl-C

@@ -445,12 +445,12 @@ def test_samples_pass_ks_test(cov_type, batch_shape):
         assert pvalue > KS_ALPHA
 
 
-@pytest.mark.parametrize("sample_shape", ((), (5,), SAMPLE_SHAPE))
+@pytest.mark.parametrize("sample_shape", ((), (0,), (5,), SAMPLE_SHAPE))
 @pytest.mark.parametrize("batch_shape", BATCH_SHAPES)
 @pytest.mark.parametrize("D", (1, 3))
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_sample_shape_grid(cov_type, D, batch_shape, sample_shape):
-    """sample(S) has shape S + batch_shape + (D,), float64, finite; rsample-free path."""
+    """sample(S) has shape S + batch_shape + (D,), float64, finite (empty for S = (0,)); rsample-free path."""
     dist = GaussianMixture(**make_params(cov_type, D, batch_shape, seed=14))
     torch.manual_seed(0)
     x = dist.sample(sample_shape)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import re
 import time
 import warnings
 
@@ -257,6 +258,24 @@ def test_sampling_reproducible_and_tempered(covariance_type, d_out):
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.parametrize("d_out", (1, 2))
+def test_sample_zero_draws_is_empty(d_out):
+    model = _fitted("diagonal", d_out)
+    X, _ = _data(n=6, d_out=d_out, seed=2)
+    draws = model.sample(X, n_samples=0)
+    assert draws.shape == ((6, 0) if d_out == 1 else (6, 0, d_out))
+    assert draws.dtype == model.sample(X, n_samples=1).dtype
+
+
+@pytest.mark.parametrize("n_samples", (-1, 2.5, "3", True, None))
+def test_sample_rejects_bad_n_samples(n_samples):
+    model = _fitted("diagonal", 1)
+    X, _ = _data(n=6, seed=2)
+    message = rf"n_samples must be a non-negative integer, got {re.escape(repr(n_samples))}"
+    with pytest.raises(ValueError, match=message):
+        model.sample(X, n_samples=n_samples)
+
+
 @cov_and_dim
 def test_sample_mean_matches_predict(covariance_type, d_out):
     """Seeded: with 4000 draws the sample mean is within 5 standard errors of the predicted mean
@@ -452,6 +471,25 @@ def test_fit_rejects_bad_input_before_training(no_training, kwargs, X, y, match)
         model.fit(X, y)
     assert time.perf_counter() - start < 5.0
     assert not hasattr(model, "module_")
+
+
+def _nan_message(name: str, advice: str) -> str:
+    return rf"{name} has NaN values in 1 of 40 rows \(.*\); drop or impute them before {advice}\.$"
+
+
+def test_nan_advice_at_fit_speaks_of_fitting(no_training):
+    with pytest.raises(ValueError, match=_nan_message("X", "fitting")):
+        MDNRegressor(**TINY).fit(_with(X0, (3, 1), np.nan), Y0)
+    with pytest.raises(ValueError, match=_nan_message("y", "fitting")):
+        MDNRegressor(**TINY).fit(X0, _with(Y0, 3, np.nan))
+
+
+def test_nan_advice_at_predict_does_not_speak_of_fitting():
+    model = MDNRegressor(**dict(TINY, max_epochs=2)).fit(X0, Y0)
+    with pytest.raises(ValueError, match=_nan_message("X", "predicting")):
+        model.predict(_with(X0, (3, 1), np.nan))
+    with pytest.raises(ValueError, match=_nan_message("y", "scoring")):
+        model.score_samples(X0, _with(Y0, 3, np.nan))
 
 
 def test_complex_input_is_rejected(no_training):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import sparse
@@ -15,8 +15,22 @@ def _column_names(data: Any, n_columns: int) -> list[str]:
     return [str(j) for j in range(n_columns)]
 
 
-def as_float_matrix(data: Any, name: str, *, allow_1d: bool) -> np.ndarray:
+Stage = Literal["fit", "predict", "score"]
+
+# What the user should do about NaN or infinite values depends on the call that met them: at
+# predict time the model is already fitted, so "before fitting" would send them the wrong way.
+_REMEDY: dict[str, str] = {
+    "fit": "drop or impute them before fitting.",
+    "predict": "drop or impute them before predicting.",
+    "score": "drop or impute them before scoring.",
+}
+
+
+def as_float_matrix(data: Any, name: str, *, allow_1d: bool, stage: Stage = "fit") -> np.ndarray:
     """Convert ``data`` to a float64 array of shape ``(n, p)`` (or ``(n,)`` when 1-D is allowed).
+
+    ``stage`` names the call being checked (``fit``, ``predict`` or ``score``) for the advice on
+    NaN and infinite values.
 
     Raises:
         ValueError: Non-numeric columns (named), NaN or infinite values (rows counted per
@@ -54,7 +68,7 @@ def as_float_matrix(data: Any, name: str, *, allow_1d: bool) -> np.ndarray:
         raise ValueError(f"{name} has no rows.")
     if array.ndim == 2 and array.shape[1] == 0:
         raise ValueError(f"{name} has 0 feature(s) (shape={array.shape}) while a minimum of 1 is required.")
-    _check_finite(array, data, name)
+    _check_finite(array, data, name, stage)
     return array
 
 
@@ -77,7 +91,7 @@ def _non_numeric_columns(raw: np.ndarray) -> list[str]:
     return bad
 
 
-def _check_finite(array: np.ndarray, original: Any, name: str) -> None:
+def _check_finite(array: np.ndarray, original: Any, name: str, stage: Stage) -> None:
     table = array.reshape(len(array), -1)
     for kind, test in (("NaN", np.isnan), ("infinite", np.isinf)):
         flagged = test(table)
@@ -87,8 +101,7 @@ def _check_finite(array: np.ndarray, original: Any, name: str) -> None:
             names = _column_names(original, table.shape[1])
             detail = ", ".join(f"column {names[j]}: {int(c)}" for j, c in enumerate(per_column) if c)
             raise ValueError(
-                f"{name} has {kind} values in {rows} of {len(table)} rows ({detail}); "
-                "drop or impute them before fitting."
+                f"{name} has {kind} values in {rows} of {len(table)} rows ({detail}); {_REMEDY[stage]}"
             )
 
 

@@ -26,7 +26,7 @@ class ConditionalDensityMixin:
         raise NotImplementedError
 
     def _check_y(self, y: Any, n_rows: int) -> np.ndarray:
-        y = _validation.as_float_matrix(y, "y", allow_1d=True).reshape(len(np.asarray(y)), -1)
+        y = _validation.as_float_matrix(y, "y", allow_1d=True, stage="score").reshape(len(np.asarray(y)), -1)
         if len(y) != n_rows:
             raise ValueError(f"X has {n_rows} rows but y has {len(y)}; they must match row for row.")
         if y.shape[1] != self.n_outputs_:
@@ -58,12 +58,19 @@ class ConditionalDensityMixin:
     def sample(
         self, X: Any, n_samples: int = 1, temperature: float = 1.0, random_state: int | None = None
     ) -> np.ndarray:
-        """Draw from ``p(y | x)``: ``(n, n_samples)`` for 1-D ``y``, else ``(n, n_samples, d)``."""
+        """Draw from ``p(y | x)``: ``(n, n_samples)`` for 1-D ``y``, else ``(n, n_samples, d)``.
+
+        ``n_samples=0`` gives an empty array of that shape.
+
+        Raises:
+            ValueError: ``n_samples`` is negative or not an integer.
+        """
+        n_samples = _check_n_samples(n_samples)
         mixture = self.predict_dist(X)
         with torch.random.fork_rng(devices=cuda_devices()):
             if random_state is not None:
                 torch.manual_seed(seed_from(random_state))
-            draws = mixture.sample((int(n_samples),), temperature=temperature)  # [S, n, d]
+            draws = mixture.sample((n_samples,), temperature=temperature)  # [S, n, d]
         return self._shape_targets(draws.movedim(0, 1).numpy())
 
     def predict_quantiles(self, X: Any, q: float | Sequence[float]) -> np.ndarray:
@@ -96,6 +103,12 @@ class ConditionalDensityMixin:
         found = self.predict_dist(X).modes()
         return self._shape_targets(found.value.numpy()), found.log_prob.numpy()
 
+
+def _check_n_samples(n_samples: Any) -> int:
+    # int() would silently truncate 2.5 and accept True; both are more likely mistakes than intent.
+    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 0:
+        raise ValueError(f"n_samples must be a non-negative integer, got {n_samples!r}.")
+    return int(n_samples)
 
 
 def cuda_devices() -> list[int]:

@@ -108,7 +108,7 @@ def _predict_data(estimator: Any, X: Any, fitted: str) -> np.ndarray:
             f"X has columns {list(names)}, but {name} was fitted with columns "
             f"{list(fitted_names)} (same names in the same order are needed)."
         )
-    X = _validation.as_float_matrix(X, "X", allow_1d=False)
+    X = _validation.as_float_matrix(X, "X", allow_1d=False, stage="predict")
     if X.shape[1] != estimator.n_features_in_:
         raise ValueError(
             f"X has {X.shape[1]} features, but {name} is expecting {estimator.n_features_in_} "
@@ -237,7 +237,7 @@ class ConditionalGMM(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             A mixture with batch ``(m,)`` and event ``(p,)``.
         """
         check_is_fitted(self, "gmm_")
-        y = _validation.as_float_matrix(y, "y", allow_1d=True)
+        y = _validation.as_float_matrix(y, "y", allow_1d=True, stage="predict")
         y = y.reshape(len(y), -1)
         if y.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {y.shape[1]} target columns, ConditionalGMM was fitted with {self.n_outputs_}.")

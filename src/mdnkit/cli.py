@@ -18,11 +18,14 @@ import math
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import numpy as np
 
-from mdnkit.tabular import DataError, Schema, TableWriter, check_output, drop_missing, iter_table, read_table
+# Parsing, --help and usage errors need none of the estimator, torch or pandas (~2 s to import),
+# so every command and helper imports what it needs from them itself.
+if TYPE_CHECKING:
+    from mdnkit.tabular import Schema
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -229,19 +232,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_USAGE)
-    except (DataError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as error:
-        return _error(error)
     except KeyboardInterrupt:
         print("mdnkit: interrupted; no output written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `mdnkit info model | head`
         return 0
     except Exception as error:
-        from mdnkit.io import ModelFileError
-
-        if isinstance(error, ModelFileError):
+        if _is_input_error(error):
             return _error(error)
         raise
+
+
+def _is_input_error(error: Exception) -> bool:
+    """Whether ``error`` is the user's input at fault (one line on stderr, no traceback)."""
+    if isinstance(error, (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)):
+        return True
+    from mdnkit.io import ModelFileError
+    from mdnkit.tabular import DataError
+
+    return isinstance(error, (DataError, ModelFileError))
 
 
 def _error(error: BaseException) -> int:
@@ -268,6 +277,7 @@ def _demo(argv: list[str]) -> int:
 def _load(path: str) -> tuple[Any, Schema]:
     """The model and its data schema (a numeric one for models saved from Python)."""
     import mdnkit
+    from mdnkit.tabular import Schema
 
     model = mdnkit.load(path)
     document = getattr(model, "schema_", None)
@@ -293,6 +303,8 @@ def _load(path: str) -> tuple[Any, Schema]:
 
 def _labelled(args: argparse.Namespace, schema: Schema) -> tuple[Any, np.ndarray, np.ndarray]:
     """The whole DATA table with targets: ``(frame, X, y)``, missing rows refused or dropped."""
+    from mdnkit.tabular import DataError, drop_missing, read_table
+
     what = repr(args.data)
     frame = read_table(args.data, text_columns=list(schema.categories))
     schema.check_columns(frame, what, need_targets=True)
@@ -306,6 +318,8 @@ def _labelled(args: argparse.Namespace, schema: Schema) -> tuple[Any, np.ndarray
 
 def _chunks(args: argparse.Namespace, schema: Schema):
     """``(first_row, frame, X, has_targets)`` chunk by chunk, missing features refused or skipped."""
+    from mdnkit.tabular import drop_missing, iter_table
+
     what = repr(args.data)
     first = 0
     dropped = 0
@@ -327,6 +341,7 @@ def _chunks(args: argparse.Namespace, schema: Schema):
 # ---------------------------------------------------------------------- commands
 def cmd_fit(args: argparse.Namespace) -> int:
     from mdnkit import MDNRegressor
+    from mdnkit.tabular import DataError, Schema, check_output, drop_missing, read_table
     from mdnkit.training import TrainingDivergedError, TrainingInterrupted
 
     check_output(args.output, args.force)  # before training, not after an hour of it
@@ -422,6 +437,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mdnkit.novelty import NoveltyWarning
+    from mdnkit.tabular import TableWriter
 
     model, schema = _load(args.model)
     n_novel = 0
@@ -444,6 +460,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import pandas as pd
+
+    from mdnkit.tabular import DataError, TableWriter
 
     model, schema = _load(args.model)
     if not args.temperature > 0:
@@ -502,7 +520,7 @@ def format_metrics(results: dict[str, float], n_rows: int) -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     from mdnkit.metrics import evaluate
     from mdnkit.report import build_report
-    from mdnkit.tabular import write_bytes_atomic
+    from mdnkit.tabular import DataError, check_output, write_bytes_atomic
 
     check_output(args.output, args.force)
     try:

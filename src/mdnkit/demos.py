@@ -28,12 +28,15 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mdnkit import datasets
-from mdnkit.estimator import MDNRegressor
+
+# The estimator (and so torch, ~2 s) loads inside each demo: `mdnkit demo --help` and `--list` need neither.
+if TYPE_CHECKING:
+    from mdnkit.estimator import MDNRegressor
 
 __all__ = ["DEMOS", "Demo", "DemoResult", "main", "run_demo"]
 
@@ -101,6 +104,8 @@ def _gpflow_mdn(max_epochs: int, random_state: int) -> MDNRegressor:
     One epoch of our L-BFGS runs 20 iterations, so ``max_epochs`` is the notebook's
     ``maxiter / 20``.
     """
+    from mdnkit.estimator import MDNRegressor
+
     return MDNRegressor(
         n_components=5, hidden_sizes=(100, 100), activation="relu", optimizer="lbfgs", learning_rate=1.0,
         batch_size=None, validation_fraction=0.0, max_epochs=max_epochs, dtype="float32",
@@ -175,6 +180,7 @@ def _run_edward(directory: Path, random_state: int, quick: bool) -> DemoResult:
     from sklearn.model_selection import train_test_split
 
     from mdnkit import plotting
+    from mdnkit.estimator import MDNRegressor
 
     X, y = datasets.make_inverted_sinusoid(5000, random_state=random_state)
     X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=42)  # the tutorial's split
@@ -201,6 +207,7 @@ def _run_edward(directory: Path, random_state: int, quick: bool) -> DemoResult:
 
 def _run_tf2_prml(directory: Path, random_state: int, quick: bool) -> DemoResult:
     from mdnkit import plotting
+    from mdnkit.estimator import MDNRegressor
 
     X, y = datasets.make_prml_inverse(4000, random_state=random_state)
     # The tutorial's K=26, one tanh layer of 50, Adam, full batch; 6000 epochs at Adam's default
@@ -230,6 +237,7 @@ def _run_tf2_prml(directory: Path, random_state: int, quick: bool) -> DemoResult
 
 def _run_flux(directory: Path, random_state: int, quick: bool) -> DemoResult:
     from mdnkit import plotting
+    from mdnkit.estimator import MDNRegressor
 
     X, y = datasets.make_inverted_sinusoid(1000, random_state=random_state)
     # The tutorial's K=5 and one tanh layer of 20, full-batch Adam; 8000 epochs at 1e-3 there,
@@ -261,6 +269,7 @@ def _run_tf1_shapes(directory: Path, random_state: int, quick: bool) -> DemoResu
     from threadpoolctl import threadpool_limits
 
     from mdnkit import plotting
+    from mdnkit.estimator import MDNRegressor
 
     n = 300 if quick else 1000
     per_shape: dict[str, dict[str, float]] = {}
@@ -317,6 +326,8 @@ def _sample_conditioned_gmm(gmm: Any, x: np.ndarray, rng: np.random.Generator) -
 
 
 def _run_robot_arm(directory: Path, random_state: int, quick: bool) -> DemoResult:
+    from mdnkit.estimator import MDNRegressor
+
     n = 300 if quick else 1000
     X, y = datasets.make_robot_arm(n, random_state=random_state)
     X_test, y_test = datasets.make_robot_arm(n, random_state=random_state + 10_000)

@@ -630,7 +630,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
                 f"X has columns {list(names)}, but {type(self).__name__} was fitted with columns "
                 f"{list(fitted_names)} (same names in the same order are needed)."
             )
-        X = _validation.as_float_matrix(X, "X", allow_1d=False)
+        X = _validation.as_float_matrix(X, "X", allow_1d=False, stage="predict")
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "

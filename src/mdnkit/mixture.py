@@ -102,10 +102,13 @@ class Mixture(Distribution):
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         sample_shape = torch.Size(sample_shape)
+        shape = sample_shape + self.batch_shape
+        if shape.numel() == 0:  # Categorical.sample refuses to draw zero samples
+            return self.logits.new_empty(*shape, self.event_shape[0])
         index = Categorical(logits=self.log_weights / temperature, validate_args=False).sample(
             sample_shape
         )  # [*S, *B]
-        return self._draw(index, sample_shape + self.batch_shape, temperature)
+        return self._draw(index, shape, temperature)
 
     def _draw(self, index: Tensor, shape: torch.Size, temperature: float) -> Tensor:
         """One draw from component ``index [*S, *B]`` of each row, ``[*S, *B, D]``."""
