@@ -121,6 +121,9 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             mixture of the members that train on each row, on the batches before each step,
             and of those that hold it out for ``val_nll``).
         n_iter_: Epochs run. ``best_epoch_``: the epoch whose weights were kept.
+        train_state_: The training loop's :class:`~mdnkit.training.TrainState` (optimiser moments,
+            schedules, early-stopping record, random stream): ``warm_start=True`` continues it
+            exactly. Not saved by :meth:`save`; a loaded model's warm start begins a new run.
         batch_size_: Rows per gradient step of the last fit (``None``: full batch).
         n_features_in_, n_outputs_: Input and target dimensions.
         novelty_: :class:`~mdnkit.novelty.InputNovelty` fitted on the standardised inputs of the
@@ -280,7 +283,12 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             else self._noise(getattr(self, name), len(train_rows), X.shape[1] + y.shape[1])
             for name in ("input_noise", "target_noise")
         )
-        generator = torch.Generator(device=device).manual_seed(seed)
+        # A warm start continues the run itself: optimiser moments, schedules, early-stopping
+        # record and the random stream, so 20 epochs and 20 more are one run of 40.
+        state = getattr(self, "train_state_", None) if warm else None
+        if state is not None and (state.module is not self.module_ or state.config.optimizer != self.optimizer):
+            state = None
+        generator = state.generator if state is not None else torch.Generator(device=device).manual_seed(seed)
         config = TrainingConfig(
             optimizer=self.optimizer,
             learning_rate=float(self.learning_rate),
@@ -297,14 +305,15 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         if self.n_estimators > 1 and n_val:
             holdout = torch.as_tensor(self._member_holdout(len(X), n_val, seed), device=device)
             result = train(self.module_, x_all, y_all, config=config, generator=generator,
-                           nll_offset=self._log_jacobian, holdout=holdout)
+                           nll_offset=self._log_jacobian, holdout=holdout, state=state)
         else:
             result = train(
                 self.module_,
                 x_all[train_index], y_all[train_index],
                 x_all[val_index] if n_val else None, y_all[val_index] if n_val else None,
-                config=config, generator=generator, nll_offset=self._log_jacobian,
+                config=config, generator=generator, nll_offset=self._log_jacobian, state=state,
             )
+        self.train_state_ = result.state
         offset = self.history_[-1]["epoch"] if self.history_ else 0
         for record in result.history:
             record["epoch"] += offset
@@ -606,6 +615,8 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         if dead.all(axis=1).any():
             raise ValueError(f"threshold={threshold} would remove every component of a member; use a smaller one.")
         everywhere = dead.all(axis=0)  # [K]
+        if everywhere.any() or (ensemble and dead.any()):
+            self.__dict__.pop("train_state_", None)  # its optimiser holds the old layers
         if everywhere.any():
             self.module_.head.prune(torch.as_tensor(~everywhere))
             dead, peak = dead[:, ~everywhere], peak[:, ~everywhere]

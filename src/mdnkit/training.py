@@ -1,18 +1,23 @@
-"""The fit loop: optimisers, batching, noise regularisation, early stopping, divergence recovery.
+"""The fit loop: one resumable loop for single networks and ensembles, over any batches.
 
-:func:`train` minimises ``-module(x).log_prob(y).mean()`` for any module whose forward returns a
-distribution. It works on tensors already standardised and on their device; the estimator does
-the scaling. Everything it records (the per-epoch history) is shifted by ``nll_offset`` so that a
-caller can report NLLs in the user's original units.
+A model is trained as ``M`` members (a single network is an ensemble of one) through a
+:class:`TrainStep`, an ``nn.Module`` whose forward gives ``(member_nll [M], reported_nll)`` on a
+batch, so a ``DistributedDataParallel`` wrapper can wrap the loss itself. The loop's whole state
+is a :class:`TrainState` (optimiser moments, each member's learning rate, plateau and
+early-stopping record and best weights, the random generator, the epoch): handing it back to
+:func:`train` continues the run exactly where it stopped.
 
-A module with an ``n_members`` attribute ``M`` is an ensemble trained as ``M`` independent fits
-in one: every parameter and buffer has the member first, and ``training_losses(x, y) ->
-(member_nll [M], nll)`` gives each member's NLL (their sum is minimised) and the NLL to record
-(of their mixture), as :class:`~mdnkit.heads.MDNEnsemble` does. Gradients are clipped, learning
-rates decayed, best weights kept and training stopped member by member, so each member ends as it
-would have trained alone (Lakshminarayanan et al. 2017); only a divergence rollback is shared.
-With ``holdout`` each member also has its own validation rows, taken from one pool of rows
-(``training_losses(x, y, row_weights)`` then weighs each member's rows).
+The pieces of a step are small and separate: noise regularisation (:func:`_perturbed`),
+per-member clipping (:func:`_clip_grad_norm_per_member`), per-member learning rates
+(:class:`_MemberRates`), learning-rate decay on plateau (:class:`_Plateau`), per-member early
+stopping (:meth:`TrainState.record`), rollback after a non-finite loss (:meth:`TrainState.rollback`),
+and a progress bar. Members are trained as if each were fitted alone (Lakshminarayanan et al.
+2017): clipped, decayed, stopped and restored member by member; only a rollback is shared.
+
+Data arrive as tensors already in the network's units; :class:`InMemoryBatches` shuffles them
+(one permutation per epoch, then contiguous slices) and any iterable of ``(x, y, row_weights)``
+batches can stand in for it. The recorded NLLs are shifted by ``nll_offset`` (the log-Jacobian of
+the caller's scaling) so that a caller can report them in the user's units.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +33,8 @@ import torch
 from torch import Tensor, nn
 
 Optimizer = Literal["adam", "lbfgs"]
+Batch = tuple[Tensor, Tensor, "Tensor | None"]  # x [N, F], y [N, D], row weights [M, N] or None
+_VALIDATION_CHUNK = 65_536  # rows per validation forward pass: memory stays flat
 
 
 class TrainingDivergedError(RuntimeError):
@@ -58,27 +66,78 @@ class TrainingConfig:
 
 @dataclass
 class TrainingResult:
-    """What :func:`train` learned about the run (the module itself is updated in place)."""
+    """What one call of :func:`train` learned about the run (the module is updated in place)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0  # whose weights were kept; for an ensemble, the latest member's
-    member_best_epochs: list[int] = field(default_factory=list)  # each member's ([best_epoch] for one)
+    best_epoch: int = 0  # whose weights were kept, counted in this call; for an ensemble, the latest member's
+    member_best_epochs: list[int] = field(default_factory=list)  # each member's, counted in this call
     stopped_early: bool = False
     rollbacks: int = 0
     interrupted: bool = False
+    state: TrainState | None = None  # hand back to train(state=...) to continue exactly
 
 
-def _nll(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    if hasattr(module, "training_losses"):  # a DensityNetwork: its own units, its own loss
-        return module.training_losses(x, y)[0][0]
-    return -module(x).log_prob(y).mean()  # any module whose forward returns a distribution
+# ---------------------------------------------------------------------- the loss, as a module
+class TrainStep(nn.Module):
+    """``(x, y, row_weights) -> (member_nll [M], reported_nll)``: the loss, inside a module.
+
+    ``module.training_losses`` when the module has one (every
+    :class:`~mdnkit.model.DensityNetwork`), otherwise ``-module(x).log_prob(y).mean()`` for any
+    module whose forward returns a distribution (one member). Wrapping this module in
+    ``DistributedDataParallel`` synchronises the gradients of the whole loss; the member count
+    is read here, once, not from behind the wrapper.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.n_members = int(getattr(module, "n_members", 1))
+
+    def forward(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if hasattr(self.module, "training_losses"):
+            return self.module.training_losses(x, y, row_weights)
+        nll = -self.module(x).log_prob(y).mean()
+        return nll.unsqueeze(0), nll.detach()
 
 
-def _is_unit(name: str) -> bool:
-    """A buffer of the network's own units (the same for every member, never trained)."""
-    return name.startswith(("x_transform.", "y_transform."))
+# ---------------------------------------------------------------------- batches
+class InMemoryBatches:
+    """Batches of in-memory tensors: one shuffle per epoch, then contiguous slices.
+
+    Slicing one permuted copy is cheaper than gathering each minibatch (at 256 rows a step is
+    dominated by per-op overhead). With ``batch_size=None`` every epoch is the whole set, in
+    order, and the generator is not used.
+
+    Args:
+        x, y: ``[N, F]`` and ``[N, D]``.
+        row_weights: ``[M, N]`` each member's weight of each row, or ``None`` (all rows, all members).
+        batch_size: Rows per batch, or ``None`` for full batches.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, row_weights: Tensor | None, batch_size: int | None) -> None:
+        self.x, self.y, self.row_weights = x, y, row_weights
+        self.batch_size = None if batch_size is None or batch_size >= len(x) else int(batch_size)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
+        if self.batch_size is None:
+            yield self.x, self.y, self.row_weights
+            return
+        order = torch.randperm(len(self.x), generator=generator, device=self.x.device)
+        x_epoch, y_epoch = self.x[order].split(self.batch_size), self.y[order].split(self.batch_size)
+        weights = [None] * len(x_epoch) if self.row_weights is None else self.row_weights[:, order].split(self.batch_size, 1)
+        yield from zip(x_epoch, y_epoch, weights)
 
 
+def _chunks(x: Tensor, y: Tensor, row_weights: Tensor | None) -> Iterable[Batch]:
+    weights = [None] * math.ceil(len(x) / _VALIDATION_CHUNK) if row_weights is None \
+        else row_weights.split(_VALIDATION_CHUNK, 1)
+    return zip(x.split(_VALIDATION_CHUNK), y.split(_VALIDATION_CHUNK), weights)
+
+
+# ---------------------------------------------------------------------- small pieces of a step
 def _clip_grad_norm_per_member(parameters: list[nn.Parameter], max_norm: float, n_members: int) -> None:
     """Clip each member's gradient to ``max_norm`` on its own, as if it were trained alone."""
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -91,8 +150,9 @@ def _clip_grad_norm_per_member(parameters: list[nn.Parameter], max_norm: float, 
 
 
 def _clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> None:
-    """``nn.utils.clip_grad_norm_`` without its per-call bookkeeping (grouping by device and
-    dtype, error options), which costs about as much as the clipping on a small network."""
+    """One member's clipping: ``nn.utils.clip_grad_norm_`` without its per-call bookkeeping
+    (grouping by device and dtype, error options), which costs about as much as the clipping on a
+    small network."""
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
@@ -102,8 +162,13 @@ def _clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> None:
         grad.mul_(scale)
 
 
-def _snapshot(module: nn.Module) -> dict[str, Tensor]:
-    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+def _perturbed(x: Tensor, y: Tensor, config: TrainingConfig, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Noise regularisation (Rothfuss et al. 2019): fresh noise on the standardised x and y."""
+    if config.input_noise > 0:
+        x = x + config.input_noise * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if config.target_noise > 0:
+        y = y + config.target_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    return x, y
 
 
 def _make_optimizer(config: TrainingConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -120,308 +185,44 @@ def _make_optimizer(config: TrainingConfig, parameters: list[nn.Parameter]) -> t
         return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def train(
-    module: nn.Module,
-    x_train: Tensor,
-    y_train: Tensor,
-    x_val: Tensor | None = None,
-    y_val: Tensor | None = None,
-    config: TrainingConfig | None = None,
-    generator: torch.Generator | None = None,
-    nll_offset: float = 0.0,
-    holdout: Tensor | None = None,
-) -> TrainingResult:
-    """Fit ``module`` by maximum likelihood.
+class _MemberRates:
+    """Each member's own learning rate in one optimiser.
 
-    An ensemble (a module with ``n_members``) is trained as if each member were fitted alone:
-    each keeps its own best weights, chosen by its own validation NLL, has its own learning-rate
-    schedule, and is frozen once it has not improved for ``patience`` epochs; training ends when
-    every member is frozen.
-
-    Args:
-        module: ``forward(x [N, F])`` returns a distribution with ``log_prob(y [N, D]) -> [N]``.
-        x_train, y_train: Training data ``[N, F]`` and ``[N, D]`` on the module's device.
-        x_val, y_val: Optional validation data; when given, training stops after ``patience``
-            epochs without improvement and the best weights are restored.
-        config: Optimiser and schedule settings.
-        generator: Random source for shuffling and noise (determinism).
-        nll_offset: Added to every recorded NLL (the log-Jacobian of the caller's scaling).
-        holdout: For an ensemble only, instead of ``x_val``/``y_val``: booleans ``[M, N]``, the
-            rows of ``x_train`` that member ``m`` holds out to early-stop on; it trains on the
-            others. The recorded validation NLL is then the out-of-bag one: each held-out row
-            scored by the mixture of the members that held it out. With full batches each member
-            follows exactly its path alone on its own rows; minibatches are slices of one
-            shuffle of all rows, each member taking its own rows of every slice.
-
-    Returns:
-        The per-epoch history and how the run ended.
-
-    Raises:
-        TrainingDivergedError: The loss became non-finite ``max_rollbacks`` times.
+    One optimiser has one learning rate (the members' weights share tensors), so it runs at the
+    largest active rate and each step is scaled back member by member: Adam's step is linear in
+    its rate, so ``old + factor * (new - old)`` is the step at ``factor`` times the rate (exact
+    at factors 0, for frozen members, and 1).
     """
-    config = config or TrainingConfig()
-    parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(config, parameters)
-    noisy = config.input_noise > 0 or config.target_noise > 0
-    n = int(getattr(module, "n_members", 1))
-    ensemble = n > 1
-    n_members = n if ensemble else None
-    if ensemble:
-        unbatched = [name for name, value in module.state_dict().items()
-                     if not _is_unit(name) and (value.dim() == 0 or len(value) != n)]
-        if unbatched:
-            raise ValueError(f"Every parameter and buffer of an ensemble must have the member first; not {unbatched}.")
-    # Row weights [M, rows] of each member's training and validation rows (None: all rows, shared).
-    train_weights = val_weights = None
-    if holdout is not None:
-        if (not ensemble or x_val is not None or holdout.dtype != torch.bool
-                or tuple(holdout.shape) != (n, len(x_train))):
-            raise ValueError(
-                f"holdout must be booleans [n_members, rows] = [{n}, {len(x_train)}] for an ensemble "
-                f"trained without x_val; got {holdout.dtype} of shape {tuple(holdout.shape)}."
-            )
-        holdout = holdout.to(x_train.device)
-        for what, members in (("no rows to validate on", ~holdout.any(1)), ("no rows to train on", holdout.all(1))):
-            if bool(members.any()):
-                raise ValueError(f"holdout leaves member(s) {members.nonzero().flatten().tolist()} {what}.")
-        val_rows = holdout.any(0).nonzero().flatten()
-        fit_rows = (~holdout).any(0).nonzero().flatten()  # a row every member holds out trains none
-        x_val, y_val = x_train[val_rows], y_train[val_rows]
-        val_weights = holdout[:, val_rows].to(x_train.dtype)
-        x_train, y_train = x_train[fit_rows], y_train[fit_rows]
-        train_weights = (~holdout[:, fit_rows]).to(x_train.dtype)
-    validate = x_val is not None and y_val is not None and len(x_val) > 0
-    n_train = len(x_train)
-    batch_size = n_train if config.batch_size is None else min(int(config.batch_size), n_train)
 
-    # Each member's own learning rate, early-stopping record and state. One optimiser has one
-    # learning rate (the members' weights share tensors), so it runs at the largest active rate
-    # and each step is scaled back member by member (optimizer_step); frozen members get 0.
-    learning_rates = [config.learning_rate] * n
-    plateau = None if config.optimizer == "lbfgs" else _Plateau(config, n)
-    active = [True] * n
-    best_scores = [math.inf] * n
-    epochs_without_improvement = [0] * n
-    step_factors: list[Tensor] | None = None  # per parameter [M, 1, ...]; None while all are equal
-    loss_weights: Tensor | None = None  # [M], 0 for frozen members; None while none is
-    previous: list[Tensor] = []
+    def __init__(self, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], n_members: int) -> None:
+        self.optimizer, self.parameters, self.n = optimizer, parameters, n_members
+        self.factors: list[Tensor] | None = None  # per parameter [M, 1, ...]; None while all are equal
+        self.previous: list[Tensor] = []
 
-    def apply_learning_rates() -> None:
-        nonlocal step_factors, loss_weights
-        rates = [rate if alive else 0.0 for rate, alive in zip(learning_rates, active)]
+    def apply(self, rates: list[float], active: list[bool]) -> None:
+        rates = [rate if alive else 0.0 for rate, alive in zip(rates, active)]
         top = max(rates)
-        for group in optimizer.param_groups:
+        for group in self.optimizer.param_groups:
             group["lr"] = top
         if all(rate == top for rate in rates):
-            step_factors = None
-        else:
-            factors = torch.tensor([rate / top for rate in rates], dtype=torch.float64)
-            step_factors = [factors.to(p).view(n, *[1] * (p.dim() - 1)) for p in parameters]
-        loss_weights = None if all(active) else torch.tensor(active, dtype=x_train.dtype, device=x_train.device)
+            self.factors = None
+            return
+        factors = torch.tensor([rate / top for rate in rates], dtype=torch.float64)
+        self.factors = [factors.to(p).view(self.n, *[1] * (p.dim() - 1)) for p in self.parameters]
 
-    def optimizer_step(closure=None):
-        if step_factors is None:
-            return optimizer.step(closure)
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        if self.factors is None:
+            return self.optimizer.step(closure)
         with torch.no_grad():
-            if not previous:
-                previous.extend(torch.empty_like(p) for p in parameters)
-            for old, p in zip(previous, parameters):
+            if not self.previous:
+                self.previous.extend(torch.empty_like(p) for p in self.parameters)
+            for old, p in zip(self.previous, self.parameters):
                 old.copy_(p)
-        value = optimizer.step(closure)
-        with torch.no_grad():  # old + factor * (new - old): Adam's step is linear in its rate
-            for p, old, factor in zip(parameters, previous, step_factors):
-                p.copy_(old.lerp_(p, factor))  # exact at factors 0 and 1
+        value = self.optimizer.step(closure)
+        with torch.no_grad():
+            for p, old, factor in zip(self.parameters, self.previous, self.factors):
+                p.copy_(old.lerp_(p, factor))
         return value
-
-    def losses(x: Tensor, y: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
-        """``(loss to minimise, the members' NLLs [M] or None, the NLL to record)``; ``weights``:
-        the members' row weights ``[M, rows]`` (None: every member on every row)."""
-        if not ensemble:
-            loss = _nll(module, x, y)
-            return loss, None, loss
-        member_nll, reported = module.training_losses(*(x, y) if weights is None else (x, y, weights))
-        loss = member_nll.sum() if loss_weights is None else member_nll @ loss_weights
-        return loss, member_nll.detach(), reported
-
-    def perturbed(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        # Noise regularisation (Rothfuss et al. 2019): fresh noise on standardised x and y.
-        if config.input_noise > 0:
-            x = x + config.input_noise * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        if config.target_noise > 0:
-            y = y + config.target_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        return x, y
-
-    def gradient_step(x: Tensor, y: Tensor, weights: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
-        """One Adam step on a batch; returns its (pre-step) members' and recorded mean NLLs."""
-        x, y = perturbed(x, y) if noisy else (x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss, member_nll, reported = losses(x, y, weights)
-        loss.backward()
-        if config.gradient_clip:
-            if n_members is None:
-                _clip_grad_norm(parameters, config.gradient_clip)
-            else:
-                _clip_grad_norm_per_member(parameters, config.gradient_clip, n_members)
-        optimizer_step()
-        return member_nll, reported.detach()
-
-    result = TrainingResult(member_best_epochs=[0] * n)
-    best_state, good_state, candidate_state = _snapshot(module), _snapshot(module), None
-    start = time.perf_counter()
-    module.train()
-    progress = _progress_bar(config)
-    epoch = 0
-    try:
-        while epoch < config.max_epochs:
-            epoch += 1
-            if epoch % 10 == 1:  # weights this epoch's loss will vouch for, if it is finite
-                candidate_state = _snapshot(module)
-            if config.optimizer == "lbfgs":
-                x_step, y_step = perturbed(x_train, y_train) if noisy else (x_train, y_train)
-
-                first: list[tuple[Tensor | None, Tensor]] = []  # the NLLs at the step's start
-
-                def closure() -> Tensor:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss, member_nll, reported = losses(x_step, y_step, train_weights)
-                    if not first:
-                        first.append((member_nll, reported.detach()))
-                    if config.weight_decay:  # L-BFGS has no decoupled decay: penalise instead
-                        loss = loss + 0.5 * config.weight_decay * sum(p.square().sum() for p in parameters)
-                    loss.backward()
-                    return loss
-
-                step_loss = optimizer_step(closure).detach()  # the first closure's value
-                member_train, train_loss = first[0]
-                if not ensemble:
-                    train_loss = step_loss
-            elif batch_size == n_train:  # no shuffling or indexing: one step on the whole set
-                member_train, train_loss = gradient_step(x_train, y_train, train_weights)
-            else:
-                # One shuffle of the whole set per epoch, then contiguous slices: cheaper than
-                # gathering every minibatch (at 256 rows a step is dominated by per-op overhead).
-                order = torch.randperm(n_train, generator=generator, device=x_train.device)
-                x_epoch, y_epoch = x_train[order], y_train[order]
-                batches = zip(x_epoch.split(batch_size), y_epoch.split(batch_size))
-                if train_weights is None:
-                    steps = [(gradient_step(x_batch, y_batch), len(x_batch), len(x_batch)) for x_batch, y_batch in batches]
-                else:  # each member's NLL is a mean over its own rows of the batch
-                    steps = [
-                        (gradient_step(x_batch, y_batch, weights), weights.sum(1), len(x_batch))
-                        for (x_batch, y_batch), weights in zip(batches, train_weights[:, order].split(batch_size, 1))
-                    ]
-                train_loss = torch.stack([reported * rows for (_, reported), _, rows in steps]).sum() / n_train
-                member_train = (
-                    torch.stack([member_nll * rows for (member_nll, _), rows, _ in steps]).sum(0)
-                    / (n_train if train_weights is None else train_weights.sum(1))
-                    if ensemble else None
-                )
-
-            val_loss = member_val = None
-            if validate:
-                module.eval()
-                with torch.no_grad():
-                    if ensemble:
-                        member_val, val_loss = module.training_losses(
-                            *(x_val, y_val) if val_weights is None else (x_val, y_val, val_weights))
-                    else:
-                        val_loss = _nll(module, x_val, y_val)
-                module.train()
-            train_value = float(train_loss)
-            val_value = float(val_loss) if val_loss is not None else math.nan
-            if ensemble:  # per member: train and (when validating) validation NLL
-                members_train = member_train.tolist()
-                members_val = member_val.tolist() if validate else [math.nan] * n
-                monitored = members_val if validate else members_train
-                finite = all(
-                    math.isfinite(members_train[m]) and (not validate or math.isfinite(members_val[m]))
-                    for m in range(n) if active[m]
-                )
-            else:
-                monitored = [val_value if validate else train_value]
-                finite = True
-            finite = finite and math.isfinite(train_value) and (not validate or math.isfinite(val_value))
-
-            if not finite:
-                # Roll back to the last finite weights, forget the optimiser's moments, slow down.
-                result.rollbacks += 1
-                module.load_state_dict(good_state)
-                frozen = [m for m in range(n) if not active[m]]
-                if ensemble and frozen:  # frozen members stay at their best weights
-                    _copy_members(best_state, module.state_dict(), frozen)
-                if result.rollbacks >= config.max_rollbacks:
-                    progress.close()
-                    raise TrainingDivergedError(
-                        f"The loss became non-finite {result.rollbacks} times (last at epoch {epoch}) even "
-                        f"after lowering the learning rate to {optimizer.param_groups[0]['lr']:.3g}. Try a "
-                        "smaller learning_rate, a larger min_scale, gradient_clip, or check the data for "
-                        "extreme values."
-                    )
-                optimizer.state.clear()
-                learning_rates[:] = [rate * 0.5 for rate in learning_rates]
-                apply_learning_rates()
-                warnings.warn(
-                    f"Non-finite loss at epoch {epoch}: rolled back to the last good weights and halved "
-                    f"the learning rate to {optimizer.param_groups[0]['lr']:.3g}.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                continue
-
-            if candidate_state is not None:
-                good_state, candidate_state = candidate_state, None
-            if plateau is not None and plateau.step(monitored, active, learning_rates):
-                apply_learning_rates()
-            result.history.append({
-                "epoch": epoch,
-                "train_nll": train_value + nll_offset,
-                "val_nll": val_value + nll_offset,
-                "learning_rate": optimizer.param_groups[0]["lr"],
-                "time": time.perf_counter() - start,
-            })
-            progress.update(1)
-            if config.verbose and (epoch % 10 == 0 or epoch == 1):
-                progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
-                                     val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
-
-            if not validate:  # without validation the last weights are kept
-                result.member_best_epochs = [epoch] * n
-                continue
-            improved, stopping = [], []
-            for m in range(n):
-                if not active[m]:
-                    continue
-                if monitored[m] < best_scores[m] - 1e-5:  # in nats per row, standardised units
-                    best_scores[m], result.member_best_epochs[m] = monitored[m], epoch
-                    epochs_without_improvement[m] = 0
-                    improved.append(m)
-                else:
-                    epochs_without_improvement[m] += 1
-                    if epochs_without_improvement[m] >= config.patience:
-                        stopping.append(m)
-            if improved:
-                if ensemble:
-                    _copy_members(module.state_dict(), best_state, improved)
-                else:
-                    best_state = _snapshot(module)
-            if stopping:
-                for m in stopping:
-                    active[m] = False
-                if not any(active):
-                    result.stopped_early = True
-                    break
-                # Freeze the stopped members at their best: the rest go on as they would alone.
-                _copy_members(best_state, module.state_dict(), stopping)
-                apply_learning_rates()
-    except KeyboardInterrupt:
-        # Ctrl-C ends the fit, not the program: keep the best weights so far (restored below).
-        result.interrupted = True
-    progress.close()
-    result.best_epoch = max(result.member_best_epochs)
-    if validate:
-        module.load_state_dict(best_state)
-    module.eval()
-    return result
 
 
 class _Plateau:
@@ -454,15 +255,371 @@ class _Plateau:
         return changed
 
 
-def _copy_members(source: dict[str, Tensor], target: dict[str, Tensor], members: list[int]) -> None:
-    """Copy members ``members`` (rows of the leading dimension) of every tensor from ``source``
-    to ``target``, two state dicts of one ensemble (a module's own writes through to it)."""
+def _is_unit(name: str) -> bool:
+    """A buffer of the network's own units (shared by every member, never trained)."""
+    return name.startswith(("x_transform.", "y_transform."))
+
+
+def _snapshot(module: nn.Module) -> dict[str, Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def _copy_members(source: dict[str, Tensor], target: dict[str, Tensor], members: list[int], n_members: int) -> None:
+    """Copy members ``members`` of every tensor from ``source`` to ``target``, two state dicts of
+    one model (a module's own writes through to it). An ensemble keeps the member first in every
+    parameter and buffer; a single network is all of member 0."""
     with torch.no_grad():
         for name, value in target.items():
             if _is_unit(name):
                 continue
+            if n_members == 1:
+                value.copy_(source[name])
+                continue
             index = torch.as_tensor(members, device=value.device)
             value.index_copy_(0, index, source[name].index_select(0, index))
+
+
+# ---------------------------------------------------------------------- the resumable state
+class TrainState:
+    """Everything a run needs to go on: hand it to :func:`train` again to continue exactly.
+
+    Args:
+        module: The model (updated in place).
+        config: Its optimiser and schedule settings (the learning rate and optimiser are fixed
+            at creation; the rest is read at every call of :func:`train`).
+        generator: The random source of shuffling and noise, advanced by every epoch.
+    """
+
+    def __init__(self, module: nn.Module, config: TrainingConfig, generator: torch.Generator | None = None) -> None:
+        self.module, self.config, self.generator = module, config, generator
+        self.step_module = TrainStep(module)
+        self.n = self.step_module.n_members
+        if self.n > 1:
+            unbatched = [name for name, value in module.state_dict().items()
+                         if not _is_unit(name) and (value.dim() == 0 or len(value) != self.n)]
+            if unbatched:
+                raise ValueError(f"Every parameter and buffer of an ensemble must have the member first; not {unbatched}.")
+        self.parameters = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = _make_optimizer(config, self.parameters)
+        self.rates = _MemberRates(self.optimizer, self.parameters, self.n)
+        self.learning_rates = [config.learning_rate] * self.n
+        self.plateau = None if config.optimizer == "lbfgs" else _Plateau(config, self.n)
+        self.active = [True] * self.n
+        self.best_scores = [math.inf] * self.n
+        self.epochs_without_improvement = [0] * self.n
+        self.best_epochs = [0] * self.n  # absolute epoch numbers
+        self.epoch = 0
+        self.rollbacks = 0
+        self.best_state = _snapshot(module)
+        self.good_state = _snapshot(module)
+        self.candidate_state: dict[str, Tensor] | None = None
+        self._loss_weights: tuple[list[bool], Tensor] | None = None
+
+    # -------------------------------------------------------------- per-member bookkeeping
+    def apply_rates(self) -> None:
+        self.rates.apply(self.learning_rates, self.active)
+
+    def loss_weights(self, like: Tensor) -> Tensor | None:
+        """``[M]`` 1 for active members, 0 for frozen ones; ``None`` while all are active."""
+        if all(self.active):
+            return None
+        if self._loss_weights is None or self._loss_weights[0] != self.active:
+            self._loss_weights = (list(self.active), torch.tensor(self.active, dtype=like.dtype, device=like.device))
+        return self._loss_weights[1]
+
+    def resume(self, config: TrainingConfig) -> None:
+        """Go on under ``config``: a learning rate or weight decay the caller changed applies
+        from now on (the optimiser's moments stay); otherwise the schedules simply continue."""
+        if config.optimizer != self.config.optimizer:
+            raise ValueError(f"state was trained with optimizer={self.config.optimizer!r}; cannot continue "
+                             f"with {config.optimizer!r}.")
+        if config.learning_rate != self.config.learning_rate:
+            self.learning_rates = [config.learning_rate] * self.n
+        for group in self.optimizer.param_groups:
+            if "weight_decay" in group:
+                group["weight_decay"] = config.weight_decay
+        self.config = config
+        # The weights the caller hands back are where this call starts and what it falls back
+        # on (after a validated call they are each member's best; a caller may have edited them).
+        self.best_state, self.good_state = _snapshot(self.module), _snapshot(self.module)
+        self.reactivate()
+        self.apply_rates()
+
+    def reactivate(self) -> None:
+        """A finished run asked to go on (a warm start after every member stopped): members train
+        again, from their best weights, with fresh patience; optimiser and schedules are kept."""
+        if not any(self.active):
+            self.active = [True] * self.n
+            self.epochs_without_improvement = [0] * self.n
+            self.apply_rates()
+
+    def record(self, scores: list[float], validate: bool) -> bool:
+        """Early stopping on one epoch's monitored ``scores [M]``; True when every member stopped."""
+        if not validate:  # without validation the last weights are kept
+            self.best_epochs = [self.epoch] * self.n
+            return False
+        improved, stopping = [], []
+        for m in range(self.n):
+            if not self.active[m]:
+                continue
+            if scores[m] < self.best_scores[m] - 1e-5:  # in nats per row, standardised units
+                self.best_scores[m], self.best_epochs[m] = scores[m], self.epoch
+                self.epochs_without_improvement[m] = 0
+                improved.append(m)
+            else:
+                self.epochs_without_improvement[m] += 1
+                if self.epochs_without_improvement[m] >= self.config.patience:
+                    stopping.append(m)
+        if improved:
+            if self.n == 1:
+                self.best_state = _snapshot(self.module)
+            else:
+                _copy_members(self.module.state_dict(), self.best_state, improved, self.n)
+        if stopping:
+            for m in stopping:
+                self.active[m] = False
+            if not any(self.active):
+                return True
+            # Freeze the stopped members at their best: the rest go on as they would alone.
+            _copy_members(self.best_state, self.module.state_dict(), stopping, self.n)
+            self.apply_rates()
+        return False
+
+    def rollback(self) -> None:
+        """Back to the last weights a finite loss vouched for, without the optimiser's moments,
+        at half the learning rates; raises once that has happened ``max_rollbacks`` times."""
+        self.rollbacks += 1
+        self.module.load_state_dict(self.good_state)
+        frozen = [m for m in range(self.n) if not self.active[m]]
+        if frozen:  # frozen members stay at their best weights
+            _copy_members(self.best_state, self.module.state_dict(), frozen, self.n)
+        if self.rollbacks >= self.config.max_rollbacks:
+            raise TrainingDivergedError(
+                f"The loss became non-finite {self.rollbacks} times (last at epoch {self.epoch}) even "
+                f"after lowering the learning rate to {self.optimizer.param_groups[0]['lr']:.3g}. Try a "
+                "smaller learning_rate, a larger min_scale, gradient_clip, or check the data for "
+                "extreme values."
+            )
+        self.optimizer.state.clear()
+        self.learning_rates[:] = [rate * 0.5 for rate in self.learning_rates]
+        self.apply_rates()
+        warnings.warn(
+            f"Non-finite loss at epoch {self.epoch}: rolled back to the last good weights and halved "
+            f"the learning rate to {self.optimizer.param_groups[0]['lr']:.3g}.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    # -------------------------------------------------------------- steps and passes
+    def gradient_step(self, x: Tensor, y: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One optimiser step on a batch; its (pre-step) members' and recorded mean NLLs."""
+        config = self.config
+        if config.input_noise > 0 or config.target_noise > 0:
+            x, y = _perturbed(x, y, config, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        member_nll, reported = self.step_module(x, y, weights)
+        loss_weights = self.loss_weights(member_nll)
+        (member_nll.sum() if loss_weights is None else member_nll @ loss_weights).backward()
+        if config.gradient_clip:
+            if self.n == 1:
+                _clip_grad_norm(self.parameters, config.gradient_clip)
+            else:
+                _clip_grad_norm_per_member(self.parameters, config.gradient_clip, self.n)
+        self.rates.step()
+        return member_nll.detach(), reported.detach()
+
+    def lbfgs_step(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """One L-BFGS step (up to 20 evaluations) on the full batch; the NLLs at its start."""
+        config = self.config
+        x, y, weights = batch
+        if config.input_noise > 0 or config.target_noise > 0:
+            x, y = _perturbed(x, y, config, self.generator)
+        first: list[tuple[Tensor, Tensor]] = []
+
+        def closure() -> Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            member_nll, reported = self.step_module(x, y, weights)
+            if not first:
+                first.append((member_nll.detach(), reported.detach()))
+            loss_weights = self.loss_weights(member_nll)
+            loss = member_nll.sum() if loss_weights is None else member_nll @ loss_weights
+            if config.weight_decay:  # L-BFGS has no decoupled decay: penalise instead
+                loss = loss + 0.5 * config.weight_decay * sum(p.square().sum() for p in self.parameters)
+            loss.backward()
+            return loss
+
+        self.rates.step(closure)
+        return first[0]
+
+    def train_epoch(self, batches: InMemoryBatches) -> tuple[Tensor, Tensor]:
+        """One pass; ``(members' train NLL [M], recorded train NLL)`` weighted by rows."""
+        if self.config.optimizer == "lbfgs":
+            return self.lbfgs_step(next(iter(batches.epoch(self.generator))))
+        steps = [(self.gradient_step(x, y, w), w, len(x)) for x, y, w in batches.epoch(self.generator)]
+        if len(steps) == 1:  # a full batch: its NLLs as they are
+            return steps[0][0]
+        n_rows = len(batches)
+        reported = torch.stack([nll * rows for (_, nll), _, rows in steps]).sum() / n_rows
+        if batches.row_weights is None:
+            members = torch.stack([nll * rows for (nll, _), _, rows in steps]).sum(0) / n_rows
+        else:  # each member's NLL is a mean over its own rows
+            members = torch.stack([nll * w.sum(1) for (nll, _), w, _ in steps]).sum(0) / batches.row_weights.sum(1)
+        return members, reported
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, row_weights: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Validation NLLs ``(members [M], reported)`` in chunks of rows, weighted as one pass."""
+        self.module.eval()
+        if len(x) <= _VALIDATION_CHUNK:
+            member_nll, nll = self.step_module(x, y, row_weights)
+            self.module.train()
+            return member_nll, nll
+        members, reported, member_rows, scored_rows = 0.0, 0.0, 0.0, 0.0
+        for x_chunk, y_chunk, w_chunk in _chunks(x, y, row_weights):
+            member_nll, nll = self.step_module(x_chunk, y_chunk, w_chunk)
+            rows = torch.full_like(member_nll, len(x_chunk)) if w_chunk is None else w_chunk.sum(1)
+            scored = len(x_chunk) if w_chunk is None else (w_chunk.sum(0) > 0).sum()
+            members, member_rows = members + member_nll * rows, member_rows + rows
+            reported, scored_rows = reported + nll * scored, scored_rows + scored
+        self.module.train()
+        return members / member_rows.clamp(min=1e-12), reported / max(float(scored_rows), 1.0)
+
+
+# ---------------------------------------------------------------------- the loop
+def train(
+    module: nn.Module,
+    x_train: Tensor,
+    y_train: Tensor,
+    x_val: Tensor | None = None,
+    y_val: Tensor | None = None,
+    config: TrainingConfig | None = None,
+    generator: torch.Generator | None = None,
+    nll_offset: float = 0.0,
+    holdout: Tensor | None = None,
+    state: TrainState | None = None,
+) -> TrainingResult:
+    """Fit ``module`` by maximum likelihood for up to ``config.max_epochs`` more epochs.
+
+    An ensemble (``n_members`` ``M > 1``) is trained as if each member were fitted alone: each
+    keeps its own best weights, chosen by its own validation NLL, has its own learning-rate
+    schedule, and is frozen once it has not improved for ``patience`` epochs; training ends when
+    every member is frozen.
+
+    Args:
+        module: A :class:`~mdnkit.model.DensityNetwork` (or any module whose ``forward(x [N, F])``
+            returns a distribution with ``log_prob(y [N, D]) -> [N]``).
+        x_train, y_train: Training data ``[N, F]`` and ``[N, D]`` on the module's device, in the
+            network's own units.
+        x_val, y_val: Optional validation data; when given, training stops after ``patience``
+            epochs without improvement and the best weights are restored.
+        config: Optimiser and schedule settings.
+        generator: Random source for shuffling and noise (determinism).
+        nll_offset: Added to every recorded NLL (the log-Jacobian of the caller's scaling).
+        holdout: For an ensemble only, instead of ``x_val``/``y_val``: booleans ``[M, N]``, the
+            rows of ``x_train`` that member ``m`` holds out to early-stop on; it trains on the
+            others. The recorded validation NLL is then the out-of-bag one: each held-out row
+            scored by the mixture of the members that held it out. With full batches each member
+            follows exactly its path alone on its own rows; minibatches are slices of one
+            shuffle of all rows, each member taking its own rows of every slice.
+        state: The :attr:`TrainingResult.state` of an earlier call on this module: the run
+            continues exactly (optimiser, schedules, early-stopping record, generator, epoch).
+
+    Returns:
+        This call's history and how the run ended, with the state to continue from.
+
+    Raises:
+        TrainingDivergedError: The loss became non-finite ``max_rollbacks`` times.
+    """
+    config = config or (state.config if state is not None else TrainingConfig())
+    if state is None:
+        state = TrainState(module, config, generator)
+    else:
+        if state.module is not module:
+            raise ValueError("state belongs to another module; continue a run with its own module.")
+        state.resume(config)
+    x_train, y_train, x_val, y_val, train_weights, val_weights = _split_holdout(
+        state.n, x_train, y_train, x_val, y_val, holdout)
+    batches = InMemoryBatches(x_train, y_train, train_weights, config.batch_size)
+    validate = x_val is not None and y_val is not None and len(x_val) > 0
+    start_epoch = state.epoch
+    result = TrainingResult()
+    start = time.perf_counter()
+    module.train()
+    progress = _progress_bar(config)
+    try:
+        while state.epoch - start_epoch < config.max_epochs:
+            state.epoch += 1
+            if state.epoch % 10 == 1:  # weights this epoch's loss will vouch for, if it is finite
+                state.candidate_state = _snapshot(module)
+            member_train, train_loss = state.train_epoch(batches)
+            member_val, val_loss = state.evaluate(x_val, y_val, val_weights) if validate else (None, None)
+            members_train = member_train.tolist()
+            members_val = member_val.tolist() if validate else [math.nan] * state.n
+            train_value = float(train_loss)
+            val_value = float(val_loss) if validate else math.nan
+            checked = [v for m in range(state.n) if state.active[m]
+                       for v in (members_train[m], *(members_val[m:m + 1] if validate else ()))]
+            if not all(map(math.isfinite, [*checked, train_value, *([val_value] if validate else [])])):
+                try:
+                    state.rollback()
+                finally:
+                    result.rollbacks += 1
+                continue
+            if state.candidate_state is not None:
+                state.good_state, state.candidate_state = state.candidate_state, None
+            monitored = members_val if validate else members_train
+            if state.plateau is not None and state.plateau.step(monitored, state.active, state.learning_rates):
+                state.apply_rates()
+            result.history.append({
+                "epoch": state.epoch - start_epoch,
+                "train_nll": train_value + nll_offset,
+                "val_nll": val_value + nll_offset,
+                "learning_rate": state.optimizer.param_groups[0]["lr"],
+                "time": time.perf_counter() - start,
+            })
+            progress.update(1)
+            if config.verbose and (state.epoch % 10 == 0 or state.epoch == 1):
+                progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
+                                     val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
+            if state.record(monitored, validate):
+                result.stopped_early = True
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C ends the fit, not the program: keep the best weights so far (restored below).
+        result.interrupted = True
+    finally:
+        progress.close()
+    result.member_best_epochs = [max(epoch - start_epoch, 0) for epoch in state.best_epochs]
+    result.best_epoch = max(result.member_best_epochs)
+    if validate:
+        module.load_state_dict(state.best_state)
+    module.eval()
+    result.state = state
+    return result
+
+
+def _split_holdout(
+    n_members: int, x_train: Tensor, y_train: Tensor, x_val: Tensor | None, y_val: Tensor | None,
+    holdout: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """With ``holdout [M, N]``: the training and validation rows and each member's row weights
+    ``[M, rows]`` on them (a row every member holds out trains none)."""
+    if holdout is None:
+        return x_train, y_train, x_val, y_val, None, None
+    if (n_members == 1 or x_val is not None or holdout.dtype != torch.bool
+            or tuple(holdout.shape) != (n_members, len(x_train))):
+        raise ValueError(
+            f"holdout must be booleans [n_members, rows] = [{n_members}, {len(x_train)}] for an ensemble "
+            f"trained without x_val; got {holdout.dtype} of shape {tuple(holdout.shape)}."
+        )
+    holdout = holdout.to(x_train.device)
+    for what, members in (("no rows to validate on", ~holdout.any(1)), ("no rows to train on", holdout.all(1))):
+        if bool(members.any()):
+            raise ValueError(f"holdout leaves member(s) {members.nonzero().flatten().tolist()} {what}.")
+    val_rows = holdout.any(0).nonzero().flatten()
+    fit_rows = (~holdout).any(0).nonzero().flatten()
+    return (x_train[fit_rows], y_train[fit_rows], x_train[val_rows], y_train[val_rows],
+            (~holdout[:, fit_rows]).to(x_train.dtype), holdout[:, val_rows].to(x_train.dtype))
 
 
 def _progress_bar(config: TrainingConfig):
