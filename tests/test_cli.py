@@ -87,14 +87,14 @@ def test_fit_writes_a_loadable_model_with_its_schema(work):
     assert "saved model.mdn: 20 epochs" in log
     assert "fit:" in log and "epoch" in log  # the progress bar went to stderr
     model = mdnkit.load(work / "model.mdn")
-    assert model.schema_ == {
+    assert model.metadata_["schema"] == {
         "features": ["waiting", "season"], "targets": ["eruptions"],
         "categories": {"season": ["spring", "summer", "winter"]},
     }
     assert model.n_features_in_ == 4 and model.n_iter_ == 20
     assert (model.batch_size, model.batch_size_, model.learning_rate) == ("auto", 64, 3e-3)  # the defaults
     waiting = mdnkit.load(work / "waiting.mdn")
-    assert waiting.schema_["features"] == ["waiting"] and waiting.batch_size_ is None  # --batch-size full
+    assert waiting.metadata_["schema"]["features"] == ["waiting"] and waiting.batch_size_ is None  # --batch-size full
     gaps = (work / "fit_gaps.out").read_text()
     assert "dropped 2 row(s) with missing values, 158 left" in gaps
     assert "fit:" not in gaps and "saved" not in gaps  # --quiet, but the count is always said

@@ -765,16 +765,28 @@ def test_cuda_fit_matches_cpu_copy(covariance_type, tmp_path):
     np.testing.assert_allclose(loaded.score_samples(X, y), model.score_samples(X, y), atol=1e-4, rtol=1e-4)
 
 
-def test_schema_attribute_survives_save_and_load(tmp_path):
-    """The CLI records its data columns in ``schema_``; it must round-trip through the file."""
+def test_metadata_survives_save_and_load(tmp_path):
+    """The CLI records its data columns as file metadata; it must round-trip through the file,
+    and a file of the earlier format (columns in a ``schema_`` attribute) gives the same."""
+    from mdnkit.io import read_model_file, write_model_file
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 2))
     y = X[:, 0] + 0.1 * rng.normal(size=60)
     model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
-    model.schema_ = {"features": ["a", "b"], "targets": ["t"], "categories": {"c": ["x", "y"]}}
-    model.save(tmp_path / "m.mdn")
-    assert mdnkit.load(tmp_path / "m.mdn").schema_ == model.schema_
-    assert not hasattr(mdnkit.load(_saved_without_schema(tmp_path)), "schema_")
+    schema = {"features": ["a", "b"], "targets": ["t"], "categories": {"c": ["x", "y"]}}
+    model.save(tmp_path / "m.mdn", metadata={"schema": schema})
+    assert mdnkit.load(tmp_path / "m.mdn").metadata_ == {"schema": schema}
+    assert not hasattr(model, "metadata_") and not hasattr(model, "schema_")
+    assert mdnkit.load(_saved_without_schema(tmp_path)).metadata_ == {}
+    tensors, document = read_model_file(tmp_path / "m.mdn")
+    document["fitted"]["schema_"] = document.pop("metadata")["schema"]
+    for name in [n for n in tensors if "_transform." in n]:  # nor did the network keep its units
+        del tensors[name]
+    write_model_file(tmp_path / "old.mdn", tensors, document)
+    old = mdnkit.load(tmp_path / "old.mdn")
+    assert old.metadata_ == {"schema": schema}
+    np.testing.assert_array_equal(old.score_samples(X, y), model.score_samples(X, y))
 
 
 def _saved_without_schema(tmp_path):

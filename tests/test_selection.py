@@ -17,7 +17,8 @@ import mdnkit
 from mdnkit import MDNRegressor
 from mdnkit.datasets import make_inverted_sinusoid
 from mdnkit.heads import MDNEnsemble
-from mdnkit.selection import AUTO_N_COMPONENTS, DEFAULT_PARAM_GRID, MDNRegressorCV, _rank
+from mdnkit.search import _rank
+from mdnkit.selection import AUTO_N_COMPONENTS, DEFAULT_PARAM_GRID, MDNRegressorCV
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

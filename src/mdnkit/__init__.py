@@ -33,7 +33,7 @@ _SOURCES = {
     "MDNEnsemble": "mdnkit.heads",
     "MixtureHead": "mdnkit.heads",
     "ModelFileError": "mdnkit.io",
-    "load": "mdnkit.io",
+    "load": "mdnkit.loading",
     "MLP": "mdnkit.networks",
     "InputNovelty": "mdnkit.novelty",
     "NoveltyWarning": "mdnkit.novelty",
@@ -79,7 +79,8 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names without the lazy loadi
     from mdnkit.heads import MDN, MDNEnsemble, MixtureHead
     from mdnkit.mixture import Mixture
     from mdnkit.student_t import StudentTMixture
-    from mdnkit.io import ModelFileError, load
+    from mdnkit.io import ModelFileError
+    from mdnkit.loading import load
     from mdnkit.networks import MLP
     from mdnkit.novelty import InputNovelty, NoveltyWarning
     from mdnkit.selection import MDNRegressorCV

@@ -127,3 +127,13 @@ def seed_from(random_state: int | np.random.RandomState | None) -> int:
     raise ValueError(f"random_state must be None, an int or a numpy RandomState, got {random_state!r}.")
 
 
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when present, else the CPU; any other name as torch reads it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here; use device='auto' or 'cpu'.")
+    return resolved

@@ -46,9 +46,9 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
 from mdnkit import _validation
-from mdnkit.base import ConditionalDensityMixin, cuda_devices, seed_from
+from mdnkit.base import ConditionalDensityMixin, cuda_devices, resolve_device, seed_from
 from mdnkit.distributions import CovarianceType, GaussianMixture
-from mdnkit.estimator import MDNRegressor, _feature_names, _resolve_device, default_patience, resolve_batch_size
+from mdnkit.estimator import MDNRegressor, _feature_names, default_patience, resolve_batch_size
 from mdnkit.networks import ACTIVATIONS, MLP, Activation
 from mdnkit.training import TrainingConfig, TrainingInterrupted, train
 
@@ -482,7 +482,7 @@ class MSENetworkRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator
                 f"{len(X) - n_val} for training; use more rows or validation_fraction=0."
             )
         seed = seed_from(self.random_state)
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         dtype = torch.float32 if self.dtype == "float32" else torch.float64
         rows = np.random.default_rng(seed).permutation(len(X))
         val_rows, train_rows = rows[:n_val], rows[n_val:]

@@ -280,7 +280,7 @@ def _load(path: str) -> tuple[Any, Schema]:
     from mdnkit.tabular import Schema
 
     model = mdnkit.load(path)
-    document = getattr(model, "schema_", None)
+    document = model.metadata_.get("schema")
     if document is not None:
         try:
             schema = Schema.from_dict(document)
@@ -373,8 +373,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             print(f"mdnkit: {warning.message}", file=sys.stderr)
         elif not args.quiet:
             print(f"mdnkit: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
-    model.schema_ = schema.to_dict()
-    model.save(args.output, overwrite=args.force)
+    model.save(args.output, overwrite=args.force, metadata={"schema": schema.to_dict()})
     if not args.quiet:
         last = model.history_[-1] if model.history_ else {}
         val = last.get("val_nll", math.nan)

@@ -21,13 +21,16 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from mdnkit import _validation
-from mdnkit.base import ConditionalDensityMixin, cuda_devices, seed_from
+from mdnkit.base import ConditionalDensityMixin, cuda_devices, resolve_device, seed_from
+from mdnkit.file_state import FileStateMixin
+from mdnkit.io import save_estimator
 from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.families import FAMILY_NAMES, FamilyName
 from mdnkit.heads import COVARIANCE_TYPES, MDN, MDNEnsemble
-from mdnkit.mixture import Mixture, cat
+from mdnkit.mixture import cat
 from mdnkit.networks import ACTIVATIONS, Activation
 from mdnkit.novelty import InputNovelty
+from mdnkit.search import AUTO_N_COMPONENTS, successive_halving
 from mdnkit.training import Optimizer, TrainingConfig, TrainingDivergedError, TrainingInterrupted, train
 
 # Factor of the noise rule of thumb h = c n^(-1/(4+dims)) (Rothfuss et al. 2019 use c = 0.5 and 1;
@@ -47,12 +50,12 @@ _PREDICT_CHUNK = 65_536  # rows per forward pass at predict time: memory stays f
 DEAD_WEIGHT = 1e-3  # a component whose weight stays below this on every training input is dead
 
 
-class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
+class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, BaseEstimator):
     """Mixture Density Network regressor (Bishop, 1994): the whole distribution of ``y`` given ``x``.
 
     Args:
         n_components: Number of Gaussian components ``K``, or ``"auto"``: ``fit`` tries
-            ``K`` in :data:`~mdnkit.selection.AUTO_N_COMPONENTS` (1, 3, 5, 10) by successive
+            ``K`` in :data:`~mdnkit.search.AUTO_N_COMPONENTS` (1, 3, 5, 10) by successive
             halving on the early-stopping rows (:class:`~mdnkit.MDNRegressorCV` with every other
             setting as given, ``hidden_sizes`` included) and keeps the winner, trained on to
             convergence (for an ensemble, the search runs single networks and the ensemble is
@@ -254,7 +257,7 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             )
 
         seed = seed_from(self.random_state)
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         dtype = torch.float32 if self.dtype == "float32" else torch.float64
         rows = np.random.default_rng(seed).permutation(len(X))
         val_rows, train_rows = rows[:n_val], rows[n_val:]
@@ -456,8 +459,6 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
     def _fit_auto(self, X: Any, y: Any) -> MDNRegressor:
         """``n_components="auto"``: search ``K`` with :class:`~mdnkit.MDNRegressorCV`, then take over
         the winner's fitted state (it is an MDNRegressor with the same settings but ``K``)."""
-        from mdnkit.selection import AUTO_N_COMPONENTS, MDNRegressorCV  # selection imports this module
-
         from sklearn.base import clone
 
         if self.validation_fraction == 0:
@@ -475,16 +476,16 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         ensemble = self.n_estimators > 1
         if ensemble:  # search single networks (M times cheaper), then fit the ensemble on every row
             fixed["n_estimators"] = 1
-        search = MDNRegressorCV(
-            param_grid={"n_components": AUTO_N_COMPONENTS}, estimator_params=fixed, random_state=seed,
-        ).fit(X, y)
-        winner = search.best_estimator_
+        base = type(self)(**fixed)
+        outcome = successive_halving(base, [{"n_components": k} for k in AUTO_N_COMPONENTS], X, y, seed=seed,
+                                     warm_start=bool(fixed.get("warm_start", False)))
+        winner = outcome.final
         if ensemble:
             winner = clone(self).set_params(
-                n_components=search.n_components_, input_noise=fixed["input_noise"], random_state=seed,
+                n_components=int(winner.n_components), input_noise=fixed["input_noise"], random_state=seed,
             ).fit(X, y)
         self._adopt(winner)
-        self.selection_results_ = search.cv_results_
+        self.selection_results_ = outcome.results
         if noise_selection is not None:
             self.noise_selection_ = noise_selection
         return self
@@ -561,7 +562,6 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
     def _record_component_usage(self, x: torch.Tensor) -> None:
         """Mean and max of every component's weight over the standardised inputs ``x [N, F]``."""
         self.module_.eval()
-        ensemble = isinstance(self.module_, MDNEnsemble)
         total, peak = 0.0, None
         for chunk in x.split(_PREDICT_CHUNK):
             weights = self.module_.standardized_params(chunk)[0].softmax(-1)  # [(M,) n, K]
@@ -609,7 +609,6 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             raise ValueError("This model has no record of its component weights (saved by an older "
                              "mdnkit); refit it to prune components.")
         peak = np.atleast_2d(self.component_weight_max_)  # [M, K]
-        ensemble = isinstance(self.module_, MDNEnsemble)
         masked = self.module_.head.logit_mask.isinf().cpu().numpy() if ensemble else np.zeros(peak.shape, bool)
         dead = (peak < threshold) | masked
         if dead.all(axis=1).any():
@@ -738,11 +737,13 @@ class MDNRegressor(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         return self.novelty_.score((X - self.x_mean_) / self.x_scale_)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write the fitted model to one safetensors file (weights + JSON), atomically."""
-        from mdnkit.io import save_estimator
+    def save(self, path: str | os.PathLike, overwrite: bool = False, metadata: dict | None = None) -> None:
+        """Write the fitted model to one safetensors file (weights + JSON), atomically.
 
-        save_estimator(self, path, overwrite=overwrite)
+        ``metadata``: a JSON-able record of the caller's own, given back by :func:`mdnkit.load`
+        as ``metadata_`` (the command line keeps its data columns there).
+        """
+        save_estimator(self, path, overwrite=overwrite, metadata=metadata)
 
     def __sklearn_tags__(self):  # noqa: D105
         tags = super().__sklearn_tags__()
@@ -773,12 +774,3 @@ def _feature_names(X: Any) -> np.ndarray | None:
     if columns is None or not all(isinstance(c, str) for c in columns):
         return None
     return np.asarray(columns, dtype=object)
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here; use device='auto' or 'cpu'.")
-    return resolved

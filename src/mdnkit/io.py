@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "load", "read_model_file", "save_estimator",
+    "FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "load_estimator", "read_model_file", "save_estimator",
     "write_model_file",
 ]
 
@@ -318,18 +318,6 @@ def read_model_file(
 
 
 # ---------------------------------------------------------------------- estimators
-_FITTED_ARRAYS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_")
-_FITTED_VALUES = ("n_features_in_", "n_outputs_", "n_iter_", "best_epoch_", "history_", "_y_is_1d")
-_FITTED_OPTIONAL = ("feature_names_in_", "target_names_")
-# The noise levels a fit used (resolved from "auto"); absent from files before they existed.
-_FITTED_NOISE = ("input_noise_", "target_noise_")
-# Tensors of the input-novelty detector (mdnkit.novelty) sit beside the weights under this prefix.
-_NOVELTY_PREFIX = "novelty_."
-# Absent from files of mdnkit before ensembles and pruning: such a model has n_components_ =
-# n_components and no usage record.
-_FITTED_USAGE = ("component_weight_mean_", "component_weight_max_", "dead_components_")
-
-
 def _json_native(value: Any) -> Any:
     """numpy scalars and sequences (e.g. from a GridSearchCV grid) as plain JSON values."""
     if isinstance(value, (bool, np.bool_)):
@@ -343,75 +331,55 @@ def _json_native(value: Any) -> Any:
     return value
 
 
-def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
-    """Write a fitted :class:`~mdnkit.MDNRegressor` to ``path`` (see :func:`write_model_file`)."""
-    from sklearn.utils.validation import check_is_fitted
+def json_native(value: Any) -> Any:
+    """numpy scalars and sequences (e.g. from a GridSearchCV grid) as plain JSON values."""
+    return _json_native(value)
 
-    check_is_fitted(estimator, "module_")
+
+def save_estimator(
+    estimator: Any, path: str | os.PathLike, *, overwrite: bool = False, metadata: Mapping[str, Any] | None = None,
+) -> pathlib.Path:
+    """Write a fitted estimator to ``path`` (see :func:`write_model_file`).
+
+    The estimator owns what is saved: ``estimator._file_state()`` gives ``(fitted, tensors)``,
+    a JSON-ready record of its learned attributes and its tensors; ``get_params`` its settings.
+    ``metadata`` is the caller's own JSON record (the command line keeps its data columns there),
+    given back as ``metadata_`` by :func:`load_estimator`.
+    """
     params = {name: _json_native(value) for name, value in estimator.get_params(deep=False).items()}
-    if not isinstance(params["random_state"], (int, type(None))):
+    if not isinstance(params.get("random_state"), (int, type(None))):
         params["random_state"] = None  # a RandomState object has no JSON form; refits will differ
-    fitted: dict[str, Any] = {name: np.asarray(getattr(estimator, name)).tolist() for name in _FITTED_ARRAYS}
-    fitted.update({name: getattr(estimator, name) for name in _FITTED_VALUES})
-    fitted["history_"] = [
-        {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-         for key, value in record.items()}
-        for record in estimator.history_
-    ]
-    for name in _FITTED_OPTIONAL:
-        if hasattr(estimator, name):
-            fitted[name] = [str(v) for v in getattr(estimator, name)]
-    if getattr(estimator, "schema_", None) is not None:  # the CLI's record of its data columns
-        fitted["schema_"] = estimator.schema_
-    if hasattr(estimator, "n_components_"):
-        fitted["n_components_"] = int(estimator.n_components_)
-    for name in _FITTED_NOISE:
-        if hasattr(estimator, name):
-            fitted[name] = float(getattr(estimator, name))
-    if hasattr(estimator, "batch_size_"):  # rows per step the fit used (None: full batch)
-        fitted["batch_size_"] = estimator.batch_size_
-    for name in _FITTED_USAGE:
-        if hasattr(estimator, name):
-            fitted[name] = np.asarray(getattr(estimator, name)).tolist()
+    fitted, tensors = estimator._file_state()
     document = {"estimator": type(estimator).__name__, "params": params, "fitted": fitted}
-    tensors = dict(estimator.module_.state_dict())
-    if getattr(estimator, "novelty_", None) is not None:
-        tensors.update({_NOVELTY_PREFIX + name: t for name, t in estimator.novelty_.to_tensors().items()})
+    if metadata:
+        _check_json(dict(metadata), "metadata")
+        document["metadata"] = dict(metadata)
     return write_model_file(path, tensors, document, overwrite=overwrite)
 
 
-def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
-    """Read a model written by :meth:`MDNRegressor.save`.
+def load_estimator(path: str | os.PathLike, classes: Mapping[str, type], *, device: str | None = None) -> Any:
+    """Read an estimator written by :func:`save_estimator`.
 
     Args:
         path: The model file.
-        device: Where to put the network (default: the saved ``device`` setting, ``"auto"``
-            meaning CUDA when present).
-
-    Returns:
-        The fitted estimator; its ``score_samples`` equal the saved model's.
+        classes: The estimator classes a file may name, by class name: only these are ever built
+            (nothing named in a file is imported). Each has ``_from_file_state(params, fitted,
+            tensors, device)``.
+        device: Where to put the network (default: the saved ``device`` setting).
 
     Raises:
         FileNotFoundError: No such file.
         ModelFileError: Not an mdnkit model, corrupt, truncated, or from an incompatible version.
     """
-    from mdnkit.estimator import MDNRegressor, _resolve_device
-    from mdnkit.novelty import InputNovelty
-
     tensors, document = read_model_file(path)
-    novelty = {name[len(_NOVELTY_PREFIX):]: tensors.pop(name) for name in list(tensors)
-               if name.startswith(_NOVELTY_PREFIX)}
-    from mdnkit.baselines import GaussianNetworkRegressor
-
-    # Only these classes are ever built from a file: a name in the header picks one, no import.
-    classes = {"MDNRegressor": MDNRegressor, "GaussianNetworkRegressor": GaussianNetworkRegressor}
-    if document.get("estimator") not in classes:
-        raise ModelFileError(
-            f"{str(path)!r} holds a {document.get('estimator')!r}, not one of {sorted(classes)}."
-        )
+    name = document.get("estimator")
+    if name not in classes:
+        raise ModelFileError(f"{str(path)!r} holds a {name!r}, not one of {sorted(classes)}.")
     try:
-        params, fitted = dict(document["params"]), document["fitted"]
-        params["hidden_sizes"] = tuple(params["hidden_sizes"])  # JSON has lists, get_params had a tuple
+        params, fitted = dict(document["params"]), dict(document["fitted"])
+        metadata = dict(document.get("metadata", {}))
+        if "schema_" in fitted:  # files before metadata kept the command line's columns here
+            metadata.setdefault("schema", fitted.pop("schema_"))
         if device is not None:
             params["device"] = device
         elif str(params.get("device", "auto")).startswith("cuda") and not torch.cuda.is_available():
@@ -419,47 +387,16 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
                 f"{str(path)!r} was saved with device={params['device']!r}, which is not available "
                 "here; loading it on the CPU.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             params["device"] = "cpu"
-        estimator = classes[document["estimator"]](**params)
-        for name in _FITTED_ARRAYS:
-            setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))
-        for name in _FITTED_VALUES:
-            setattr(estimator, name, fitted[name])
-        estimator.history_ = [
-            {key: (math.nan if value is None else value) for key, value in record.items()}
-            for record in fitted["history_"]
-        ]
-        for name in _FITTED_OPTIONAL:
-            if name in fitted:
-                setattr(estimator, name, np.asarray(fitted[name], dtype=object))
-        if "schema_" in fitted:
-            estimator.schema_ = fitted["schema_"]
-        estimator.n_components_ = int(fitted.get("n_components_", estimator.n_components))
-        for name in _FITTED_NOISE:
-            if name in fitted:
-                setattr(estimator, name, float(fitted[name]))
-        if "batch_size_" in fitted:
-            estimator.batch_size_ = None if fitted["batch_size_"] is None else int(fitted["batch_size_"])
-        for name in _FITTED_USAGE:
-            if name in fitted:
-                setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))
-        module = estimator._build_module(estimator.n_features_in_, estimator.n_outputs_, estimator.n_components_)
-        dtype = torch.float32 if estimator.dtype == "float32" else torch.float64
-        module.set_units(estimator.x_mean_, estimator.x_scale_, estimator.y_mean_, estimator.y_scale_)
-        # Files written before the network owned its units keep them in the header only.
-        own_units = {name: value for name, value in module.state_dict().items() if "_transform." in name}
-        module.load_state_dict({**own_units, **tensors}, strict=True)
-        # Files saved before novelty scores existed have none: predictions then do not warn.
-        try:
-            estimator.novelty_ = InputNovelty.from_tensors(novelty) if novelty else None
-        except ValueError as error:
-            raise ModelFileError(f"{str(path)!r} has an unreadable novelty record: {error}") from None
-        estimator.module_ = module.to(device=_resolve_device(params["device"]), dtype=dtype).eval()
-    except (KeyError, TypeError, RuntimeError) as error:
+        estimator = classes[name]._from_file_state(params, fitted, tensors)
+    except ModelFileError as error:
+        raise ModelFileError(f"{str(path)!r} {error}") from None
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
         raise ModelFileError(
             f"{str(path)!r} is an mdnkit file but its contents do not match this version of "
-            f"MDNRegressor ({type(error).__name__}: {error})."
+            f"{name} ({type(error).__name__}: {error})."
         ) from None
+    estimator.metadata_ = metadata
     return estimator

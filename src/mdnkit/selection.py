@@ -31,40 +31,28 @@ Example:
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
-import time
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import ParameterGrid
 from sklearn.utils.validation import check_is_fitted
 
-from mdnkit import _validation
 from mdnkit.base import ConditionalDensityMixin, seed_from
 from mdnkit.distributions import GaussianMixture
 from mdnkit.estimator import MDNRegressor
-from mdnkit.training import TrainingDivergedError
+from mdnkit.search import AUTO_N_COMPONENTS, successive_halving
 
 __all__ = ["AUTO_N_COMPONENTS", "DEFAULT_PARAM_GRID", "MDNRegressorCV"]
-
-#: Components from one Gaussian (heteroscedastic regression) to ten (up to ~5 branches per x, as
-#: the inverted sinusoid): the numbers ``MDNRegressor(n_components="auto")`` tries.
-AUTO_N_COMPONENTS: tuple[int, ...] = (1, 3, 5, 10)
 
 #: The width is not searched by default: fitted to convergence, (32, 32), (64, 64) and (128, 128)
 #: hidden layers differ by about the seed noise on concrete, yacht and boston for every K, while
 #: K moves the test NLL by 0.1-0.4 nats; a width axis would triple the cost. Add
 #: ``"hidden_sizes"`` to ``param_grid`` to search it.
 DEFAULT_PARAM_GRID: dict[str, tuple] = {"n_components": AUTO_N_COMPONENTS}
-
-#: ``budget="auto"``: the first rung trains this share of the candidates' early-stopping patience.
-AUTO_BUDGET_PATIENCE = 0.5
 
 # Managed by the search itself, so not searchable. (``warm_start`` in estimator_params is the
 # setting of the returned best_estimator_; during the search every candidate warm-starts.)
@@ -160,108 +148,19 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
             ``self``.
         """
         candidates, base = self._check_params()
-        X_checked = _validation.as_float_matrix(X, "X", allow_1d=False)
-        y_checked = _validation.as_float_matrix(y, "y", allow_1d=True)
-        _validation.check_lengths(X_checked, y_checked)
         seed = seed_from(self.random_state)
-        rows = np.random.default_rng(seed).permutation(len(X_checked))
-        ensembles = any(int(clone(base).set_params(**params).n_estimators) > 1 for params in candidates)
-        if self.holdout_fraction is None and not ensembles:
-            # The candidates' own early-stopping rows: every candidate shares the seed, hence the
-            # split (MDNRegressor.fit draws the same permutation), and the winner goes on training
-            # on exactly the rows a single fit would use.
-            n_holdout = base._n_validation(len(X_checked))
-            holdout, train = np.sort(rows[:n_holdout]), np.arange(len(X_checked))
-        else:
-            # An ensemble's members each hold out their own rows, so every row trains some
-            # member: the comparison needs rows apart (validation_fraction of them by default).
-            fraction = base.validation_fraction if self.holdout_fraction is None else self.holdout_fraction
-            n_holdout = math.ceil(fraction * len(X_checked))
-            if len(X_checked) - n_holdout < 3:
-                raise ValueError(
-                    f"holdout_fraction={fraction} of {len(X_checked)} rows leaves "
-                    f"{len(X_checked) - n_holdout} to train the candidates; at least 3 are needed."
-                )
-            holdout, train = np.sort(rows[:n_holdout]), np.sort(rows[n_holdout:])
-        X_train, y_train = _take(X, train), _take(y, train)
-        X_val, y_val = _take(X, holdout), _take(y, holdout)
-
-        base.set_params(random_state=seed, warm_start=True)
-        steps_per_epoch = _steps_per_epoch(base, len(train))
-        budget = _auto_budget(base, len(train)) if self.budget == "auto" else int(self.budget)
-        if np.ndim(y) > 1 and np.shape(y)[1] > 1:
-            # MDNRegressor refuses more components than training rows for a multi-dimensional target.
-            n_rows = len(train) - base._n_validation(len(train))
-            candidates = [c for c in candidates if int(c.get("n_components", base.n_components)) <= n_rows]
-            if not candidates:
-                raise ValueError(f"every candidate has more components than the {n_rows} training rows.")
-        models = [clone(base).set_params(**params) for params in candidates]
-        alive = list(range(len(candidates)))
-        epochs_done = [0] * len(candidates)
-        seconds = [0.0] * len(candidates)
-        results: dict[str, list] = {"params": [], "candidate": [], "rung": [], "epochs": [], "steps": [],
-                                    "seconds": [], "val_nll": []}
-        for name in sorted({name for params in candidates for name in params}):
-            results[f"param_{name}"] = []
-        self.n_candidates_, self.n_steps_ = [], []
-        rung = 0
-        while True:
-            steps = budget * 2**rung
-            # An epoch is the smallest unit MDNRegressor trains; never go past its max_epochs.
-            target_epochs = min(math.ceil(steps / steps_per_epoch), int(base.max_epochs))
-            jobs = [(models[i], X_train, y_train, X_val, y_val, target_epochs - epochs_done[i]) for i in alive]
-            row_nlls = []
-            for i, (model, row_nll, elapsed, epochs) in zip(alive, self._run(jobs)):
-                models[i] = model
-                row_nlls.append(row_nll)
-                nll = math.inf if row_nll is None or not np.isfinite(row_nll).all() else float(row_nll.mean())
-                epochs_done[i] += epochs
-                seconds[i] += elapsed
-                results["params"].append(dict(candidates[i]))
-                results["candidate"].append(i)
-                results["rung"].append(rung)
-                results["epochs"].append(epochs_done[i])
-                results["steps"].append(epochs_done[i] * steps_per_epoch)
-                results["seconds"].append(seconds[i])
-                results["val_nll"].append(nll)
-                for name in results:
-                    if name.startswith("param_"):
-                        results[name].append(candidates[i].get(name[len("param_"):]))
-            self.n_candidates_.append(len(alive))
-            self.n_steps_.append(steps)
-            scores = results["val_nll"][-len(alive):]
-            if all(not math.isfinite(s) for s in scores):
-                raise TrainingDivergedError(
-                    "Every candidate's training diverged; try a smaller learning_rate in estimator_params."
-                )
-            order = _rank(scores, row_nlls, [_n_parameters(models[i]) for i in alive], self.parsimony)
-            keep = len(alive) // 2
-            if keep <= 1 or target_epochs >= int(base.max_epochs):
-                best = order[0]
-                break
-            alive = [alive[j] for j in sorted(order[:keep])]
-            for i in set(range(len(candidates))) - set(alive):
-                models[i] = None  # free the dropped networks
-            rung += 1
-
-        winner = alive[best]
-        self.best_index_ = len(results["val_nll"]) - len(alive) + best
-        self.best_params_ = dict(candidates[winner])
-        self.best_score_ = -results["val_nll"][self.best_index_]
-        self.cv_results_ = results
-        start = time.perf_counter()
-        if self.refit:
-            final = clone(base).set_params(**self.best_params_, warm_start=False).fit(X, y)
-            self.validation_nll_ = math.nan
-        else:
-            final = models[winner]
-            final.set_params(max_epochs=max(1, int(base.max_epochs) - epochs_done[winner]))
-            final.fit(X_train, y_train)  # warm start: early stopping on its own validation rows
-            self.validation_nll_ = -final.score(X_val, y_val)
-        # The rungs shortened max_epochs; the model handed over keeps the user's setting.
-        final.set_params(max_epochs=int(base.max_epochs), warm_start=bool(self._base_params().get("warm_start", False)))
-        self.refit_time_ = time.perf_counter() - start
+        outcome = successive_halving(
+            base, candidates, X, y, seed=seed, holdout_fraction=self.holdout_fraction,
+            budget_setting=self.budget, parsimony=self.parsimony, refit=self.refit, n_jobs=self.n_jobs,
+            warm_start=bool(self._base_params().get("warm_start", False)),
+        )
+        final = outcome.final
+        self.best_index_, self.best_params_ = outcome.best_index, outcome.best_params
+        self.best_score_, self.cv_results_ = outcome.best_score, outcome.results
+        self.validation_nll_, self.refit_time_ = outcome.validation_nll, outcome.refit_time
+        self.n_candidates_, self.n_steps_ = outcome.n_candidates, outcome.n_steps
         self.best_estimator_ = final
+        budget = outcome.budget
         self.budget_ = budget
         self.n_components_ = int(final.n_components)
         self.n_features_in_ = final.n_features_in_
@@ -272,13 +171,6 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         return self
-
-    def _run(self, jobs: list[tuple]) -> list[tuple[MDNRegressor, np.ndarray | None, float, int]]:
-        if self.n_jobs is None or self.n_jobs == 1 or len(jobs) == 1:
-            return [_train_candidate(*job) for job in jobs]
-        from joblib import Parallel, delayed
-
-        return Parallel(n_jobs=self.n_jobs)(delayed(_train_candidate)(*job) for job in jobs)
 
     def _base_params(self) -> dict[str, Any]:
         return dict(self.estimator_params or {})
@@ -352,63 +244,6 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         return tags
 
 
-def _train_candidate(
-    model: MDNRegressor, X: Any, y: Any, X_val: Any, y_val: Any, epochs: int
-) -> tuple[MDNRegressor, np.ndarray | None, float, int]:
-    """Train ``model`` ``epochs`` more epochs; returns it, its hold-out NLL per row (``None`` if
-    training diverged), seconds and epochs."""
-    start = time.perf_counter()
-    if epochs > 0:
-        model.set_params(max_epochs=epochs)
-        try:
-            with warnings.catch_warnings():
-                # A short budget stops while still improving: that is the point, not a problem.
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                model.fit(X, y)
-        except TrainingDivergedError:
-            return model, None, time.perf_counter() - start, epochs
-    row_nll = -model.score_samples(X_val, y_val)  # [n_holdout]
-    return model, row_nll, time.perf_counter() - start, epochs
-
-
-def _rank(scores: list[float], row_nlls: list[np.ndarray | None], sizes: list[int], parsimony: float) -> list[int]:
-    """Order of the candidates, best first: by hold-out NLL, except that those within
-    ``parsimony`` standard errors of the best come first, the smallest network first.
-
-    The standard error is that of the mean per-row NLL difference to the best candidate, paired on
-    the same hold-out rows (the one-standard-error rule of Breiman et al., 1984).
-    """
-    best = min(range(len(scores)), key=lambda j: scores[j])
-
-    def tied(j: int) -> bool:
-        if not math.isfinite(scores[j]):
-            return False
-        difference = row_nlls[j] - row_nlls[best]  # [n_holdout]
-        standard_error = difference.std(ddof=1) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
-        return difference.mean() <= parsimony * standard_error
-
-    # Stable sorts keep grid order among equals, so the search is deterministic.
-    return sorted(range(len(scores)), key=lambda j: (0, sizes[j]) if tied(j) else (1, scores[j]))
-
-
-def _n_parameters(model: MDNRegressor) -> int:
-    return sum(p.numel() for p in model.module_.parameters()) if hasattr(model, "module_") else 0
-
-
-def _auto_budget(model: MDNRegressor, n_rows: int) -> int:
-    """First-rung budget in gradient steps: half the early-stopping patience ``model`` would use
-    on ``n_rows`` (a single fit trains for its best epoch plus that patience)."""
-    n_train = n_rows - (model._n_validation(n_rows) if model.validation_fraction else 0)
-    return max(1, math.ceil(AUTO_BUDGET_PATIENCE * model._patience(n_train))) * _steps_per_epoch(model, n_rows)
-
-
-def _steps_per_epoch(model: MDNRegressor, n_rows: int) -> int:
-    """Gradient steps per epoch of ``model`` on ``n_rows`` (it holds out its own validation rows)."""
-    n_train = n_rows - (math.ceil(model.validation_fraction * n_rows) if model.validation_fraction else 0)
-    batch_size = model._batch_size(n_train)
-    return 1 if batch_size is None else max(1, math.ceil(n_train / batch_size))
-
-
 def _check_names(params: Mapping[str, Any], valid: set[str], where: str) -> None:
     unknown = sorted(set(params) - valid)
     if unknown:
@@ -417,6 +252,3 @@ def _check_names(params: Mapping[str, Any], valid: set[str], where: str) -> None
         )
 
 
-def _take(data: Any, rows: np.ndarray) -> Any:
-    """Rows of an array or a DataFrame (kept a DataFrame, so that feature names reach the model)."""
-    return data.iloc[rows] if hasattr(data, "iloc") else np.asarray(data)[rows]

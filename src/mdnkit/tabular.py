@@ -251,7 +251,7 @@ class Schema:
                    {k: list(v) for k, v in document.get("categories", {}).items()})
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (stored in the model file as ``schema_``)."""
+        """A JSON-ready form (stored in the model file's metadata as ``"schema"``)."""
         return {"features": self.features, "targets": self.targets, "categories": self.categories}
 
     # ------------------------------------------------------------------ encoding

@@ -1,0 +1,98 @@
+"""What a fitted network estimator keeps in its model file, owned by the estimator.
+
+:class:`FileStateMixin` gives :class:`~mdnkit.MDNRegressor` (and the baselines built on it)
+``_file_state()`` for :func:`mdnkit.io.save_estimator` and ``_from_file_state()`` for
+:func:`mdnkit.io.load_estimator`: the learned attributes by name, the network's weights and its
+units, and the novelty record. Older files keep loading: attributes added since are optional, and
+files written before the network owned its units keep those in the JSON document only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from mdnkit.base import resolve_device
+from mdnkit.io import ModelFileError
+from mdnkit.novelty import InputNovelty
+
+_ARRAYS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_")
+_VALUES = ("n_features_in_", "n_outputs_", "n_iter_", "best_epoch_", "_y_is_1d")
+_NAMES = ("feature_names_in_", "target_names_")
+# Absent from older files: the noise levels a fit used; the component-usage record.
+_NOISE = ("input_noise_", "target_noise_")
+_USAGE = ("component_weight_mean_", "component_weight_max_", "dead_components_")
+# Tensors of the input-novelty detector sit beside the weights under this prefix.
+_NOVELTY_PREFIX = "novelty_."
+
+
+class FileStateMixin:
+    """``_file_state`` / ``_from_file_state`` for an estimator with a fitted ``module_``."""
+
+    def _file_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """``(fitted, tensors)``: the learned attributes as JSON values, and every tensor."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "module_")
+        fitted: dict[str, Any] = {name: np.asarray(getattr(self, name)).tolist() for name in _ARRAYS}
+        fitted.update({name: getattr(self, name) for name in _VALUES})
+        fitted["history_"] = [
+            {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+             for key, value in record.items()}
+            for record in self.history_
+        ]
+        fitted.update({name: [str(v) for v in getattr(self, name)] for name in _NAMES if hasattr(self, name)})
+        fitted.update({name: float(getattr(self, name)) for name in _NOISE if hasattr(self, name)})
+        fitted.update({name: np.asarray(getattr(self, name)).tolist() for name in _USAGE if hasattr(self, name)})
+        if hasattr(self, "n_components_"):
+            fitted["n_components_"] = int(self.n_components_)
+        if hasattr(self, "batch_size_"):  # rows per step the fit used (None: full batch)
+            fitted["batch_size_"] = self.batch_size_
+        tensors = dict(self.module_.state_dict())
+        if getattr(self, "novelty_", None) is not None:
+            tensors.update({_NOVELTY_PREFIX + name: t for name, t in self.novelty_.to_tensors().items()})
+        return fitted, tensors
+
+    @classmethod
+    def _from_file_state(cls, params: dict[str, Any], fitted: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
+        """The fitted estimator that :meth:`_file_state` described."""
+        params = dict(params, hidden_sizes=tuple(params["hidden_sizes"]))  # JSON has lists
+        estimator = cls(**params)
+        for name in _ARRAYS:
+            setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))
+        for name in _VALUES:
+            setattr(estimator, name, fitted[name])
+        estimator.history_ = [
+            {key: (math.nan if value is None else value) for key, value in record.items()}
+            for record in fitted["history_"]
+        ]
+        for name in (n for n in _NAMES if n in fitted):
+            setattr(estimator, name, np.asarray(fitted[name], dtype=object))
+        for name in (n for n in _NOISE if n in fitted):
+            setattr(estimator, name, float(fitted[name]))
+        for name in (n for n in _USAGE if n in fitted):
+            setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))
+        estimator.n_components_ = int(fitted.get("n_components_", estimator.n_components))
+        if "batch_size_" in fitted:
+            estimator.batch_size_ = None if fitted["batch_size_"] is None else int(fitted["batch_size_"])
+        novelty = {name[len(_NOVELTY_PREFIX):]: tensors.pop(name) for name in list(tensors)
+                   if name.startswith(_NOVELTY_PREFIX)}
+        try:  # files saved before novelty scores existed have none: predictions then do not warn
+            estimator.novelty_ = InputNovelty.from_tensors(novelty) if novelty else None
+        except ValueError as error:
+            raise ModelFileError(f"has an unreadable novelty record: {error}") from None
+        estimator.module_ = estimator._module_from_tensors(tensors)
+        return estimator
+
+    def _module_from_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """The network, cast before its weights are copied in (a float64 model keeps every digit)."""
+        module = self._build_module(self.n_features_in_, self.n_outputs_, self.n_components_)
+        module.to(dtype=torch.float32 if self.dtype == "float32" else torch.float64)
+        module.set_units(self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
+        # Files written before the network owned its units keep them in the header only.
+        own_units = {name: value for name, value in module.state_dict().items() if "_transform." in name}
+        module.load_state_dict({**own_units, **tensors}, strict=True)
+        return module.to(device=resolve_device(self.device)).eval()
