@@ -166,7 +166,7 @@ def test_info_help_and_version(outputs):
     for part in ("MLP 4 -> 8 (relu) -> mixture of 2 Gaussians", "backbone.0.weight", "training: 20 epochs",
                  "season", "categorical, 3: spring, summer, winter", "eruptions  target"):
         assert part in info, part
-    for command in ("fit", "predict", "sample", "evaluate", "report", "info", "demo"):
+    for command in ("fit", "predict", "sample", "evaluate", "report", "info", "export", "demo"):
         assert f"\n    {command} " in outputs["help"].stdout, command
     assert "--drop-missing" in outputs["fit_help"].stdout and "Ctrl-C" in outputs["fit_help"].stdout
     assert outputs["version"].stdout.strip() == f"mdnkit {mdnkit.__version__}"
@@ -305,7 +305,7 @@ def test_force_replaces_outputs(work, bad_results):
 LIGHT = {  # argv: exit status; none of them needs a model, a table or the estimator
     ("--help",): 0, ("--version",): 0, ("fit", "--help"): 0, ("predict", "--help"): 0,
     ("sample", "--help"): 0, ("evaluate", "--help"): 0, ("report", "--help"): 0, ("info", "--help"): 0,
-    ("demo", "--help"): 0, ("demo", "--list"): 0, ("bogus",): 2, ("fit", "train.csv"): 2,
+    ("export", "--help"): 0, ("demo", "--help"): 0, ("demo", "--list"): 0, ("bogus",): 2, ("fit", "train.csv"): 2,
     ("sample", "m.mdn", "d.csv", "-o", "x.csv", "-n", "0"): 2,
 }
 

@@ -217,6 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", metavar="MODEL")
     info.set_defaults(handler=cmd_info)
 
+    exporter = commands.add_parser(
+        "export", help="the network as an ONNX file or a torch.export program",
+        description="Write MODEL's network for serving without mdnkit: encoded feature rows (float64, "
+        "unscaled; text columns one-hot encoded as the model's schema says) to the mixture's parameters in "
+        "the target's units (logits, loc, scale, ...), with a dynamic batch axis and the family, units and "
+        "columns as JSON metadata. ONNX needs pip install 'mdnkit[export]'.",
+    )
+    exporter.add_argument("model", metavar="MODEL")
+    exporter.add_argument("-o", "--output", required=True, metavar="PATH",
+                          help="file to write (e.g. model.onnx, or model.pt2 for --format torch)")
+    exporter.add_argument("--format", choices=("onnx", "torch"), default="onnx",
+                          help="onnx (default) or torch (a torch.export archive)")
+    exporter.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                          help="overwrite PATH if it exists")
+    exporter.set_defaults(handler=cmd_export)
+
     commands.add_parser("demo", help="runnable demos (see 'mdnkit demo --help')", add_help=False)
     return parser
 
@@ -539,4 +555,23 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     model, schema = _load(args.model)
     print(describe_model(model, schema, args.model))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import logging
+
+    from mdnkit.tabular import DataError, check_output
+
+    check_output(args.output, args.force)
+    from mdnkit import export
+
+    model, _ = _load(args.model)
+    # Without torchvision, torch's ONNX exporter logs a warning per torchvision operator: noise here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    try:
+        path = export.save(model, args.output, args.format, overwrite=args.force)
+    except ImportError as error:
+        raise DataError(str(error)) from None
+    print(f"wrote {path} ({args.format})", file=sys.stderr)
     return 0

@@ -69,8 +69,9 @@ class GaussianFamily(Family):
         if self.covariance_type == "diagonal":
             return loc, scale
         strictly_lower = scale.new_zeros(*scale.shape, d)  # [*B, K, D, D]
-        rows, cols = self._tril_index.to(scale.device)
-        strictly_lower[..., rows, cols] = off_diagonal.unflatten(-1, (k, -1))
+        if d > 1:  # none for a 1-D target; its empty part would become an ONNX Reshape of 0 elements
+            rows, cols = self._tril_index.to(scale.device)
+            strictly_lower[..., rows, cols] = off_diagonal.unflatten(-1, (k, -1))
         return loc, strictly_lower + torch.diag_embed(scale)
 
     def mixture(self, logits: Tensor, *parameters: Tensor) -> GaussianMixture:
