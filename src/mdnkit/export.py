@@ -190,8 +190,9 @@ def export_metadata(model: Any) -> dict[str, Any]:
     for key, attribute in (("feature_names", "feature_names_in_"), ("target_names", "target_names_")):
         values = getattr(estimator, attribute, None)
         document[key] = None if values is None else [str(v) for v in values]
-    if getattr(estimator, "schema_", None) is not None:  # the CLI's columns and one-hot encoding
-        document["schema"] = estimator.schema_
+    schema = getattr(estimator, "metadata_", {}).get("schema")
+    if schema is not None:  # the CLI's columns and one-hot encoding
+        document["schema"] = schema
     return document
 
 
