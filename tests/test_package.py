@@ -14,7 +14,7 @@ def test_every_public_name_resolves_and_is_listed():
     from mdnkit import MDNRegressor
     from mdnkit.estimator import MDNRegressor as defined
 
-    assert MDNRegressor is defined and mdnkit.load.__module__ == "mdnkit.io"
+    assert MDNRegressor is defined and mdnkit.load.__module__ == "mdnkit.loading"
 
 
 def test_star_import_gives_exactly_all():

@@ -609,6 +609,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             raise ValueError("This model has no record of its component weights (saved by an older "
                              "mdnkit); refit it to prune components.")
         peak = np.atleast_2d(self.component_weight_max_)  # [M, K]
+        ensemble = isinstance(self.module_, MDNEnsemble)
         masked = self.module_.head.logit_mask.isinf().cpu().numpy() if ensemble else np.zeros(peak.shape, bool)
         dead = (peak < threshold) | masked
         if dead.all(axis=1).any():
