@@ -234,9 +234,10 @@ def test_gaussian_network_is_an_mdn_with_one_component():
     np.testing.assert_allclose(model.score_samples(X, y), reference.score_samples(X, y), rtol=1e-6)
     params = model.get_params()
     assert "n_components" not in params
-    # the same arguments with the same defaults as MDNRegressor, less n_components and family
+    # the same arguments with the same defaults as MDNRegressor, less n_components, family and module
     defaults = MDNRegressor().get_params()
-    del defaults["n_components"], defaults["family"]  # a Gaussian network: both are fixed
+    for fixed in ("n_components", "family", "module", "module_kwargs"):  # a Gaussian MLP: fixed
+        del defaults[fixed]
     assert GaussianNetworkRegressor().get_params() == defaults
     copy_ = clone(model)
     assert copy_.get_params() == params and not hasattr(copy_, "module_")

@@ -26,11 +26,14 @@ _REMEDY: dict[str, str] = {
 }
 
 
-def as_float_matrix(data: Any, name: str, *, allow_1d: bool, stage: Stage = "fit") -> np.ndarray:
+def as_float_matrix(
+    data: Any, name: str, *, allow_1d: bool, stage: Stage = "fit", allow_nd: bool = False
+) -> np.ndarray:
     """Convert ``data`` to a float64 array of shape ``(n, p)`` (or ``(n,)`` when 1-D is allowed).
 
     ``stage`` names the call being checked (``fit``, ``predict`` or ``score``) for the advice on
-    NaN and infinite values.
+    NaN and infinite values. ``allow_nd`` admits rows of any shape, ``(n, *shape)`` (inputs of a
+    user's own network: sequences, images).
 
     Raises:
         ValueError: Non-numeric columns (named), NaN or infinite values (rows counted per
@@ -57,7 +60,7 @@ def as_float_matrix(data: Any, name: str, *, allow_1d: bool, stage: Stage = "fit
         columns = _non_numeric_columns(raw)
         where = f" in columns {columns}" if columns else ""
         raise ValueError(f"{name} contains non-numeric values{where}: {error}") from None
-    if array.ndim == 0 or array.ndim > 2:
+    if array.ndim == 0 or (array.ndim > 2 and not allow_nd):
         raise ValueError(f"{name} must be a 2-D array (rows, columns), got shape {array.shape}.")
     if array.ndim == 1 and not allow_1d:
         raise ValueError(

@@ -308,8 +308,9 @@ class GaussianNetworkRegressor(MDNRegressor):
     """A network predicting one Gaussian per input: heteroscedastic regression, an MDN with ``K = 1``.
 
     The mean and the (diagonal or full) covariance both depend on ``x``. It takes every
-    :class:`~mdnkit.MDNRegressor` argument except ``n_components`` and ``family``, fixed to 1 and
-    ``"gaussian"`` (class attributes, so ``get_params``, ``clone`` and grid searches never see them).
+    :class:`~mdnkit.MDNRegressor` argument except ``n_components``, ``family`` and ``module``, fixed
+    to 1, ``"gaussian"`` and the MLP (class attributes, so ``get_params``, ``clone`` and grid
+    searches never see them).
 
     Example:
         >>> import numpy as np
@@ -322,6 +323,7 @@ class GaussianNetworkRegressor(MDNRegressor):
 
     n_components = 1
     family = "gaussian"
+    module = module_kwargs = None  # the MLP backbone
 
     def __init__(
         self,

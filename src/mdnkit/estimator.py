@@ -11,11 +11,12 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
+from torch import nn
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
@@ -28,7 +29,7 @@ from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.families import FAMILY_NAMES, FamilyName
 from mdnkit.heads import COVARIANCE_TYPES, MDN, MDNEnsemble
 from mdnkit.mixture import cat
-from mdnkit.networks import ACTIVATIONS, Activation
+from mdnkit.networks import ACTIVATIONS, Activation, build_backbone
 from mdnkit.novelty import InputNovelty
 from mdnkit.search import AUTO_N_COMPONENTS, successive_halving
 from mdnkit.training import Optimizer, TrainingConfig, TrainingDivergedError, TrainingInterrupted, train
@@ -115,6 +116,15 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             ``"student_t"`` (heavy tails: learned degrees of freedom above 2 per component and
             dimension, independent dimensions). Modes, highest-density intervals and the
             closed-form CRPS are Gaussian only so far; other families raise a clear error there.
+        module: Your own backbone instead of the MLP: an ``nn.Module`` class (or any factory)
+            called as ``module(**module_kwargs)``, mapping standardised inputs ``[N, *shape]`` to
+            features ``[N, H]`` (``H`` is found by a dry run); ``X`` may then have any shape
+            ``(n, *shape)``, e.g. windows of a time series ``(n, T, F)`` for a GRU. Each input
+            element is standardised by its mean and spread over the rows. ``hidden_sizes`` and
+            ``activation`` are then unused. Ensembles hold ``M`` independent copies (vmapped
+            where torch can, otherwise called one by one). The model file keeps the weights and
+            the class's name only: ``mdnkit.load(path, module=MyNet)`` rebuilds it.
+        module_kwargs: Keyword arguments of ``module`` (JSON values, so the file can keep them).
 
     Attributes:
         module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` when
@@ -177,6 +187,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         warm_start: bool = False,
         n_estimators: int = 1,
         family: FamilyName = "gaussian",
+        module: type[nn.Module] | Callable[..., nn.Module] | None = None,
+        module_kwargs: dict | None = None,
     ) -> None:
         self.n_components = n_components
         self.hidden_sizes = hidden_sizes
@@ -200,6 +212,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.warm_start = warm_start
         self.n_estimators = n_estimators
         self.family = family
+        self.module = module
+        self.module_kwargs = module_kwargs
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any) -> MDNRegressor:
@@ -211,7 +225,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self._check_params()
         X_in, y_in = X, y
         feature_names = _feature_names(X)
-        X = _validation.as_float_matrix(X, "X", allow_1d=False)
+        X = _validation.as_float_matrix(X, "X", allow_1d=False, allow_nd=self.module is not None)
         y = _validation.as_float_matrix(y, "y", allow_1d=True)
         _validation.check_lengths(X, y)
         if len(X) < 2:
@@ -234,7 +248,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             del self.target_names_
         n_val = self._n_validation(len(X))
         if self.warm_start and hasattr(self, "module_"):
-            if X.shape[1] != self.n_features_in_ or y.shape[1] != self.n_outputs_:
+            if X.shape[1:] != self._input_shape or y.shape[1] != self.n_outputs_:
                 raise ValueError(
                     f"warm_start: the model was fitted on {self.n_features_in_} features and "
                     f"{self.n_outputs_} targets, got {X.shape[1]} and {y.shape[1]}."
@@ -264,7 +278,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         x_all = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=dtype, device=device)
         # Where the training inputs lie, so predictions far from them can warn (NoveltyWarning).
         # Rebuilt by every fit, warm starts included: it describes the data the model last saw.
-        self.novelty_ = InputNovelty(random_state=seed).fit((X - self.x_mean_) / self.x_scale_)
+        self.novelty_ = InputNovelty(random_state=seed).fit(self._standardized_rows(X))
         y_all = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=dtype, device=device)
         train_index = torch.as_tensor(train_rows, device=device)
         val_index = torch.as_tensor(val_rows, device=device)
@@ -283,7 +297,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         # A warm start continues at the levels already chosen ("auto" chose them once).
         self.input_noise_, self.target_noise_ = (
             getattr(self, name + "_") if warm and isinstance(getattr(self, name), str) and hasattr(self, name + "_")
-            else self._noise(getattr(self, name), len(train_rows), X.shape[1] + y.shape[1])
+            else self._noise(getattr(self, name), len(train_rows), math.prod(X.shape[1:]) + y.shape[1])
             for name in ("input_noise", "target_noise")
         )
         # A warm start continues the run itself: optimiser moments, schedules, early-stopping
@@ -384,6 +398,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             if not (isinstance(value, numbers.Real) and value >= 0):
                 allowed = "a number >= 0" + ("" if name == "weight_decay" else " or 'auto'")
                 raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+        if self.module is not None and not callable(self.module):
+            raise ValueError(f"module must be an nn.Module class or a factory returning one, got {self.module!r}.")
+        if self.module_kwargs is not None and not isinstance(self.module_kwargs, dict):
+            raise ValueError(f"module_kwargs must be a dict or None, got {self.module_kwargs!r}.")
         clip = self.gradient_clip
         if clip is not None and not (isinstance(clip, numbers.Real) and clip > 0):
             raise ValueError(f"gradient_clip must be a positive number or None, got {clip!r}.")
@@ -409,9 +427,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         """
         from sklearn.base import clone
 
-        X_checked = _validation.as_float_matrix(X, "X", allow_1d=False)
+        X_checked = _validation.as_float_matrix(X, "X", allow_1d=False, allow_nd=self.module is not None)
         y_checked = _validation.as_float_matrix(y, "y", allow_1d=True)
-        n_dims = X_checked.shape[1] + (1 if y_checked.ndim == 1 else y_checked.shape[1])
+        n_dims = math.prod(X_checked.shape[1:]) + (1 if y_checked.ndim == 1 else y_checked.shape[1])
         n_train = len(X_checked) - self._n_validation(len(X_checked))
         seed = seed_from(self.random_state)
         trials: dict[float, tuple[MDNRegressor, list]] = {}
@@ -535,6 +553,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
 
     def _fit_scalers(self, X: np.ndarray, y: np.ndarray) -> None:
         self.n_features_in_ = X.shape[1]
+        self.input_shape_ = tuple(X.shape[1:])
         self.n_outputs_ = y.shape[1]
         self.x_mean_ = X.mean(axis=0)
         x_scale = X.std(axis=0)
@@ -554,9 +573,21 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             tuple(int(s) for s in self.hidden_sizes), self.activation, self.covariance_type,
             float(self.min_scale),
         )
-        if self.n_estimators == 1:
-            return MDN(*arguments, family=self.family)
-        return MDNEnsemble(*arguments, n_members=int(self.n_estimators), family=self.family)
+        members = None if self.n_estimators == 1 else int(self.n_estimators)
+        backbone = None if self.module is None else build_backbone(
+            self.module, self.module_kwargs, self._input_shape, members)
+        if members is None:
+            return MDN(*arguments, family=self.family, backbone=backbone)
+        return MDNEnsemble(*arguments, n_members=members, family=self.family, backbone=backbone)
+
+    @property
+    def _input_shape(self) -> tuple[int, ...]:
+        """The shape of one input row (files before custom modules: ``(n_features_in_,)``)."""
+        return tuple(getattr(self, "input_shape_", (self.n_features_in_,)))
+
+    def _standardized_rows(self, X: np.ndarray) -> np.ndarray:
+        """Standardised inputs as a table ``(n, prod(shape))``, as the novelty index sees them."""
+        return ((X - self.x_mean_) / self.x_scale_).reshape(len(X), -1)
 
     @torch.no_grad()
     def _record_component_usage(self, x: torch.Tensor) -> None:
@@ -641,8 +672,11 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 f"X has columns {list(names)}, but {type(self).__name__} was fitted with columns "
                 f"{list(fitted_names)} (same names in the same order are needed)."
             )
-        X = _validation.as_float_matrix(X, "X", allow_1d=False, stage="predict")
-        if X.shape[1] != self.n_features_in_:
+        X = _validation.as_float_matrix(X, "X", allow_1d=False, stage="predict", allow_nd=self.module is not None)
+        if X.shape[1:] != self._input_shape:
+            if self.module is not None:
+                raise ValueError(f"X has rows of shape {X.shape[1:]}, but {type(self).__name__} was fitted "
+                                 f"on rows of shape {self._input_shape}.")
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input (the number it was fitted with)."
@@ -662,7 +696,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         """
         X = self._check_X(X)
         if getattr(self, "novelty_", None) is not None:
-            self.novelty_.warn_if_novel((X - self.x_mean_) / self.x_scale_, stacklevel=2)
+            self.novelty_.warn_if_novel(self._standardized_rows(X), stacklevel=2)
         x = torch.as_tensor(X, dtype=torch.float64, device=next(self.module_.parameters()).device)
         self.module_.eval()
         with torch.no_grad():  # the module maps in and out of its units itself, in float64
@@ -684,7 +718,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         """
         X = self._check_X(X)
         if getattr(self, "novelty_", None) is not None:
-            self.novelty_.warn_if_novel((X - self.x_mean_) / self.x_scale_, stacklevel=2)
+            self.novelty_.warn_if_novel(self._standardized_rows(X), stacklevel=2)
         x = torch.as_tensor(X, dtype=torch.float64, device=next(self.module_.parameters()).device)
         self.module_.eval()
         with torch.no_grad():
@@ -735,7 +769,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 "This model has no record of its training inputs (it was saved by an mdnkit without "
                 "novelty scores); refit it to get novelty_score."
             )
-        return self.novelty_.score((X - self.x_mean_) / self.x_scale_)
+        return self.novelty_.score(self._standardized_rows(X))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False, metadata: dict | None = None) -> None:

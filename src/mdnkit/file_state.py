@@ -49,6 +49,8 @@ class FileStateMixin:
         fitted.update({name: np.asarray(getattr(self, name)).tolist() for name in _USAGE if hasattr(self, name)})
         if hasattr(self, "n_components_"):
             fitted["n_components_"] = int(self.n_components_)
+        if hasattr(self, "input_shape_"):
+            fitted["input_shape_"] = list(self.input_shape_)
         if hasattr(self, "batch_size_"):  # rows per step the fit used (None: full batch)
             fitted["batch_size_"] = self.batch_size_
         tensors = dict(self.module_.state_dict())
@@ -61,7 +63,7 @@ class FileStateMixin:
         """The fitted estimator that :meth:`_file_state` described."""
         params = dict(params, hidden_sizes=tuple(params["hidden_sizes"]))  # JSON has lists
         estimator = cls(**params)
-        for name in _ARRAYS:
+        for name in _ARRAYS:  # x_mean_ and x_scale_ have the shape of an input row
             setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))
         for name in _VALUES:
             setattr(estimator, name, fitted[name])
@@ -76,6 +78,8 @@ class FileStateMixin:
         for name in (n for n in _USAGE if n in fitted):
             setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))
         estimator.n_components_ = int(fitted.get("n_components_", estimator.n_components))
+        if "input_shape_" in fitted:
+            estimator.input_shape_ = tuple(fitted["input_shape_"])
         if "batch_size_" in fitted:
             estimator.batch_size_ = None if fitted["batch_size_"] is None else int(fitted["batch_size_"])
         novelty = {name[len(_NOVELTY_PREFIX):]: tensors.pop(name) for name in list(tensors)

@@ -207,6 +207,9 @@ class MDN(DensityNetwork):
         min_scale: Floor on every component scale.
         family: Component family, one of :data:`~mdnkit.families.FAMILY_NAMES`.
         family_options: The family's own settings.
+        backbone: Any module ``[*B, *shape] -> [*B, H]`` with an ``out_features = H`` attribute
+            (:func:`~mdnkit.networks.build_backbone` sets it) instead of the MLP; then
+            ``in_features``, ``hidden_sizes`` and ``activation`` are not used.
 
     Example:
         >>> mdn = MDN(1, 1, n_components=3, hidden_sizes=(16,))
@@ -226,9 +229,10 @@ class MDN(DensityNetwork):
         min_scale: float = 1e-3,
         family: FamilyName = "gaussian",
         family_options: dict | None = None,
+        backbone: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.backbone = MLP(in_features, hidden_sizes, activation)
+        self.backbone = MLP(in_features, hidden_sizes, activation) if backbone is None else backbone
         self.head = MixtureHead(self.backbone.out_features, out_features, n_components, covariance_type,
                                 min_scale, family=family, family_options=family_options)
         self._init_units()
@@ -268,8 +272,10 @@ class MDNEnsemble(DensityNetwork):
 
     Args:
         in_features, out_features, n_components, hidden_sizes, activation, covariance_type,
-        min_scale: As for :class:`MDN`, per member.
+        min_scale, family, family_options: As for :class:`MDN`, per member.
         n_members: Number of members ``M``.
+        backbone: Instead of the batched MLP, a module ``[M, *B, *shape] -> [M, *B, H]`` whose
+            parameters all have the member first (:class:`~mdnkit.networks.StackedBackbone`).
 
     Example:
         >>> ensemble = MDNEnsemble(1, 1, n_components=3, hidden_sizes=(16,), n_members=4)
@@ -289,6 +295,7 @@ class MDNEnsemble(DensityNetwork):
         n_members: int = 5,
         family: FamilyName = "gaussian",
         family_options: dict | None = None,
+        backbone: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.n_members = int(n_members)
@@ -297,7 +304,10 @@ class MDNEnsemble(DensityNetwork):
             activation=activation, covariance_type=covariance_type, min_scale=min_scale,
             family=family, family_options=family_options,
         )
-        self.backbone = MLP(in_features, hidden_sizes, activation, n_members=self.n_members)
+        # EnsembleLinear layers for the MLP; any other backbone as a StackedBackbone of M copies.
+        self.backbone = MLP(in_features, hidden_sizes, activation, n_members=self.n_members) if backbone is None \
+            else backbone
+        self.custom_backbone = backbone is not None
         self.head = MixtureHead(
             self.backbone.out_features, out_features, n_components, covariance_type, min_scale, self.n_members,
             family=family, family_options=family_options,
@@ -358,6 +368,8 @@ class MDNEnsemble(DensityNetwork):
     @torch.no_grad()
     def member(self, index: int) -> MDN:
         """Member ``index`` as a standalone :class:`MDN` (a copy, without its masked components)."""
+        if self.custom_backbone:
+            raise NotImplementedError("member() copies MLP members only; this ensemble has a custom backbone.")
         config = self.config
         mdn = MDN(
             config["in_features"], config["out_features"], self.head.n_components, config["hidden_sizes"],

@@ -347,6 +347,8 @@ def save_estimator(
     given back as ``metadata_`` by :func:`load_estimator`.
     """
     params = {name: _json_native(value) for name, value in estimator.get_params(deep=False).items()}
+    if callable(params.get("module")):  # a user's network class: its name, for display only
+        params["module"] = f"{params['module'].__module__}.{params['module'].__qualname__}"
     if not isinstance(params.get("random_state"), (int, type(None))):
         params["random_state"] = None  # a RandomState object has no JSON form; refits will differ
     fitted, tensors = estimator._file_state()
@@ -357,7 +359,9 @@ def save_estimator(
     return write_model_file(path, tensors, document, overwrite=overwrite)
 
 
-def load_estimator(path: str | os.PathLike, classes: Mapping[str, type], *, device: str | None = None) -> Any:
+def load_estimator(
+    path: str | os.PathLike, classes: Mapping[str, type], *, device: str | None = None, module: Any = None,
+) -> Any:
     """Read an estimator written by :func:`save_estimator`.
 
     Args:
@@ -366,6 +370,8 @@ def load_estimator(path: str | os.PathLike, classes: Mapping[str, type], *, devi
             (nothing named in a file is imported). Each has ``_from_file_state(params, fitted,
             tensors, device)``.
         device: Where to put the network (default: the saved ``device`` setting).
+        module: The class (or factory) of a model fitted with ``module=``: the file keeps only
+            its name, and nothing named in a file is imported.
 
     Raises:
         FileNotFoundError: No such file.
@@ -390,6 +396,15 @@ def load_estimator(path: str | os.PathLike, classes: Mapping[str, type], *, devi
                 stacklevel=3,
             )
             params["device"] = "cpu"
+        if isinstance(params.get("module"), str):
+            if module is None:
+                raise ModelFileError(
+                    f"was fitted with the custom module {params['module']!r}, which a file does not hold; "
+                    "rebuild it with mdnkit.load(path, module=TheClass)."
+                )
+            params["module"] = module
+        elif module is not None:
+            raise ModelFileError("holds a model with the built-in network; load it without module=.")
         estimator = classes[name]._from_file_state(params, fitted, tensors)
     except ModelFileError as error:
         raise ModelFileError(f"{str(path)!r} {error}") from None

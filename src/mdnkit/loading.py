@@ -15,13 +15,15 @@ __all__ = ["load"]
 FILE_CLASSES: dict[str, type] = {cls.__name__: cls for cls in (MDNRegressor, GaussianNetworkRegressor)}
 
 
-def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
+def load(path: str | os.PathLike, *, device: str | None = None, module: Any = None) -> Any:
     """Read a model written by :meth:`MDNRegressor.save`.
 
     Args:
         path: The model file.
         device: Where to put the network (default: the saved ``device`` setting, ``"auto"``
             meaning CUDA when present).
+        module: For a model fitted with ``MDNRegressor(module=MyNet)``: ``MyNet`` (the file keeps
+            the weights and the class's name, never code).
 
     Returns:
         The fitted estimator; its ``score_samples`` equal the saved model's. What the saver put in
@@ -31,4 +33,4 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> Any:
         FileNotFoundError: No such file.
         ModelFileError: Not an mdnkit model, corrupt, truncated, or from an incompatible version.
     """
-    return load_estimator(path, FILE_CLASSES, device=device)
+    return load_estimator(path, FILE_CLASSES, device=device, module=module)

@@ -8,7 +8,7 @@ trains a deep ensemble as fast as one wide network, instead of ``M`` small ones 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -103,3 +103,103 @@ class MLP(nn.Sequential):
             width = int(size)
         super().__init__(*layers)
         self.out_features = width
+
+
+def _feature_size(module: nn.Module, input_shape: Sequence[int]) -> int:
+    """``H`` of a backbone mapping ``[N, *input_shape]`` to ``[N, H]``, by one dry run on 2 rows."""
+    parameter = next(module.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    with torch.no_grad():
+        out = module(torch.zeros(2, *input_shape, dtype=dtype))
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"The module must map inputs [N, {', '.join(map(str, input_shape))}] to features [N, H]; "
+            f"on 2 rows it returned {shape}."
+        )
+    return int(out.shape[1])
+
+
+class StackedBackbone(nn.Module):
+    """``M`` independently initialised copies of any backbone, their weights stacked member-first.
+
+    ``[M, N, *shape] -> [M, N, H]``: ``torch.func.vmap`` over the members where every operation
+    of the backbone has a batching rule (linear and convolutional layers), otherwise one
+    ``functional_call`` per member (``aten::gru`` has none in torch 2.13, so a GRU loops). Either
+    way every parameter and buffer has the member first, as the training loop needs for per-member
+    clipping, learning rates and best weights.
+
+    Args:
+        modules: The ``M`` members, each ``[N, *shape] -> [N, H]``.
+        input_shape: ``shape`` of one input row.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], input_shape: Sequence[int]) -> None:
+        super().__init__()
+        from torch.func import stack_module_state
+
+        self.n_members = len(modules)
+        self.out_features = _feature_size(modules[0], input_shape)
+        parameters, buffers = stack_module_state(list(modules))
+        self._names = sorted(parameters)
+        self._buffer_names = sorted(buffers)
+        for name in self._names:  # "." is not allowed in a parameter's name
+            self.register_parameter(name.replace(".", "__"), nn.Parameter(parameters[name].detach().clone()))
+        for name in self._buffer_names:
+            self.register_buffer(name.replace(".", "__"), buffers[name].clone())
+        # The skeleton the members' weights are called through; it holds no weights of its own.
+        self._skeleton = [modules[0].to("meta")]
+        self._vmap = self._vmap_works(input_shape)
+
+    def _stacked(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return ({name: getattr(self, name.replace(".", "__")) for name in self._names},
+                {name: getattr(self, name.replace(".", "__")) for name in self._buffer_names})
+
+    def _vmap_works(self, input_shape: Sequence[int]) -> bool:
+        try:
+            with torch.no_grad():
+                self._vmapped(torch.zeros(self.n_members, 2, *input_shape, dtype=self._dtype()))
+            return True
+        except (RuntimeError, NotImplementedError):
+            return False
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def _vmapped(self, x: Tensor) -> Tensor:
+        from torch.func import functional_call, vmap
+
+        skeleton = self._skeleton[0]
+        return vmap(lambda p, b, rows: functional_call(skeleton, (p, b), (rows,)))(*self._stacked(), x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[M, N, *shape] -> [M, N, H]``."""
+        if self._vmap:
+            return self._vmapped(x)
+        from torch.func import functional_call
+
+        parameters, buffers = self._stacked()
+        return torch.stack([
+            functional_call(self._skeleton[0], ({k: v[m] for k, v in parameters.items()},
+                                                {k: v[m] for k, v in buffers.items()}), (x[m],))
+            for m in range(self.n_members)
+        ])
+
+
+def build_backbone(
+    factory: type[nn.Module] | Callable[..., nn.Module], kwargs: dict | None, input_shape: Sequence[int],
+    n_members: int | None = None,
+) -> nn.Module:
+    """A user's backbone from its class or factory: ``factory(**kwargs)``, ``[N, *shape] -> [N, H]``
+    with ``out_features = H`` found by a dry run; ``M`` independent copies for ``n_members=M``."""
+    def make() -> nn.Module:
+        module = factory(**(kwargs or {}))
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"module must build a torch.nn.Module, got {type(module).__name__}.")
+        return module
+
+    if n_members is None:
+        module = make()
+        module.out_features = _feature_size(module, input_shape)
+        return module
+    return StackedBackbone([make() for _ in range(n_members)], input_shape)

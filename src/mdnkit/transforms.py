@@ -18,7 +18,7 @@ class Standardize(nn.Module):
     """``value -> (value - shift) / scale`` per dimension, in float64.
 
     Args:
-        shift, scale: ``[D]``; ``scale`` positive.
+        shift, scale: ``[*E]`` (``[D]``, or the shape of one input row); ``scale`` positive.
 
     Example:
         >>> unit = Standardize(torch.tensor([1e6]), torch.tensor([2.0])).float()
@@ -28,11 +28,11 @@ class Standardize(nn.Module):
 
     def __init__(self, shift: Tensor | np.ndarray, scale: Tensor | np.ndarray) -> None:
         super().__init__()
-        shift = torch.as_tensor(shift, dtype=torch.float64).flatten()
-        scale = torch.as_tensor(scale, dtype=torch.float64).flatten()
+        shift = torch.as_tensor(shift, dtype=torch.float64).clone()
+        scale = torch.as_tensor(scale, dtype=torch.float64).clone()
         if shift.shape != scale.shape or not bool((scale > 0).all() and torch.isfinite(scale).all()):
-            raise ValueError(f"Standardize needs shift and scale of one shape [D] with scale > 0, got "
-                             f"{tuple(shift.shape)} and {scale.tolist()}.")
+            raise ValueError(f"Standardize needs shift and scale of one shape with scale > 0, got "
+                             f"{tuple(shift.shape)} and {scale.flatten().tolist()}.")
         self.register_buffer("shift", shift)
         self.register_buffer("scale", scale)
 
@@ -43,7 +43,7 @@ class Standardize(nn.Module):
         return cls(values.mean(axis=0), np.where(scale > 0, scale, 1.0))
 
     def forward(self, value: Tensor) -> Tensor:
-        """``[*B, D] -> [*B, D]`` standardised, float64."""
+        """``[*B, *E] -> [*B, *E]`` standardised, float64."""
         return (value.to(torch.float64) - self.shift) / self.scale
 
     def log_abs_det_jacobian(self) -> Tensor:
@@ -59,4 +59,4 @@ class Standardize(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"dim={len(self.shift)}"
+        return f"shape={tuple(self.shift.shape)}"
