@@ -107,3 +107,31 @@ def test_the_mdn_rnn_example_finds_both_next_steps(tmp_path):
     assert metrics["test_nll_mdn_rnn"] < metrics["test_nll_gru_gaussian"] - 0.3
     assert metrics["reloaded_equal"]
     assert sorted(abs(m) for m in metrics["modes_of_first_row"])[-1] == pytest.approx(0.5, abs=0.1)
+
+
+def test_custom_backbones_search_k_export_and_keep_their_modes(tmp_path):
+    """n_components='auto' and export take rows of any shape; eval() reaches the members'
+    dropout; the dry run that sizes a backbone leaves its batch-norm statistics alone."""
+    from mdnkit.export import to_exported_program
+
+    X, y = _windows(120)
+    model = MDNRegressor(module=Conv1DFeatures, n_components="auto", max_epochs=2, random_state=0).fit(X, y)
+    assert model.n_components_ in (1, 3, 5, 10)
+    program = to_exported_program(model)
+    x = torch.as_tensor(X[:5])
+    for got, expected in zip(program.module()(x), model.module_.params(x)):
+        torch.testing.assert_close(got, expected.detach())
+
+    class Dropped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Dropout(0.5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.layers(x)
+
+    ensemble = MDNRegressor(module=Dropped, n_estimators=2, max_epochs=2, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(ensemble.score_samples(X[:5], y[:5]), ensemble.score_samples(X[:5], y[:5]))
+    norm = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(12))
+    build_backbone(lambda: norm, None, (12, 1))
+    assert int(norm[1].num_batches_tracked) == 0

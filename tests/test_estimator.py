@@ -921,3 +921,25 @@ def test_fit_records_the_batch_size_it_used():
     assert MDNRegressor(**settings).fit(X, y).batch_size_ == 64
     assert MDNRegressor(**settings, batch_size=100).fit(X, y).batch_size_ == 100
     assert MDNRegressor(**settings, batch_size=None).fit(X, y).batch_size_ is None
+
+
+def test_warm_start_after_a_dtype_change_or_on_new_rows_trains(tmp_path):
+    """A new dtype drops the old optimiser state (its moments no longer fit); new validation
+    rows are judged from where the weights start, not against the old rows' best score."""
+    X, y = _data()
+    model = MDNRegressor(**dict(TINY, warm_start=True)).fit(X, y)
+    model.set_params(dtype="float64").fit(X, y)
+    assert next(model.module_.parameters()).dtype == torch.float64 and model.n_iter_ == 5
+    X_new, y_new = _data(seed=3)
+    shifted = MDNRegressor(**dict(TINY, warm_start=True, max_epochs=30, patience=3)).fit(X, y)
+    before = shifted.score(X_new, y_new + 1.0)
+    shifted.fit(X_new, y_new + 1.0)  # worse than anything seen: the old best would stop it at once
+    assert shifted.score(X_new, y_new + 1.0) > before
+
+
+def test_a_loaded_model_saved_again_keeps_its_metadata(tmp_path):
+    X, y = _data()
+    model = MDNRegressor(**TINY).fit(X, y)
+    model.save(tmp_path / "a.mdn", metadata={"schema": {"features": ["x"]}})
+    mdnkit.load(tmp_path / "a.mdn").save(tmp_path / "b.mdn")
+    assert mdnkit.load(tmp_path / "b.mdn").metadata_ == {"schema": {"features": ["x"]}}

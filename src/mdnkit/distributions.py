@@ -260,13 +260,6 @@ class GaussianMixture(Mixture):
         return _univariate.highest_density_intervals(log_weights, loc, scale, coverage)
 
     # ------------------------------------------------------------------ marginals, conditionals
-    def _dims(self, dims: Sequence[int]) -> list[int]:
-        dim = self.loc.shape[-1]
-        dims = [int(d) for d in dims]
-        if not dims or len(set(dims)) != len(dims) or not all(-dim <= d < dim for d in dims):
-            raise ValueError(f"dims must be distinct indices into a {dim}-D target, got {dims}.")
-        return [d % dim for d in dims]
-
     def marginal(self, dims: Sequence[int]) -> GaussianMixture:
         """The exact marginal mixture over ``y[dims]`` (in the order given)."""
         dims = self._dims(dims)

@@ -290,6 +290,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             self.module_.set_units(self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
             self.module_.initialize(y_all[train_index], random_state=seed)
             self.history_: list[dict[str, float]] = []
+        before = next(self.module_.parameters())
+        moved = (before.dtype, before.device) != (dtype, device)
         self.module_.to(device=device, dtype=dtype)
 
         self.batch_size_ = self._batch_size(len(train_rows))
@@ -303,8 +305,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         # A warm start continues the run itself: optimiser moments, schedules, early-stopping
         # record and the random stream, so 20 epochs and 20 more are one run of 40.
         state = getattr(self, "train_state_", None) if warm else None
-        if state is not None and (state.module is not self.module_ or state.config.optimizer != self.optimizer):
-            state = None
+        if state is not None and (moved or state.module is not self.module_ or state.config.optimizer != self.optimizer):
+            state = None  # a new dtype or device, another optimiser: its moments no longer fit
         generator = state.generator if state is not None else torch.Generator(device=device).manual_seed(seed)
         config = TrainingConfig(
             optimizer=self.optimizer,
@@ -496,7 +498,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             fixed["n_estimators"] = 1
         base = type(self)(**fixed)
         outcome = successive_halving(base, [{"n_components": k} for k in AUTO_N_COMPONENTS], X, y, seed=seed,
-                                     warm_start=bool(fixed.get("warm_start", False)))
+                                     warm_start=False)
         winner = outcome.final
         if ensemble:
             winner = clone(self).set_params(

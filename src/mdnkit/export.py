@@ -132,11 +132,12 @@ def _network(model: Any) -> tuple[DensityNetwork, Any]:
     )
 
 
-def _n_features(network: DensityNetwork) -> int:
+def _row_shape(network: DensityNetwork) -> tuple[int, ...]:
+    """The shape of one input row: ``(F,)``, or ``(T, F)`` and the like for a custom backbone."""
     if network.x_transform is not None:
-        return int(network.x_transform.shift.numel())
+        return tuple(network.x_transform.shift.shape)
     first = next(m for m in network.modules() if isinstance(m, (nn.Linear, EnsembleLinear)))
-    return int(first.in_features)  # the backbone's first layer, or the head's for a linear MDN
+    return (int(first.in_features),)  # the backbone's first layer, or the head's for a linear MDN
 
 
 def _cpu_copy(network: DensityNetwork) -> ParamsModule:
@@ -164,10 +165,11 @@ def export_metadata(model: Any) -> dict[str, Any]:
     network, estimator = _network(model)
     params = _cpu_copy(network)
     family = network.family
-    k, d, m, n_features = family.n_components, family.dim, network.n_members, _n_features(network)
+    row = _row_shape(network)
+    k, d, m, n_features = family.n_components, family.dim, network.n_members, int(np.prod(row))
     names = ["logits", *family.parameter_names]
     with torch.no_grad():  # the shapes as they come out, the batch axis (after any member axis) named
-        outputs = params(torch.zeros(2, n_features, dtype=torch.float64))
+        outputs = params(torch.zeros(2, *row, dtype=torch.float64))
     batch_axis = 0 if m == 1 else 1
     shapes = {name: ["batch" if axis == batch_axis else size for axis, size in enumerate(t.shape)]
               for name, t in zip(names, outputs, strict=True)}
@@ -184,7 +186,7 @@ def export_metadata(model: Any) -> dict[str, Any]:
         "family": family.name, "family_options": family.options(), "covariance_type": params.covariance_type,
         "parameter_names": names, "shapes": shapes,
         "n_components": k, "n_members": m, "n_features": n_features, "n_outputs": d,
-        "input": {"name": "x", "dtype": "float64", "shape": ["batch", n_features]},
+        "input": {"name": "x", "dtype": "float64", "shape": ["batch", *row]},
         "units": units, "density": _density(family.name, params.covariance_type),
     }
     for key, attribute in (("feature_names", "feature_names_in_"), ("target_names", "target_names_")):
@@ -215,16 +217,17 @@ def to_exported_program(model: Any, example_rows: Any = None) -> torch.export.Ex
         ValueError: ``example_rows`` of the wrong shape.
     """
     network, _ = _network(model)
-    n_features = _n_features(network)
+    row = _row_shape(network)
     if example_rows is None:
-        example_rows = torch.zeros(2, n_features, dtype=torch.float64)
+        example_rows = torch.zeros(2, *row, dtype=torch.float64)
     if isinstance(example_rows, Tensor):
         x = example_rows.detach().to("cpu", torch.float64)
     else:
         x = torch.as_tensor(np.asarray(example_rows, dtype=np.float64))
-    if x.dim() != 2 or x.shape[1] != n_features or x.shape[0] < 2:
+    if tuple(x.shape[1:]) != row or x.shape[0] < 2:
         # torch.export specialises a dimension of size 0 or 1: it would not stay dynamic.
-        raise ValueError(f"example_rows must have shape [N >= 2, F={n_features}], got {tuple(x.shape)}")
+        expected = f"F={row[0]}" if len(row) == 1 else ", ".join(map(str, row))
+        raise ValueError(f"example_rows must have shape [N >= 2, {expected}], got {tuple(x.shape)}")
     batch = torch.export.Dim("batch")
     return torch.export.export(_cpu_copy(network), (x,), dynamic_shapes=({0: batch},))
 

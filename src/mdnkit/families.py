@@ -70,7 +70,9 @@ class GaussianFamily(Family):
             return loc, scale
         strictly_lower = scale.new_zeros(*scale.shape, d)  # [*B, K, D, D]
         if d > 1:  # none for a 1-D target; its empty part would become an ONNX Reshape of 0 elements
-            rows, cols = self._tril_index.to(scale.device)
+            if self._tril_index.device != scale.device:  # once per device, not a copy per step
+                self._tril_index = self._tril_index.to(scale.device)
+            rows, cols = self._tril_index
             strictly_lower[..., rows, cols] = off_diagonal.unflatten(-1, (k, -1))
         return loc, strictly_lower + torch.diag_embed(scale)
 

@@ -331,11 +331,6 @@ def _json_native(value: Any) -> Any:
     return value
 
 
-def json_native(value: Any) -> Any:
-    """numpy scalars and sequences (e.g. from a GridSearchCV grid) as plain JSON values."""
-    return _json_native(value)
-
-
 def save_estimator(
     estimator: Any, path: str | os.PathLike, *, overwrite: bool = False, metadata: Mapping[str, Any] | None = None,
 ) -> pathlib.Path:
@@ -348,10 +343,13 @@ def save_estimator(
     """
     params = {name: _json_native(value) for name, value in estimator.get_params(deep=False).items()}
     if callable(params.get("module")):  # a user's network class: its name, for display only
-        params["module"] = f"{params['module'].__module__}.{params['module'].__qualname__}"
+        factory = params["module"]
+        params["module"] = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', type(factory).__name__)}"
     if not isinstance(params.get("random_state"), (int, type(None))):
         params["random_state"] = None  # a RandomState object has no JSON form; refits will differ
     fitted, tensors = estimator._file_state()
+    if metadata is None:  # a loaded model saved again keeps what its file held
+        metadata = getattr(estimator, "metadata_", None)
     document = {"estimator": type(estimator).__name__, "params": params, "fitted": fitted}
     if metadata:
         _check_json(dict(metadata), "metadata")

@@ -34,9 +34,10 @@ class Mixture(Distribution):
     """A batch of ``K``-component mixtures over ``D``-dimensional targets (abstract).
 
     Subclasses set ``logits [*B, K]`` and their component parameters (each ``[*B, K, ...]``),
-    call :meth:`_finish_init`, and implement :meth:`component_log_prob`, :attr:`component_mean`,
-    :attr:`component_variance`, :meth:`_component_cdf`, :meth:`_draw` and
-    :meth:`_with_parameters`.
+    call :meth:`_finish_init`, and implement :meth:`parameters`, :meth:`_with_parameters`,
+    :meth:`component_log_prob`, :attr:`component_mean`, :attr:`component_variance`,
+    :meth:`_component_cdf`, :meth:`_draw` and :meth:`affine` (which a network's change of
+    units needs).
     """
 
     arg_constraints: dict = {}  # checked by each family, with messages that name the shape
@@ -216,6 +217,18 @@ class Mixture(Distribution):
     def rows(self, index: slice | Tensor) -> Mixture:
         """The mixtures of the rows ``index`` of the first batch dimension."""
         return self._map(lambda t, _: t[index])
+
+    def affine(self, shift: Tensor, scale: Tensor) -> Mixture:
+        """The distribution of ``shift + scale * Y`` for positive ``scale [D]`` (a change of units)."""
+        raise NotImplementedError
+
+    def _dims(self, dims: Sequence[int]) -> list[int]:
+        """Distinct indices into the target's dimensions, made non-negative."""
+        dim = self.event_shape[0]
+        dims = [int(d) for d in dims]
+        if not dims or len(set(dims)) != len(dims) or not all(-dim <= d < dim for d in dims):
+            raise ValueError(f"dims must be distinct indices into a {dim}-D target, got {dims}.")
+        return [d % dim for d in dims]
 
     def _check_event(self, value: Tensor) -> None:
         if value.dim() < 1 or value.shape[-1] != self.event_shape[0]:

@@ -54,7 +54,11 @@ class DensityNetwork(nn.Module):
         self, x_shift: np.ndarray, x_scale: np.ndarray, y_shift: np.ndarray, y_scale: np.ndarray
     ) -> None:
         """Give the network its input and target units: inputs are standardised by
-        ``(x - x_shift) / x_scale`` and predictions mapped back by ``y_shift + y_scale * y``."""
+        ``(x - x_shift) / x_scale`` and predictions mapped back by ``y_shift + y_scale * y``.
+
+        Shapes: ``x_shift, x_scale`` those of one input row (``[F]``, or ``[*shape]`` for a
+        custom backbone); ``y_shift, y_scale`` ``[D]``.
+        """
         device = next(self.parameters()).device
         self.x_transform = Standardize(x_shift, x_scale).to(device)
         self.y_transform = Standardize(y_shift, y_scale).to(device)

@@ -7,6 +7,7 @@ trains a deep ensemble as fast as one wide network, instead of ``M`` small ones 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -106,11 +107,12 @@ class MLP(nn.Sequential):
 
 
 def _feature_size(module: nn.Module, input_shape: Sequence[int]) -> int:
-    """``H`` of a backbone mapping ``[N, *input_shape]`` to ``[N, H]``, by one dry run on 2 rows."""
+    """``H`` of a backbone mapping ``[N, *input_shape]`` to ``[N, H]``, by one dry run on 2 rows
+    (of a copy in eval mode: the module's own batch-norm statistics must not move)."""
     parameter = next(module.parameters(), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
     with torch.no_grad():
-        out = module(torch.zeros(2, *input_shape, dtype=dtype))
+        out = copy.deepcopy(module).eval()(torch.zeros(2, *input_shape, dtype=dtype))
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(
@@ -151,16 +153,24 @@ class StackedBackbone(nn.Module):
         self._skeleton = [modules[0].to("meta")]
         self._vmap = self._vmap_works(input_shape)
 
+    def train(self, mode: bool = True) -> StackedBackbone:
+        # The skeleton is hidden from the module tree (it holds no weights), so pass the mode on:
+        # dropout and batch norm must behave as the members' mode says.
+        super().train(mode)
+        self._skeleton[0].train(mode)
+        return self
+
     def _stacked(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         return ({name: getattr(self, name.replace(".", "__")) for name in self._names},
                 {name: getattr(self, name.replace(".", "__")) for name in self._buffer_names})
 
     def _vmap_works(self, input_shape: Sequence[int]) -> bool:
+        """Whether vmap has forward and backward batching rules for every op of the backbone."""
         try:
-            with torch.no_grad():
-                self._vmapped(torch.zeros(self.n_members, 2, *input_shape, dtype=self._dtype()))
+            out = self._vmapped(torch.zeros(self.n_members, 2, *input_shape, dtype=self._dtype()))
+            torch.autograd.grad(out.sum(), [p for p in self.parameters() if p.requires_grad], allow_unused=True)
             return True
-        except (RuntimeError, NotImplementedError):
+        except (RuntimeError, NotImplementedError, ValueError):
             return False
 
     def _dtype(self) -> torch.dtype:
@@ -170,7 +180,8 @@ class StackedBackbone(nn.Module):
         from torch.func import functional_call, vmap
 
         skeleton = self._skeleton[0]
-        return vmap(lambda p, b, rows: functional_call(skeleton, (p, b), (rows,)))(*self._stacked(), x)
+        call = vmap(lambda p, b, rows: functional_call(skeleton, (p, b), (rows,)), randomness="different")
+        return call(*self._stacked(), x)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[M, N, *shape] -> [M, N, H]``."""

@@ -68,7 +68,7 @@ def successive_halving(
             :class:`~mdnkit.MDNRegressorCV`.
         warm_start: The ``warm_start`` setting the returned winner keeps.
     """
-    X_checked = _validation.as_float_matrix(X, "X", allow_1d=False)
+    X_checked = _validation.as_float_matrix(X, "X", allow_1d=False, allow_nd=getattr(base, "module", None) is not None)
     y_checked = _validation.as_float_matrix(y, "y", allow_1d=True)
     _validation.check_lengths(X_checked, y_checked)
     rows = np.random.default_rng(seed).permutation(len(X_checked))

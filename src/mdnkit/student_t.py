@@ -125,13 +125,6 @@ class StudentTMixture(Mixture):
         logits = self.log_weights + self.marginal(observed).component_log_prob(values)
         return StudentTMixture(logits, self.df[..., free], self.loc[..., free], self.scale[..., free])
 
-    def _dims(self, dims: Sequence[int]) -> list[int]:
-        dim = self.event_shape[0]
-        dims = [int(d) for d in dims]
-        if not dims or len(set(dims)) != len(dims) or not all(-dim <= d < dim for d in dims):
-            raise ValueError(f"dims must be distinct indices into a {dim}-D target, got {dims}.")
-        return [d % dim for d in dims]
-
 
 class StudentTFamily(Family):
     """Student-t components with learned degrees of freedom ``ν = min_df + softplus(raw)``.

@@ -339,6 +339,9 @@ class TrainState:
             if "weight_decay" in group:
                 group["weight_decay"] = config.weight_decay
         self.config = config
+        self.rollbacks = 0  # max_rollbacks is per call, as it always was
+        if self.plateau is not None:
+            self.plateau.factor, self.plateau.patience = config.lr_decay_factor, config.lr_decay_patience
         # The weights the caller hands back are where this call starts and what it falls back
         # on (after a validated call they are each member's best; a caller may have edited them).
         self.best_state, self.good_state = _snapshot(self.module), _snapshot(self.module)
@@ -541,6 +544,13 @@ def train(
         state.n, x_train, y_train, x_val, y_val, holdout)
     batches = InMemoryBatches(x_train, y_train, train_weights, config.batch_size)
     validate = x_val is not None and y_val is not None and len(x_val) > 0
+    if validate and state.epoch > 0:
+        # A continued run measures its start on this call's validation rows: on the same rows
+        # that is the best score already recorded; on new rows the old score would mislead.
+        start_scores = state.evaluate(x_val, y_val, val_weights)[0].tolist()
+        state.best_scores = list(start_scores)
+        if state.plateau is not None:
+            state.plateau.best = list(start_scores)
     start_epoch = state.epoch
     result = TrainingResult()
     start = time.perf_counter()

@@ -36,12 +36,6 @@ class Standardize(nn.Module):
         self.register_buffer("shift", shift)
         self.register_buffer("scale", scale)
 
-    @classmethod
-    def fit(cls, values: np.ndarray) -> Standardize:
-        """Mean and standard deviation of ``values (n, D)``; constant columns get scale 1."""
-        scale = values.std(axis=0)
-        return cls(values.mean(axis=0), np.where(scale > 0, scale, 1.0))
-
     def forward(self, value: Tensor) -> Tensor:
         """``[*B, *E] -> [*B, *E]`` standardised, float64."""
         return (value.to(torch.float64) - self.shift) / self.scale
