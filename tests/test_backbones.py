@@ -83,6 +83,28 @@ def test_stacked_backbone_equals_its_members():
         torch.testing.assert_close(out[m], expected[m])
 
 
+@pytest.mark.parametrize("factory", [GRUFeatures, Conv1DFeatures])
+def test_a_custom_backbone_ensembles_member_stands_alone(factory):
+    """MDNEnsemble.member copies a custom backbone's member too (the noise search keeps one):
+    the standalone MDN gives that member's mixture, in float64 as trained."""
+    X, y = _windows(120)
+    model = MDNRegressor(module=factory, n_components=2, n_estimators=3, max_epochs=2, dtype="float64",
+                         input_noise=0.0, random_state=0).fit(X, y)
+    x, target = torch.as_tensor(X[:7]), torch.as_tensor(y[:7]).reshape(7, 1)
+    members = model.module_.members(x).log_prob(target)  # [3, 7]
+    for index in range(3):
+        single = model.module_.member(index)
+        assert next(single.parameters()).dtype == torch.float64
+        torch.testing.assert_close(single(x).log_prob(target), members[index], rtol=1e-12, atol=1e-12)
+
+
+def test_auto_noise_with_a_custom_backbone_keeps_one_member():
+    X, y = _windows(150)
+    model = MDNRegressor(module=Conv1DFeatures, n_components=2, max_epochs=4, random_state=0).fit(X, y)
+    assert len(model.noise_selection_) == 3 and not isinstance(model.module_.backbone, StackedBackbone)
+    assert np.isfinite(model.score(X, y))
+
+
 def test_backbone_errors_name_what_is_wrong():
     with pytest.raises(ValueError, match=r"to features \[N, H\]; on 2 rows it returned \(2, 12, 1\)"):
         build_backbone(nn.Identity, None, (12, 1))

@@ -881,6 +881,53 @@ def test_auto_input_noise_fits_an_ensemble_at_the_chosen_level():
     np.testing.assert_allclose(model.score_samples(X, y), same.score_samples(X, y), rtol=1e-6)
 
 
+def test_auto_noise_is_one_batched_pass_with_one_novelty_index(monkeypatch):
+    """The levels train together, as members of one ensemble (one call of train), and the novelty
+    index is built once, for the kept model; n_components="auto" builds it once too."""
+    calls = {"train": [], "novelty": 0}
+    real_train, real_novelty = mdnkit.estimator.train, mdnkit.estimator.InputNovelty.fit
+
+    def counted_train(module, *args, **kwargs):
+        calls["train"].append(getattr(module, "n_members", 1))
+        return real_train(module, *args, **kwargs)
+
+    def counted_novelty(self, *args, **kwargs):
+        calls["novelty"] += 1
+        return real_novelty(self, *args, **kwargs)
+
+    monkeypatch.setattr(mdnkit.estimator, "train", counted_train)
+    monkeypatch.setattr(mdnkit.estimator.InputNovelty, "fit", counted_novelty)
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(200, 2)); y = X[:, 0] + 0.3 * rng.normal(size=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
+        assert calls == {"train": [3], "novelty": 1}
+        assert type(model.module_).__name__ == "MDN" and model.n_estimators == 1
+        calls.update(train=[], novelty=0)
+        MDNRegressor(n_components="auto", hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
+    assert calls["train"][0] == 3 and set(calls["train"][1:]) == {1} and calls["novelty"] == 1
+
+
+def test_auto_noise_keeps_the_winners_own_curve_and_weights():
+    """The kept member's history is its own (its validation NLLs, its epochs), its best epoch's
+    weights are the model's, and its validation NLL is what the search recorded for its level."""
+    rng = np.random.default_rng(5)
+    X = rng.uniform(-2, 2, size=(300, 1)); y = np.sin(2 * X[:, 0]) + 0.2 * rng.normal(size=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MDNRegressor(n_components=2, hidden_sizes=(16,), max_epochs=40, batch_size=None, learning_rate=1e-2,
+                             random_state=0).fit(X, y)
+    best = model.noise_selection_[model.input_noise_]
+    assert best == min(model.noise_selection_.values())
+    assert min(r["val_nll"] for r in model.history_) == pytest.approx(best, abs=1e-12)
+    validation = np.random.default_rng(0).permutation(300)[:30]  # the rows a fit with seed 0 holds out
+    assert -model.score(X[validation], y[validation]) == pytest.approx(best, abs=1e-5)
+    assert model.n_iter_ == model.history_[-1]["epoch"] and model.best_epoch_ <= model.n_iter_
+    model.set_params(warm_start=True, max_epochs=3).fit(X, y)  # its training state goes on
+    assert model.train_state_.n == 1 and model.train_state_.epoch == model.history_[-1]["epoch"]
+
+
 def test_warm_start_keeps_the_chosen_noise_and_a_fresh_fit_forgets_the_search(monkeypatch):
     """A warm refit continues at the level "auto" chose (here forced to 0 by a one-level search);
     a fresh fit with other settings leaves no trace of the previous search."""

@@ -321,60 +321,47 @@ def test_estimator_fit_interrupted_warns_and_stays_usable(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_ctrl_c_during_a_later_noise_trial_still_warns(monkeypatch):
-    """input_noise="auto": Ctrl-C in the second level's fit keeps the best level fitted so far,
-    which may be the first, and says that training was interrupted."""
+def test_ctrl_c_during_the_noise_search_keeps_the_best_level_so_far(monkeypatch):
+    """input_noise="auto" trains its levels in one pass: Ctrl-C in it keeps, of the levels'
+    members, the one with the best validation NLL so far, and says that training was interrupted."""
     import numpy as np
 
-    from mdnkit import estimator as estimator_module
+    from mdnkit.training import TrainState
 
-    real_train = estimator_module.train
+    real_step = TrainState.gradient_step
     calls = []
 
-    def second_interrupted(module, *args, **kwargs):
+    def interrupted_step(self, *args, **kwargs):
         calls.append(1)
-        return real_train(_InterruptAt(module, call=3) if len(calls) == 2 else module, *args, **kwargs)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(estimator_module, "train", second_interrupted)
+    monkeypatch.setattr(TrainState, "gradient_step", interrupted_step)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 1))
     y = X[:, 0] + 0.1 * rng.normal(size=100)
-    with pytest.warns(mdnkit.TrainingInterrupted, match=r"interrupted at epoch 2 of the fit at input_noise="):
+    with pytest.warns(mdnkit.TrainingInterrupted, match="interrupted at epoch 5"):
         model = mdnkit.MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=30, batch_size=None,
                                     random_state=0).fit(X, y)
-    assert len(calls) == 2 and len(model.noise_selection_) == 2  # the third level was never fitted
-    assert model.input_noise_ == 0.0 and model.n_iter_ == 30  # the first level's complete fit won
-    assert np.isfinite(model.score(X, y))
+    assert len(calls) == 6 and len(model.noise_selection_) == 3  # one pass trained every level
+    assert model.n_iter_ == 5 and len(model.history_) == 5
+    assert model.input_noise_ == min(model.noise_selection_, key=model.noise_selection_.get)
+    assert type(model.module_).__name__ == "MDN" and np.isfinite(model.score(X, y))
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_ctrl_c_between_noise_trials_keeps_the_levels_fitted(monkeypatch):
+def test_ctrl_c_while_setting_up_the_noise_search_propagates(monkeypatch):
     import numpy as np
 
     from mdnkit import estimator as estimator_module
 
-    real_train = estimator_module.train
-    calls = []
+    def interrupt_setup(*args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C came before the first epoch: nothing to keep
 
-    def interrupt_second_setup(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # as if Ctrl-C came while the second fit was being set up
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(estimator_module, "train", interrupt_second_setup)
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(100, 1))
-    y = X[:, 0] + 0.1 * rng.normal(size=100)
-    settings = dict(n_components=2, hidden_sizes=(8,), max_epochs=10, batch_size=None, random_state=0)
-    with pytest.warns(mdnkit.TrainingInterrupted, match=r"interrupted before the fit at input_noise=0\.\d+; kept the fit "
-                                                        r"at input_noise=0, the best of the 1 level"):
-        model = mdnkit.MDNRegressor(**settings).fit(X, y)
-    assert list(model.noise_selection_) == [0.0] and np.isfinite(model.score(X, y))
-    calls.clear()
-    calls.append(1)  # now the first fit's set-up is interrupted: nothing to keep, so it propagates
+    monkeypatch.setattr(estimator_module, "train", interrupt_setup)
+    X = np.random.default_rng(0).normal(size=(100, 1))
     with pytest.raises(KeyboardInterrupt):
-        mdnkit.MDNRegressor(**settings).fit(X, y)
+        mdnkit.MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=10, random_state=0).fit(X, X[:, 0])
 
 
 class _NaNGradient(torch.autograd.Function):
@@ -415,3 +402,141 @@ def test_rollback_never_restores_weights_no_loss_has_checked(poisoned_epoch):
     assert result.rollbacks == 1
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert math.isfinite(_nll(module.inner, x, y))
+
+
+# ---------------------------------------------------------------------------- per-member noise levels
+def _ensemble(y: torch.Tensor, n_members: int = 3, seed: int = 0) -> mdnkit.MDNEnsemble:
+    torch.manual_seed(seed)
+    module = mdnkit.MDNEnsemble(1, 1, n_components=2, hidden_sizes=(8,), n_members=n_members).double()
+    module.initialize(y, random_state=seed)
+    return module
+
+
+def test_per_member_noise_draws_each_members_own_inputs_at_its_own_level():
+    from mdnkit.training import _perturbed
+
+    x = torch.zeros(20_000, 2, dtype=torch.float64)
+    config = TrainingConfig(input_noise=(0.0, 0.1, 0.5))
+    noisy, _ = _perturbed(x, torch.zeros(20_000, 1, dtype=torch.float64), config, torch.Generator().manual_seed(0))
+    assert noisy.shape == (3, 20_000, 2)
+    assert torch.equal(noisy[0], x)
+    # The sample sd of 40,000 normals is within 2% of sigma with probability 1 - 1e-9.
+    for member, sigma in ((1, 0.1), (2, 0.5)):
+        assert float(noisy[member].std()) == pytest.approx(sigma, rel=0.02)
+    assert abs(float(torch.corrcoef(torch.stack([noisy[1].flatten(), noisy[2].flatten()]))[0, 1])) < 0.03
+
+
+def test_a_member_without_noise_trains_as_in_a_noise_free_run():
+    """Members are trained as if alone: the level-0 member of a (0, 0.2, 0.5) run follows exactly
+    the path it takes when no member has noise (full batch: the generator only draws noise),
+    while the noisy members' paths change."""
+    x, y = _data(seed=0)
+    x, y = x.double(), y.double()
+    x_val, y_val = (t.double() for t in _data(n=60, seed=1))
+    start = _ensemble(y)
+    runs = []
+    for noise in ((0.0, 0.2, 0.5), 0.0):
+        module = copy.deepcopy(start)
+        config = TrainingConfig(learning_rate=0.01, max_epochs=15, input_noise=noise, patience=100)
+        result = train(module, x, y, x_val, y_val, config=config, generator=torch.Generator().manual_seed(0))
+        runs.append((module, result))
+    (searched, result), (plain, _) = runs
+    plain_parameters = dict(plain.named_parameters())
+    for name, value in searched.named_parameters():
+        torch.testing.assert_close(value[0], plain_parameters[name][0], rtol=1e-12, atol=1e-12)
+        assert not torch.allclose(value[2], plain_parameters[name][2])
+    assert len(result.member_history) == len(result.history) == 15
+    assert all(len(epoch["val_nll"]) == 3 and all(epoch["active"]) for epoch in result.member_history)
+
+
+def test_one_noise_level_per_member_or_a_clear_error():
+    x, y = _data(n=40)
+    with pytest.raises(ValueError, match="input_noise has 2 levels for 3 members"):
+        train(_ensemble(y.double()), x.double(), y.double(), config=TrainingConfig(max_epochs=1, input_noise=(0.1, 0.2)))
+
+
+def test_a_members_state_continues_as_that_member_alone():
+    """TrainState.member gives member m's optimiser moments in the single network's layout (the
+    same map as its weights), its learning rate and early-stopping record."""
+    x, y = (t.double() for t in _data(seed=0))
+    x_val, y_val = (t.double() for t in _data(n=60, seed=1))
+    ensemble = _ensemble(y)
+    config = TrainingConfig(learning_rate=0.01, max_epochs=8, input_noise=(0.0, 0.1, 0.3))
+    state = train(ensemble, x, y, x_val, y_val, config=config, generator=torch.Generator().manual_seed(0)).state
+    single = ensemble.member(1)
+    alone = state.member(1, single, lambda: ensemble.member(1))
+    first_layer = ensemble.backbone[0].weight  # [M, in, out]; an nn.Linear keeps [out, in]
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(alone.optimizer.state[single.backbone[0].weight][key],
+                                   state.optimizer.state[first_layer][key][1].T, rtol=0, atol=0)
+    torch.testing.assert_close(first_layer[1].T, single.backbone[0].weight, rtol=0, atol=0)  # weights restored
+    assert alone.config.input_noise == 0.1 and alone.learning_rates == [state.learning_rates[1]]
+    assert alone.best_scores == [state.best_scores[1]] and alone.epoch == state.epoch == 8
+    more = train(single, x, y, x_val, y_val, config=replace_config(alone.config, max_epochs=3), state=alone)
+    assert len(more.history) == 3 and math.isfinite(more.history[-1]["val_nll"])
+
+
+def replace_config(config: TrainingConfig, **changes) -> TrainingConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+# ---------------------------------------------------------------------------- batch sources
+def test_a_dataloader_trains_as_the_same_batches_in_memory():
+    """Any re-iterable of (x, y) batches is a batch source: a DataLoader without shuffling gives
+    exactly the run of a source that yields the same slices, and its recorded train NLL is the
+    row-weighted mean of its batches' NLLs; validation through an iterable of chunks equals
+    validation on the tensors."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = (t.double() for t in _data(n=150, seed=0))
+    x_val, y_val = (t.double() for t in _data(n=70, seed=1))
+    start = _module(y).double()
+
+    class Slices:  # the loop's own protocol: epoch(generator) -> batches
+        def epoch(self, generator):
+            yield from ((x[i:i + 64], y[i:i + 64], None) for i in range(0, len(x), 64))
+
+    config = TrainingConfig(learning_rate=0.01, max_epochs=6, patience=100)
+    runs = []
+    for source, validation in ((DataLoader(TensorDataset(x, y), batch_size=64), [(x_val[:30], y_val[:30]), (x_val[30:], y_val[30:])]),
+                               (Slices(), x_val)):
+        module = copy.deepcopy(start)
+        runs.append((module, train(module, source, None, validation, None if validation is not x_val else y_val,
+                                   config=config)))
+    (loaded, a), (sliced, b) = runs
+    for name, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, sliced.state_dict()[name], rtol=1e-10, atol=1e-12)
+    for ra, rb in zip(a.history, b.history):
+        assert ra["train_nll"] == pytest.approx(rb["train_nll"], abs=1e-10)
+        assert ra["val_nll"] == pytest.approx(rb["val_nll"], abs=1e-10)
+    assert b.history[-1]["val_nll"] == pytest.approx(_nll(sliced, x_val, y_val), abs=1e-10)
+
+
+def test_a_float32_loader_is_moved_to_the_modules_dtype():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = _data(n=64)
+    module = _module(y.double()).double()
+    result = train(module, DataLoader(TensorDataset(x, y), batch_size=32), config=TrainingConfig(max_epochs=2))
+    assert len(result.history) == 2 and math.isfinite(result.history[-1]["train_nll"])
+
+
+@pytest.mark.parametrize("source, config, message", [
+    ([(torch.zeros(4, 1),)], TrainingConfig(max_epochs=1), r"A batch must be \(x, y\) or \(x, y, row_weights\)"),
+    ([], TrainingConfig(max_epochs=1), "gave no batches"),
+    ([(torch.zeros(4, 1), torch.zeros(4, 1))] * 2, TrainingConfig(max_epochs=1, optimizer="lbfgs"), "full batches"),
+])
+def test_bad_batch_sources_say_what_is_wrong(source, config, message):
+    module = _module(_data(n=8)[1])
+    with pytest.raises(ValueError, match=message):
+        train(module, source, config=config)
+
+
+def test_targets_come_in_the_batches_or_with_tensors():
+    x, y = _data(n=20)
+    with pytest.raises(ValueError, match="y is missing"):
+        train(_module(y), x, config=TrainingConfig(max_epochs=1))
+    with pytest.raises(ValueError, match="y must be None"):
+        train(_module(y), [(x, y)], y, config=TrainingConfig(max_epochs=1))

@@ -32,7 +32,7 @@ from mdnkit.mixture import cat
 from mdnkit.networks import ACTIVATIONS, Activation, build_backbone
 from mdnkit.novelty import InputNovelty
 from mdnkit.search import AUTO_N_COMPONENTS, successive_halving
-from mdnkit.training import Optimizer, TrainingConfig, TrainingDivergedError, TrainingInterrupted, train
+from mdnkit.training import Optimizer, TrainingConfig, TrainingInterrupted, train
 
 # Factor of the noise rule of thumb h = c n^(-1/(4+dims)) (Rothfuss et al. 2019 use c = 0.5 and 1;
 # in benchmarks/uci.py c = 0.25 beat 0.1 and 0.5 on most sets, see the README).
@@ -240,6 +240,19 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if isinstance(self.input_noise, str) and self.validation_fraction > 0 and searching:
             self._n_validation(len(X))  # too few rows: say so once, not from a trial fit
             return self._fit_noise_auto(X_in, y_in)
+        return self._fit_network(X, y, X_in, y_in, feature_names)
+
+    def _fit_network(
+        self, X: np.ndarray, y: np.ndarray, X_in: Any, y_in: Any, feature_names: np.ndarray | None,
+        member_noise: tuple[float, ...] | None = None, novelty: bool = True,
+    ) -> MDNRegressor:
+        """The fit itself, on checked ``X (n, *shape)`` and ``y (n,)`` or ``(n, d)``.
+
+        ``member_noise``: a noise search, one input-noise level per member (``n_estimators`` of
+        them), every member on the same validation rows. ``novelty=False`` skips the novelty
+        index (a search's trial fits: the kept model builds it once).
+        """
+        warm = self.warm_start and hasattr(self, "module_")
         self._y_is_1d = y.ndim == 1
         y = y.reshape(len(y), -1)
         if hasattr(y_in, "columns"):
@@ -276,9 +289,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         rows = np.random.default_rng(seed).permutation(len(X))
         val_rows, train_rows = rows[:n_val], rows[n_val:]
         x_all = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=dtype, device=device)
-        # Where the training inputs lie, so predictions far from them can warn (NoveltyWarning).
-        # Rebuilt by every fit, warm starts included: it describes the data the model last saw.
-        self.novelty_ = InputNovelty(random_state=seed).fit(self._standardized_rows(X))
+        if novelty and not getattr(self, "_trial", False):
+            self._fit_novelty(X, seed)
         y_all = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=dtype, device=device)
         train_index = torch.as_tensor(train_rows, device=device)
         val_index = torch.as_tensor(val_rows, device=device)
@@ -321,7 +333,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             target_noise=self.target_noise_,
             verbose=bool(self.verbose),
         )
-        if self.n_estimators > 1 and n_val:
+        if member_noise is not None:
+            self.input_noise_ = config.input_noise = tuple(member_noise)
+        if self.n_estimators > 1 and n_val and member_noise is None:
             holdout = torch.as_tensor(self._member_holdout(len(X), n_val, seed), device=device)
             result = train(self.module_, x_all, y_all, config=config, generator=generator,
                            nll_offset=self._log_jacobian, holdout=holdout, state=state)
@@ -333,6 +347,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 config=config, generator=generator, nll_offset=self._log_jacobian, state=state,
             )
         self.train_state_ = result.state
+        if member_noise is not None:
+            self._member_history = result.member_history  # each member's own curve
         offset = self.history_[-1]["epoch"] if self.history_ else 0
         for record in result.history:
             record["epoch"] += offset
@@ -341,21 +357,38 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.n_iter_ = result.history[-1]["epoch"] - offset if result.history else 0
         self.best_epoch_ = result.best_epoch + offset
         self._record_component_usage(x_all)
-        if result.interrupted:
-            warnings.warn(
-                f"Training interrupted at epoch {self.n_iter_}; kept the weights of epoch "
-                f"{self.best_epoch_ if n_val else self.n_iter_}.",
-                TrainingInterrupted,
-                stacklevel=2,
-            )
-        elif n_val and not result.stopped_early and self.n_iter_ - result.best_epoch < patience // 4:
+        self._warn_unfinished(
+            result.interrupted, bool(n_val) and not result.stopped_early and self.n_iter_ - result.best_epoch < patience // 4,
+            kept_epoch=self.best_epoch_ if n_val else self.n_iter_,
+        )
+        return self
+
+    def _warn_unfinished(self, interrupted: bool, still_improving: bool, kept_epoch: int) -> None:
+        """Say so when Ctrl-C ended the fit, or when ``max_epochs`` did while it still improved."""
+        if interrupted:
+            warnings.warn(f"Training interrupted at epoch {self.n_iter_}; kept the weights of epoch {kept_epoch}.",
+                          TrainingInterrupted, stacklevel=4)
+        elif still_improving:
             warnings.warn(
                 f"{type(self).__name__} stopped at max_epochs={self.max_epochs} while the validation NLL was "
                 "still improving; increase max_epochs (or learning_rate).",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
-        return self
+
+    def _fit_novelty(self, X: np.ndarray, seed: int) -> None:
+        # Where the training inputs lie, so predictions far from them can warn (NoveltyWarning).
+        # Rebuilt by every fit, warm starts included: it describes the data the model last saw.
+        self.novelty_ = InputNovelty(random_state=seed).fit(self._standardized_rows(X))
+
+    def _fit_rung(self, X: Any, y: Any) -> MDNRegressor:
+        """``fit`` for a search's trial (a rung of successive halving): without the novelty index,
+        which only the kept model needs."""
+        self._trial = True
+        try:
+            return self.fit(X, y)
+        finally:
+            del self._trial
 
     def _check_params(self) -> None:
         def positive_int(name: str) -> None:
@@ -422,10 +455,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.__dict__.update({name: value for name, value in vars(fitted).items() if name not in params})
 
     def _fit_noise_auto(self, X: Any, y: Any) -> MDNRegressor:
-        """``input_noise="auto"``: one single-member fit per level in :data:`NOISE_FACTORS` (same
-        seed, so the same validation rows), then the level with the best validation NLL.
+        """``input_noise="auto"``: the levels of :data:`NOISE_FACTORS` trained in one batched pass,
+        as the members of one ensemble, each with its own input noise, schedule and early
+        stopping, all on the validation rows a single fit with this seed holds out; then the
+        level with the best validation NLL.
 
-        A single model is the winning fit itself; an ensemble is fitted afresh at that level.
+        A single model is the winning member itself (its weights, curve and training state); an
+        ensemble is then fitted at that level.
         """
         from sklearn.base import clone
 
@@ -434,47 +470,52 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         n_dims = math.prod(X_checked.shape[1:]) + (1 if y_checked.ndim == 1 else y_checked.shape[1])
         n_train = len(X_checked) - self._n_validation(len(X_checked))
         seed = seed_from(self.random_state)
-        trials: dict[float, tuple[MDNRegressor, list]] = {}
-        stopped = None  # where Ctrl-C ended the search, if it did
-        for factor in NOISE_FACTORS:
-            level = factor * n_train ** (-1.0 / (4 + n_dims))
-            trial = clone(self).set_params(input_noise=level, n_estimators=1, random_state=seed)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    trial.fit(X, y)
-                except TrainingDivergedError as error:  # this level failed; the others may not
-                    diverged = error
-                    continue
-                except KeyboardInterrupt:  # outside the training loop (while setting up a fit)
-                    if not trials:
-                        raise
-                    stopped = f"before the fit at input_noise={level:.3g}"
-                    break
-            trials[level] = trial, caught
-            if any(issubclass(w.category, TrainingInterrupted) for w in caught):
-                stopped = f"at epoch {trial.n_iter_} of the fit at input_noise={level:.3g}"
-                break  # Ctrl-C: keep what has been fitted, choose among it
-        if not trials:
-            raise diverged
-        scores = {level: float(np.nanmin([r["val_nll"] for r in trial.history_])) for level, (trial, _) in trials.items()}
-        level = min(scores, key=scores.get)
-        if self.n_estimators == 1 or stopped:
-            winner, caught = trials[level]
-            for warning in caught:
+        levels = tuple(factor * n_train ** (-1.0 / (4 + n_dims)) for factor in NOISE_FACTORS)
+        search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, random_state=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            search._fit_network(X_checked, y_checked, X, y, _feature_names(X), member_noise=levels, novelty=False)
+        curves = search._member_history
+        scores = {level: float(np.nanmin([epoch["val_nll"][m] for epoch in curves] or [np.nan]))
+                  for m, level in enumerate(levels)}
+        index = int(np.nanargmin(list(scores.values())))
+        interrupted = any(issubclass(w.category, TrainingInterrupted) for w in caught)
+        for warning in caught:  # a rollback's warning; the search's own convergence is the winner's
+            if not issubclass(warning.category, (ConvergenceWarning, TrainingInterrupted)):
                 warnings.warn(warning.message, warning.category, stacklevel=3)
-            if stopped and not any(issubclass(w.category, TrainingInterrupted) for w in caught):
-                warnings.warn(  # Ctrl-C stopped another level's fit than the one kept: still say so
-                    f"Training interrupted {stopped}; kept the fit at input_noise={level:.3g}, the best "
-                    f"of the {len(trials)} level(s) fitted.",
-                    TrainingInterrupted,
-                    stacklevel=3,
-                )
+        if self.n_estimators > 1 and not interrupted:
+            self._adopt(clone(self).set_params(input_noise=levels[index], random_state=seed).fit(X, y))
         else:
-            winner = clone(self).set_params(input_noise=level, random_state=seed).fit(X, y)
-        self._adopt(winner)
+            self._adopt_member(search, index, X_checked, seed)
+            stopped = not search.train_state_.active[index]
+            self._warn_unfinished(interrupted, not stopped and self.n_iter_ - self.best_epoch_ < self._patience(n_train) // 4,
+                                  kept_epoch=self.best_epoch_)
         self.noise_selection_ = scores
         return self
+
+    def _adopt_member(self, search: MDNRegressor, index: int, X: np.ndarray, seed: int) -> None:
+        """Take over member ``index`` of a noise search as this single model: its weights, its
+        own training curve (the epochs it trained), noise level and training state."""
+        self._adopt(search)
+        del self._member_history
+        state = self.train_state_
+        if len(search.input_noise_) > 1:
+            self.module_ = self.module_.member(index)
+            self.train_state_ = state.member(index, self.module_, lambda: search.module_.member(index))
+        self.input_noise_ = float(search.input_noise_[index])
+        self.history_ = [
+            {**record, "train_nll": member["train_nll"][index], "val_nll": member["val_nll"][index],
+             "learning_rate": member["learning_rate"][index]}
+            for record, member in zip(search.history_, search._member_history) if member["active"][index]
+        ]
+        self.n_iter_ = self.history_[-1]["epoch"] if self.history_ else 0
+        self.best_epoch_ = int(state.best_epochs[index])
+        self.train_state_.epoch = self.n_iter_  # the member's own epochs, not the whole search's
+        x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=next(self.module_.parameters()).dtype,
+                            device=next(self.module_.parameters()).device)
+        self._record_component_usage(x)
+        if not getattr(self, "_trial", False):
+            self._fit_novelty(X, seed)
 
     def _fit_auto(self, X: Any, y: Any) -> MDNRegressor:
         """``n_components="auto"``: search ``K`` with :class:`~mdnkit.MDNRegressorCV`, then take over
@@ -491,6 +532,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if isinstance(self.input_noise, str):
             # Choose the noise once, with one mid-sized network, then search K at that level.
             probe = clone(self).set_params(n_components=5, n_estimators=1, random_state=seed, verbose=False)
+            probe._trial = True  # only its noise level is kept
             probe._fit_noise_auto(X, y)
             fixed["input_noise"], noise_selection = probe.input_noise_, probe.noise_selection_
         ensemble = self.n_estimators > 1

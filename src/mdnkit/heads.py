@@ -333,8 +333,11 @@ class MDNEnsemble(DensityNetwork):
         when components were pruned from single members), in original units."""
         return super().forward(x)
 
-    def training_losses(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(member_nll [M], ensemble_nll)`` on a batch ``x [N, F]``, ``y [N, D]``.
+    def training_losses(
+        self, x: Tensor, y: Tensor, row_weights: Tensor | None = None, member_inputs: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """``(member_nll [M], ensemble_nll)`` on a batch ``x [N, F]``, ``y [N, D]``; with
+        ``member_inputs`` ``x [M, N, F]`` holds each member's own inputs (its own input noise).
 
         ``member_nll[m] = mean_i -log p_m(y_i | x_i)``, whose sum is what training minimises and
         by which each member is stopped; ``ensemble_nll`` is the mean NLL of the mixture of
@@ -345,7 +348,8 @@ class MDNEnsemble(DensityNetwork):
         for a member without rows), and each row is scored by the mixture of its members,
         ``-log(Σ_m w_mi p_m / Σ_m w_mi)``, averaged over the rows of some member.
         """
-        members = self.family.mixture(*self.standardized_params(x))  # in the network's units
+        parameters = self.head.params(self.backbone(x)) if member_inputs else self.standardized_params(x)
+        members = self.family.mixture(*parameters)  # in the network's units
         log_prob = members.log_prob(y).reshape(self.n_members, -1)  # [M, N]
         if row_weights is None:
             member_nll = -log_prob.mean(1)
@@ -368,20 +372,17 @@ class MDNEnsemble(DensityNetwork):
     @torch.no_grad()
     def member(self, index: int) -> MDN:
         """Member ``index`` as a standalone :class:`MDN` (a copy, without its masked components)."""
-        if self.custom_backbone:
-            raise NotImplementedError("member() copies MLP members only; this ensemble has a custom backbone.")
         config = self.config
         mdn = MDN(
             config["in_features"], config["out_features"], self.head.n_components, config["hidden_sizes"],
             config["activation"], config["covariance_type"], config["min_scale"], config["family"],
-            config["family_options"],
+            config["family_options"], backbone=self.backbone.member(index) if self.custom_backbone else None,
         )
         weight = self.head.linear.weight
         mdn.to(device=weight.device, dtype=weight.dtype)
-        for single, batched in zip(
-            [*[m for m in mdn.backbone if isinstance(m, nn.Linear)], mdn.head.linear],
-            [*[m for m in self.backbone if isinstance(m, EnsembleLinear)], self.head.linear],
-        ):
+        single_backbone = [] if self.custom_backbone else [m for m in mdn.backbone if isinstance(m, nn.Linear)]
+        batched_backbone = [] if self.custom_backbone else [m for m in self.backbone if isinstance(m, EnsembleLinear)]
+        for single, batched in zip([*single_backbone, mdn.head.linear], [*batched_backbone, self.head.linear]):
             single.weight.copy_(batched.weight[index].T)
             single.bias.copy_(batched.bias[index])
         masked = self.head.logit_mask[index].isinf()

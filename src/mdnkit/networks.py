@@ -183,6 +183,17 @@ class StackedBackbone(nn.Module):
         call = vmap(lambda p, b, rows: functional_call(skeleton, (p, b), (rows,)), randomness="different")
         return call(*self._stacked(), x)
 
+    @torch.no_grad()
+    def member(self, index: int) -> nn.Module:
+        """Member ``index`` as a standalone module ``[N, *shape] -> [N, H]`` (a copy)."""
+        parameters, buffers = self._stacked()
+        reference = next(iter(parameters.values()))
+        module = copy.deepcopy(self._skeleton[0]).to_empty(device=reference.device).to(dtype=reference.dtype)
+        for name, value in [*module.named_parameters(), *module.named_buffers()]:
+            value.copy_((parameters | buffers)[name][index])
+        module.out_features = self.out_features
+        return module.train(self.training)
+
     def forward(self, x: Tensor) -> Tensor:
         """``[M, N, *shape] -> [M, N, H]``."""
         if self._vmap:

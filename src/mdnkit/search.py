@@ -194,7 +194,8 @@ def _train_candidate(
             with warnings.catch_warnings():
                 # A short budget stops while still improving: that is the point, not a problem.
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                model.fit(X, y)
+                # A trial skips what only the kept model needs (its novelty index).
+                getattr(model, "_fit_rung", model.fit)(X, y)
         except TrainingDivergedError:
             return model, None, time.perf_counter() - start, epochs
     row_nll = -model.score_samples(X_val, y_val)  # [n_holdout]

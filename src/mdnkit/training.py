@@ -14,9 +14,9 @@ stopping (:meth:`TrainState.record`), rollback after a non-finite loss (:meth:`T
 and a progress bar. Members are trained as if each were fitted alone (Lakshminarayanan et al.
 2017): clipped, decayed, stopped and restored member by member; only a rollback is shared.
 
-Data arrive as tensors already in the network's units; :class:`InMemoryBatches` shuffles them
-(one permutation per epoch, then contiguous slices) and any iterable of ``(x, y, row_weights)``
-batches can stand in for it. The recorded NLLs are shifted by ``nll_offset`` (the log-Jacobian of
+Data arrive already in the network's units: tensors, which :class:`InMemoryBatches` shuffles
+(one permutation per epoch, then contiguous slices), or any batch source, such as a
+``DataLoader`` (:class:`IterableBatches`: any re-iterable of ``(x, y[, row_weights])``). The recorded NLLs are shifted by ``nll_offset`` (the log-Jacobian of
 the caller's scaling) so that a caller can report them in the user's units.
 """
 
@@ -26,7 +26,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -58,7 +58,7 @@ class TrainingConfig:
     lr_decay_factor: float = 0.5
     weight_decay: float = 0.0
     gradient_clip: float | None = 10.0
-    input_noise: float = 0.0
+    input_noise: float | tuple[float, ...] = 0.0  # a tuple: each member its own level (a noise search)
     target_noise: float = 0.0
     max_rollbacks: int = 5
     verbose: bool = False
@@ -71,6 +71,9 @@ class TrainingResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0  # whose weights were kept, counted in this call; for an ensemble, the latest member's
     member_best_epochs: list[int] = field(default_factory=list)  # each member's, counted in this call
+    # Each member's own record per epoch of ``history``: "train_nll", "val_nll", "learning_rate"
+    # and "active" (whether it trained that epoch), each a list of M.
+    member_history: list[dict[str, list[float]]] = field(default_factory=list)
     stopped_early: bool = False
     rollbacks: int = 0
     interrupted: bool = False
@@ -93,7 +96,12 @@ class TrainStep(nn.Module):
         self.module = module
         self.n_members = int(getattr(module, "n_members", 1))
 
-    def forward(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, y: Tensor, row_weights: Tensor | None = None, member_inputs: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """``member_inputs``: ``x`` is each member's own, ``[M, N, *F]`` (per-member input noise)."""
+        if member_inputs:
+            return self.module.training_losses(x, y, row_weights, member_inputs=True)
         if hasattr(self.module, "training_losses"):
             return self.module.training_losses(x, y, row_weights)
         nll = -self.module(x).log_prob(y).mean()
@@ -131,6 +139,43 @@ class InMemoryBatches:
         yield from zip(x_epoch, y_epoch, weights)
 
 
+class IterableBatches:
+    """Any re-iterable of ``(x, y)`` or ``(x, y, row_weights)`` batches as a batch source: a
+    ``torch.utils.data.DataLoader``, a generator function's list, a reader of files.
+
+    Each epoch iterates ``batches`` again (its own shuffling, if any, is its own affair: the
+    loop's generator is not used). Batches move to ``device`` and ``dtype`` as they arrive.
+    """
+
+    def __init__(self, batches: Iterable, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        self.batches, self.device, self.dtype = batches, device, dtype
+
+    def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
+        for batch in self.batches:
+            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                raise ValueError(f"A batch must be (x, y) or (x, y, row_weights); got {type(batch).__name__}"
+                                 f"{f' of {len(batch)} items' if isinstance(batch, (tuple, list)) else ''}.")
+            x, y, weights = (*batch, None) if len(batch) == 2 else batch
+            yield (*(torch.as_tensor(t).to(device=self.device, dtype=self.dtype, non_blocking=True) for t in (x, y)),
+                   None if weights is None else torch.as_tensor(weights).to(device=self.device, dtype=self.dtype))
+
+
+def batch_source(data: Tensor | Iterable, y: Tensor | None, row_weights: Tensor | None, batch_size: int | None,
+                 like: Tensor) -> InMemoryBatches | IterableBatches:
+    """Tensors ``(data [N, F], y [N, D])`` as :class:`InMemoryBatches`; an object with
+    ``epoch(generator)`` as it is; any other iterable of batches as :class:`IterableBatches`
+    (moved to the device and dtype of ``like``)."""
+    if isinstance(data, Tensor):
+        if y is None:
+            raise ValueError("y is missing: pass targets with tensor inputs, or an iterable of (x, y) batches.")
+        return InMemoryBatches(data, y, row_weights, batch_size)
+    if y is not None or row_weights is not None:
+        raise ValueError("With an iterable of batches, targets and weights come in the batches; y must be None.")
+    if hasattr(data, "epoch"):
+        return data
+    return IterableBatches(data, like.device, like.dtype)
+
+
 def _chunks(x: Tensor, y: Tensor, row_weights: Tensor | None) -> Iterable[Batch]:
     weights = [None] * math.ceil(len(x) / _VALIDATION_CHUNK) if row_weights is None \
         else row_weights.split(_VALIDATION_CHUNK, 1)
@@ -162,10 +207,25 @@ def _clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> None:
         grad.mul_(scale)
 
 
+def _has_noise(config: TrainingConfig) -> bool:
+    return config.target_noise > 0 or any(level > 0 for level in _levels(config.input_noise))
+
+
+def _levels(noise: float | tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(noise) if isinstance(noise, (tuple, list)) else (float(noise),)
+
+
 def _perturbed(x: Tensor, y: Tensor, config: TrainingConfig, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Noise regularisation (Rothfuss et al. 2019): fresh noise on the standardised x and y."""
-    if config.input_noise > 0:
-        x = x + config.input_noise * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    """Noise regularisation (Rothfuss et al. 2019): fresh noise on the standardised x and y.
+
+    With one input-noise level per member the inputs become each member's own, ``[M, N, *F]``.
+    """
+    levels = _levels(config.input_noise)
+    if len(levels) > 1:
+        scale = torch.tensor(levels, device=x.device, dtype=x.dtype).view(-1, *[1] * x.dim())
+        x = x + scale * torch.randn((len(levels), *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    elif levels[0] > 0:
+        x = x + levels[0] * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     if config.target_noise > 0:
         y = y + config.target_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     return x, y
@@ -316,6 +376,47 @@ class TrainState:
         self._loss_weights: tuple[list[bool], Tensor] | None = None
 
     # -------------------------------------------------------------- per-member bookkeeping
+    @property
+    def member_inputs(self) -> bool:
+        """Whether each member gets its own noisy inputs (one input-noise level per member)."""
+        return len(_levels(self.config.input_noise)) > 1
+
+    @torch.no_grad()
+    def member(self, index: int, module: nn.Module, extract: Callable[[], nn.Module]) -> TrainState:
+        """The state of member ``index`` alone, for ``module``, a copy of that member made by
+        ``extract()`` (e.g. ``lambda: ensemble.member(index)``): its optimiser moments (mapped to
+        the single network's layout by ``extract`` itself), learning rate, plateau and
+        early-stopping record, and the shared generator and epoch.
+
+        While a stopped member waited for the others its moments kept decaying, so this is the
+        member's state at the end of the whole run, not of a run alone.
+        """
+        levels = _levels(self.config.input_noise)
+        config = replace(self.config, input_noise=levels[index] if len(levels) > 1 else levels[0])
+        state = TrainState(module, config, self.generator)
+        if config.optimizer != "lbfgs" and self.optimizer.state:
+            weights = [p.detach().clone() for p in self.parameters]
+            try:
+                first = self.optimizer.state[self.parameters[0]]
+                for key in [k for k, v in first.items() if torch.is_tensor(v) and v.shape == self.parameters[0].shape]:
+                    for p in self.parameters:  # the moments pass through the same map as the weights
+                        p.copy_(self.optimizer.state[p][key])
+                    for q, moment in zip(state.parameters, extract().parameters()):
+                        state.optimizer.state[q][key] = moment.detach().clone()
+                for q in state.parameters:
+                    state.optimizer.state[q]["step"] = first["step"].clone()
+            finally:
+                for p, weight in zip(self.parameters, weights):
+                    p.copy_(weight)
+        state.learning_rates = [self.learning_rates[index]]
+        if state.plateau is not None and self.plateau is not None:
+            state.plateau.best, state.plateau.bad_epochs = [self.plateau.best[index]], [self.plateau.bad_epochs[index]]
+        state.active, state.best_scores = [self.active[index]], [self.best_scores[index]]
+        state.epochs_without_improvement = [self.epochs_without_improvement[index]]
+        state.best_epochs, state.epoch = [self.best_epochs[index]], self.epoch
+        state.apply_rates()
+        return state
+
     def apply_rates(self) -> None:
         self.rates.apply(self.learning_rates, self.active)
 
@@ -417,10 +518,10 @@ class TrainState:
     def gradient_step(self, x: Tensor, y: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
         """One optimiser step on a batch; its (pre-step) members' and recorded mean NLLs."""
         config = self.config
-        if config.input_noise > 0 or config.target_noise > 0:
+        if _has_noise(config):
             x, y = _perturbed(x, y, config, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        member_nll, reported = self.step_module(x, y, weights)
+        member_nll, reported = self.step_module(x, y, weights, self.member_inputs)
         loss_weights = self.loss_weights(member_nll)
         (member_nll.sum() if loss_weights is None else member_nll @ loss_weights).backward()
         if config.gradient_clip:
@@ -435,13 +536,13 @@ class TrainState:
         """One L-BFGS step (up to 20 evaluations) on the full batch; the NLLs at its start."""
         config = self.config
         x, y, weights = batch
-        if config.input_noise > 0 or config.target_noise > 0:
+        if _has_noise(config):
             x, y = _perturbed(x, y, config, self.generator)
         first: list[tuple[Tensor, Tensor]] = []
 
         def closure() -> Tensor:
             self.optimizer.zero_grad(set_to_none=True)
-            member_nll, reported = self.step_module(x, y, weights)
+            member_nll, reported = self.step_module(x, y, weights, self.member_inputs)
             if not first:
                 first.append((member_nll.detach(), reported.detach()))
             loss_weights = self.loss_weights(member_nll)
@@ -454,46 +555,54 @@ class TrainState:
         self.rates.step(closure)
         return first[0]
 
-    def train_epoch(self, batches: InMemoryBatches) -> tuple[Tensor, Tensor]:
+    def train_epoch(self, batches: InMemoryBatches | IterableBatches) -> tuple[Tensor, Tensor]:
         """One pass; ``(members' train NLL [M], recorded train NLL)`` weighted by rows."""
         if self.config.optimizer == "lbfgs":
-            return self.lbfgs_step(next(iter(batches.epoch(self.generator))))
+            epoch = list(batches.epoch(self.generator))
+            if len(epoch) != 1:
+                raise ValueError(f"optimizer='lbfgs' takes full batches; this source gave {len(epoch)} batches an epoch.")
+            return self.lbfgs_step(epoch[0])
         steps = [(self.gradient_step(x, y, w), w, len(x)) for x, y, w in batches.epoch(self.generator)]
+        if not steps:
+            raise ValueError("The batch source gave no batches for this epoch.")
         if len(steps) == 1:  # a full batch: its NLLs as they are
             return steps[0][0]
-        n_rows = len(batches)
+        n_rows = sum(rows for _, _, rows in steps)
         reported = torch.stack([nll * rows for (_, nll), _, rows in steps]).sum() / n_rows
-        if batches.row_weights is None:
+        if all(w is None for _, w, _ in steps):
             members = torch.stack([nll * rows for (nll, _), _, rows in steps]).sum(0) / n_rows
         else:  # each member's NLL is a mean over its own rows
-            members = torch.stack([nll * w.sum(1) for (nll, _), w, _ in steps]).sum(0) / batches.row_weights.sum(1)
+            member_rows = [torch.full_like(nll, rows) if w is None else w.sum(1) for (nll, _), w, rows in steps]
+            members = torch.stack([nll * r for ((nll, _), _, _), r in zip(steps, member_rows)]).sum(0)
+            members = members / torch.stack(member_rows).sum(0).clamp(min=1e-12)
         return members, reported
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor, row_weights: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Validation NLLs ``(members [M], reported)`` in chunks of rows, weighted as one pass."""
+    def evaluate(self, batches: Iterable[Batch]) -> tuple[Tensor, Tensor]:
+        """Validation NLLs ``(members [M], reported)`` over ``batches``, weighted as one pass."""
         self.module.eval()
-        if len(x) <= _VALIDATION_CHUNK:
-            member_nll, nll = self.step_module(x, y, row_weights)
+        try:
+            batches = list(batches) if isinstance(batches, (list, tuple)) else batches
+            if isinstance(batches, list) and len(batches) == 1:
+                return self.step_module(*batches[0])
+            members, reported, member_rows, scored_rows = 0.0, 0.0, 0.0, 0.0
+            for x_chunk, y_chunk, w_chunk in batches:
+                member_nll, nll = self.step_module(x_chunk, y_chunk, w_chunk)
+                rows = torch.full_like(member_nll, len(x_chunk)) if w_chunk is None else w_chunk.sum(1)
+                scored = len(x_chunk) if w_chunk is None else (w_chunk.sum(0) > 0).sum()
+                members, member_rows = members + member_nll * rows, member_rows + rows
+                reported, scored_rows = reported + nll * scored, scored_rows + scored
+            return members / member_rows.clamp(min=1e-12), reported / max(float(scored_rows), 1.0)
+        finally:
             self.module.train()
-            return member_nll, nll
-        members, reported, member_rows, scored_rows = 0.0, 0.0, 0.0, 0.0
-        for x_chunk, y_chunk, w_chunk in _chunks(x, y, row_weights):
-            member_nll, nll = self.step_module(x_chunk, y_chunk, w_chunk)
-            rows = torch.full_like(member_nll, len(x_chunk)) if w_chunk is None else w_chunk.sum(1)
-            scored = len(x_chunk) if w_chunk is None else (w_chunk.sum(0) > 0).sum()
-            members, member_rows = members + member_nll * rows, member_rows + rows
-            reported, scored_rows = reported + nll * scored, scored_rows + scored
-        self.module.train()
-        return members / member_rows.clamp(min=1e-12), reported / max(float(scored_rows), 1.0)
 
 
 # ---------------------------------------------------------------------- the loop
 def train(
     module: nn.Module,
-    x_train: Tensor,
-    y_train: Tensor,
-    x_val: Tensor | None = None,
+    x_train: Tensor | Iterable,
+    y_train: Tensor | None = None,
+    x_val: Tensor | Iterable | None = None,
     y_val: Tensor | None = None,
     config: TrainingConfig | None = None,
     generator: torch.Generator | None = None,
@@ -512,9 +621,13 @@ def train(
         module: A :class:`~mdnkit.model.DensityNetwork` (or any module whose ``forward(x [N, F])``
             returns a distribution with ``log_prob(y [N, D]) -> [N]``).
         x_train, y_train: Training data ``[N, F]`` and ``[N, D]`` on the module's device, in the
-            network's own units.
-        x_val, y_val: Optional validation data; when given, training stops after ``patience``
-            epochs without improvement and the best weights are restored.
+            network's own units. Or, as ``x_train`` alone, any batch source: an object with
+            ``epoch(generator) -> iterator of (x, y, row_weights)`` or any re-iterable of
+            ``(x, y)`` / ``(x, y, row_weights)`` batches (a ``DataLoader``), iterated once per
+            epoch and moved to the module's device and dtype.
+        x_val, y_val: Optional validation data, tensors or (``x_val`` alone) an iterable of
+            batches; when given, training stops after ``patience`` epochs without improvement
+            and the best weights are restored.
         config: Optimiser and schedule settings.
         generator: Random source for shuffling and noise (determinism).
         nll_offset: Added to every recorded NLL (the log-Jacobian of the caller's scaling).
@@ -540,14 +653,21 @@ def train(
         if state.module is not module:
             raise ValueError("state belongs to another module; continue a run with its own module.")
         state.resume(config)
+    levels = _levels(config.input_noise)
+    if len(levels) > 1 and len(levels) != state.n:
+        raise ValueError(f"input_noise has {len(levels)} levels for {state.n} members; give one level or one per member.")
+    if holdout is not None and not isinstance(x_train, Tensor):
+        raise ValueError("holdout needs in-memory tensors; a batch source carries its own row_weights.")
     x_train, y_train, x_val, y_val, train_weights, val_weights = _split_holdout(
         state.n, x_train, y_train, x_val, y_val, holdout)
-    batches = InMemoryBatches(x_train, y_train, train_weights, config.batch_size)
-    validate = x_val is not None and y_val is not None and len(x_val) > 0
+    like = next(module.parameters())
+    batches = batch_source(x_train, y_train, train_weights, config.batch_size, like)
+    validation = _validation_batches(x_val, y_val, val_weights, like)
+    validate = validation is not None
     if validate and state.epoch > 0:
         # A continued run measures its start on this call's validation rows: on the same rows
         # that is the best score already recorded; on new rows the old score would mislead.
-        start_scores = state.evaluate(x_val, y_val, val_weights)[0].tolist()
+        start_scores = state.evaluate(validation())[0].tolist()
         state.best_scores = list(start_scores)
         if state.plateau is not None:
             state.plateau.best = list(start_scores)
@@ -562,7 +682,7 @@ def train(
             if state.epoch % 10 == 1:  # weights this epoch's loss will vouch for, if it is finite
                 state.candidate_state = _snapshot(module)
             member_train, train_loss = state.train_epoch(batches)
-            member_val, val_loss = state.evaluate(x_val, y_val, val_weights) if validate else (None, None)
+            member_val, val_loss = state.evaluate(validation()) if validate else (None, None)
             members_train = member_train.tolist()
             members_val = member_val.tolist() if validate else [math.nan] * state.n
             train_value = float(train_loss)
@@ -587,6 +707,10 @@ def train(
                 "learning_rate": state.optimizer.param_groups[0]["lr"],
                 "time": time.perf_counter() - start,
             })
+            result.member_history.append({"train_nll": [v + nll_offset for v in members_train],
+                                          "val_nll": [v + nll_offset for v in members_val],
+                                          "learning_rate": list(state.learning_rates),
+                                          "active": list(state.active)})
             progress.update(1)
             if config.verbose and (state.epoch % 10 == 0 or state.epoch == 1):
                 progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
@@ -606,6 +730,20 @@ def train(
     module.eval()
     result.state = state
     return result
+
+
+def _validation_batches(x_val: Tensor | Iterable | None, y_val: Tensor | None, weights: Tensor | None,
+                        like: Tensor) -> Callable[[], Iterable[Batch]] | None:
+    """A fresh iterable of validation batches per call (chunks of tensors), or ``None``."""
+    if x_val is None:
+        return None
+    if isinstance(x_val, Tensor):
+        if y_val is None or len(x_val) == 0:
+            return None
+        chunks = list(_chunks(x_val, y_val, weights))
+        return lambda: chunks
+    source = batch_source(x_val, y_val, weights, None, like)
+    return lambda: source.epoch(None)
 
 
 def _split_holdout(
