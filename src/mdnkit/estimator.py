@@ -299,6 +299,12 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             with torch.random.fork_rng(devices=cuda_devices()):
                 torch.manual_seed(seed)
                 self.module_ = self._build_module(X.shape[1], y.shape[1]).to(device=device, dtype=dtype)
+            if member_noise is not None and len(member_noise) > 1:
+                # Common random numbers: every level starts from the same weights, so that the
+                # levels' scores differ by their noise, not by the luck of an initialisation.
+                with torch.no_grad():
+                    for value in self.module_.parameters():
+                        value.copy_(value[:1].expand_as(value))
             self.module_.set_units(self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
             self.module_.initialize(y_all[train_index], random_state=seed)
             self.history_: list[dict[str, float]] = []
