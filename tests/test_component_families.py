@@ -76,9 +76,13 @@ class LogitNormalReference:
 
     def __init__(self, loc, scale, low, high):
         self.z, self.low, self.high = stats.norm(loc, scale), low, high
+        self.loc, self.scale = float(loc), float(scale)
 
     def logpdf(self, y):
         u = (y - self.low) / (self.high - self.low)
+        if np.ndim(y) == 0:  # quad calls with scalars: the formula, without a frozen distribution's overhead
+            z = (math.log(u / (1 - u)) - self.loc) / self.scale
+            return -0.5 * z * z - math.log(self.scale * math.sqrt(2 * math.pi) * u * (1 - u) * (self.high - self.low))
         return self.z.logpdf(logit(u)) - np.log(u * (1 - u)) - np.log(self.high - self.low)
 
     def cdf(self, y):
@@ -423,8 +427,9 @@ def test_estimator_end_to_end(fitted, family, tmp_path):
     assert all(np.isfinite(v) for v in results.values())
 
 
+@pytest.mark.slow  # an ONNX export takes 10-40 s here
 @pytest.mark.parametrize("family", NEW)
-def test_estimator_ensemble_and_export(fitted, family):
+def test_estimator_ensemble_and_export(family):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     import onnxruntime
@@ -436,7 +441,7 @@ def test_estimator_ensemble_and_export(fitted, family):
         warnings.simplefilter("ignore")
         ensemble = MDNRegressor(family=family, family_options=OPTIONS.get(family), n_estimators=2,
                                 **{**TINY, "max_epochs": 3}).fit(X, y)
-    for model in (fitted[family], ensemble):
+    for model in (ensemble,):  # members, their mixture and the family's units all in one graph
         path = export.to_onnx(model, os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fam-{family}-{os.getpid()}.onnx"),
                               overwrite=True)
         metadata = export.read_onnx_metadata(path)
