@@ -18,12 +18,10 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from mdnkit import MDNRegressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_component_families import HIGH, LOW, draw_rows  # noqa: E402  (the generator, not its tests)
+from test_component_families import HIGH, LOW, draw_rows  # the generator, not its tests
 
 FAMILIES = {  # family: (its options, what the target is)
     "laplace": ({}, "real, exponential tails"),
