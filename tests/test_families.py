@@ -181,6 +181,21 @@ FAMILY_GRID = [("gaussian", c) for c in ("diagonal", "isotropic", "full")] + [
 ]
 
 
+def _targets_in_support(family: str, d: int) -> tuple[torch.Tensor, float, float]:
+    """``(y [500, d], where the starting mixture's mean should be, tolerance)`` for a family."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, d, generator=g, dtype=torch.float64)
+    if family == "lognormal":
+        y = torch.exp(0.3 * z + 1.0)
+    elif family == "logit_normal":
+        y = torch.sigmoid(0.5 * z + 0.5)
+    elif family == "von_mises":
+        y = 0.4 * z + 1.0
+    else:
+        y = 2 * z + 10
+    return y, float(y.mean()), 0.05 * float(y.std()) * 10
+
+
 @pytest.mark.parametrize("family, covariance_type", FAMILY_GRID)
 @pytest.mark.parametrize("d", [1, 3])
 @pytest.mark.parametrize("n_members", [None, 2])
@@ -198,17 +213,25 @@ def test_head_contract_over_every_family(family, covariance_type, d, n_members):
     params = head.params(features)
     assert all(isinstance(t, torch.Tensor) for t in params)
     assert all(t.shape[:len(lead) + 2] == (*lead, 7, 4) for t in params)
-    assert float(mixture.component_stddev.min()) >= 0.05
+    # The floor on the family's scale parameter (the circular scale 1/√κ for von Mises).
+    floored = params[head.family.parameter_names.index("concentration") + 1].rsqrt() if family == "von_mises" \
+        else params[1 + head.family.parameter_names.index("scale" if "scale" in head.family.parameter_names
+                                                          else "scale_tril")]
+    if covariance_type != "full":
+        assert float(floored.min()) >= 0.05 * (1 - 1e-12)
+    else:
+        assert float(mixture.component_stddev.min()) >= 0.05
     # Every output unit of the head moves the log-likelihood.
-    mixture.log_prob(torch.randn(*lead, 7, d, dtype=torch.float64)).sum().backward()
+    mixture.log_prob(_targets_in_support(family, d)[0][:7].expand(*lead, 7, d)).sum().backward()
     gradient = head.linear.bias.grad.reshape(-1, head.linear.bias.shape[-1])
     assert bool((gradient.abs().sum(0) > 0).all())
-    # Data-driven start: the starting components sit at the quantiles / k-means centres.
-    y = torch.randn(500, d, dtype=torch.float64) * 2 + 10
+    # Data-driven start: the starting components sit at the quantiles / k-means centres, with
+    # targets inside the family's support (in the head's units: (0, 1) for a bounded family).
+    y, centre, tolerance = _targets_in_support(family, d)
     head.initialize(y, random_state=0)
     with torch.no_grad():
         start = head(torch.zeros(*lead, 1, 6, dtype=torch.float64))
-    assert float(start.mean.mean()) == pytest.approx(10, abs=0.5)
+    assert float(start.mean.mean()) == pytest.approx(centre, abs=tolerance)
     np.testing.assert_allclose(start.weights.numpy(), 0.25, atol=0.05)
     head.prune(torch.tensor([True, False, True, True]))
     assert head(features).n_components == 3

@@ -323,6 +323,7 @@ class GaussianNetworkRegressor(MDNRegressor):
 
     n_components = 1
     family = "gaussian"
+    family_options = None
     module = module_kwargs = None  # the MLP backbone
 
     def __init__(

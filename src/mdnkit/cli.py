@@ -83,6 +83,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bounds(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW < HIGH (e.g. 0,1), got {text!r}")
+    return low, high
+
+
+# The names of mdnkit.families.FAMILY_NAMES, spelled out: parsing must not import torch
+# (tests/test_cli.py checks that the two agree).
+FAMILY_CHOICES = ("gaussian", "student_t", "laplace", "lognormal", "logit_normal", "von_mises")
+
+
 def _probabilities(text: str) -> list[float]:
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
@@ -147,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rows per gradient step, 'auto' (64 to 256 by data size; the default) or 'full'")
     fit.add_argument("--covariance", choices=("diagonal", "full", "isotropic"), default="diagonal",
                      help="covariance of each component for multivariate targets (default diagonal)")
+    fit.add_argument("--family", choices=FAMILY_CHOICES, default="gaussian",
+                     help="component family (default gaussian): student_t and laplace for heavy tails, "
+                     "lognormal for targets > 0, logit_normal for targets in --bounds, von_mises for angles "
+                     "in radians")
+    fit.add_argument("--bounds", type=_bounds, metavar="LOW,HIGH",
+                     help="the targets' declared support for --family logit_normal (default 0,1)")
     fit.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size (default 0.003)")
     fit.add_argument("--validation-fraction", type=_fraction, default=0.1,
                      help="rows held out for early stopping (default 0.1; 0 trains on all for --epochs)")
@@ -360,6 +381,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from mdnkit.tabular import DataError, Schema, check_output, drop_missing, read_table
     from mdnkit.training import TrainingDivergedError, TrainingInterrupted
 
+    if args.bounds is not None and args.family != "logit_normal":
+        raise DataError(f"--bounds is the support of --family logit_normal, not of {args.family}")
     check_output(args.output, args.force)  # before training, not after an hour of it
     what = repr(args.data)
     frame = read_table(args.data)
@@ -374,7 +397,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         n_components=args.components, hidden_sizes=args.hidden, covariance_type=args.covariance,
         learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
         validation_fraction=args.validation_fraction, device=args.device, verbose=not args.quiet,
-        random_state=args.random_state, n_estimators=args.estimators,
+        random_state=args.random_state, n_estimators=args.estimators, family=args.family,
+        family_options=None if args.bounds is None else {"low": args.bounds[0], "high": args.bounds[1]},
     )
     _info(args, f"training on {len(X)} rows: {X.shape[1]} encoded feature(s) -> {', '.join(schema.targets)} "
                 f"(Ctrl-C stops early and keeps the best model)")

@@ -26,7 +26,7 @@ from mdnkit.base import ConditionalDensityMixin, cuda_devices, resolve_device, s
 from mdnkit.file_state import FileStateMixin
 from mdnkit.io import save_estimator
 from mdnkit.distributions import CovarianceType, GaussianMixture
-from mdnkit.families import FAMILY_NAMES, FamilyName
+from mdnkit.families import FAMILY_NAMES, FamilyName, make_family
 from mdnkit.heads import COVARIANCE_TYPES, MDN, MDNEnsemble
 from mdnkit.mixture import cat
 from mdnkit.networks import ACTIVATIONS, Activation, build_backbone
@@ -112,10 +112,21 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             by the members that held it out). The ensemble predicts the equally weighted mixture
             of its members' mixtures (``M·K`` components, weights ``π_mk / M``). ``1`` is a
             single MDN.
-        family: The components' family: ``"gaussian"`` (with ``covariance_type``) or
+        family: The components' family: ``"gaussian"`` (with ``covariance_type``),
             ``"student_t"`` (heavy tails: learned degrees of freedom above 2 per component and
-            dimension, independent dimensions). Modes, highest-density intervals and the
-            closed-form CRPS are Gaussian only so far; other families raise a clear error there.
+            dimension), ``"laplace"`` (exponential tails), ``"lognormal"`` (targets ``> 0``),
+            ``"logit_normal"`` (targets in the declared ``(low, high)`` of ``family_options``,
+            ``(0, 1)`` by default) or ``"von_mises"`` (angles in radians; ``predict`` gives the
+            circular mean, ``predict_std`` the circular standard deviation). All but Gaussian have
+            independent dimensions. Each family standardises the target only as far as its
+            support allows (:attr:`~mdnkit.family.Family.target_transform`: positive targets
+            are scaled, never shifted; bounded ones mapped onto ``(0, 1)`` by their declared
+            bounds; angles left alone), and ``fit`` refuses targets outside the support, naming
+            the rows. Modes, highest-density intervals and the closed-form CRPS are Gaussian only
+            so far; other families raise a clear error there.
+        family_options: The family's own settings, e.g. ``{"low": 0, "high": 100}`` for
+            ``"logit_normal"`` (numbers, or one per target), ``{"min_df": 2.0}`` for
+            ``"student_t"``; ``None`` for the defaults.
         module: Your own backbone instead of the MLP: an ``nn.Module`` class (or any factory)
             called as ``module(**module_kwargs)``, mapping standardised inputs ``[N, *shape]`` to
             features ``[N, H]`` (``H`` is found by a dry run); ``X`` may then have any shape
@@ -189,6 +200,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         family: FamilyName = "gaussian",
         module: type[nn.Module] | Callable[..., nn.Module] | None = None,
         module_kwargs: dict | None = None,
+        family_options: dict | None = None,
     ) -> None:
         self.n_components = n_components
         self.hidden_sizes = hidden_sizes
@@ -214,6 +226,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.family = family
         self.module = module
         self.module_kwargs = module_kwargs
+        self.family_options = family_options
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any) -> MDNRegressor:
@@ -231,6 +244,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if len(X) < 2:
             raise ValueError("X has 1 sample; fitting a conditional density needs at least 2 rows.")
         _validation.check_constant_targets(y.reshape(len(y), -1))
+        self._target_family(y.reshape(len(y), -1)).check_targets(y.reshape(len(y), -1))
         warm = self.warm_start and hasattr(self, "module_")
         searching = not warm
         if searching:
@@ -441,6 +455,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 raise ValueError(f"{name} must be {allowed}, got {value!r}.")
         if self.module is not None and not callable(self.module):
             raise ValueError(f"module must be an nn.Module class or a factory returning one, got {self.module!r}.")
+        if self.family_options is not None and not isinstance(self.family_options, dict):
+            raise ValueError(f"family_options must be a dict or None, got {self.family_options!r}.")
         if self.module_kwargs is not None and not isinstance(self.module_kwargs, dict):
             raise ValueError(f"module_kwargs must be a dict or None, got {self.module_kwargs!r}.")
         clip = self.gradient_clip
@@ -608,8 +624,17 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.x_mean_ = X.mean(axis=0)
         x_scale = X.std(axis=0)
         self.x_scale_ = np.where(x_scale > 0, x_scale, 1.0)  # constant features pass through
-        self.y_mean_ = y.mean(axis=0)
-        self.y_scale_ = y.std(axis=0)
+        # The family's own change of units (shift and scale, or scale only, or the declared bounds).
+        self.y_mean_, self.y_scale_ = self._target_family(y).target_units(y)
+
+    def _target_family(self, y: np.ndarray):
+        """The family for targets ``y [N, D]``, refusing target noise where it would leave the support."""
+        family = make_family(self.family, 1, y.shape[1], **(self.family_options or {}))
+        if family.target_transform != "affine" and not (isinstance(self.target_noise, numbers.Real)
+                                                        and self.target_noise == 0):
+            raise ValueError(f"target_noise must be 0 for the {self.family} family: noise would move targets "
+                             f"outside its support; got {self.target_noise!r}.")
+        return family
 
     @property
     def _log_jacobian(self) -> float:
@@ -627,8 +652,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         backbone = None if self.module is None else build_backbone(
             self.module, self.module_kwargs, self._input_shape, members)
         if members is None:
-            return MDN(*arguments, family=self.family, backbone=backbone)
-        return MDNEnsemble(*arguments, n_members=members, family=self.family, backbone=backbone)
+            return MDN(*arguments, family=self.family, family_options=self.family_options, backbone=backbone)
+        return MDNEnsemble(*arguments, n_members=members, family=self.family, family_options=self.family_options,
+                           backbone=backbone)
 
     @property
     def _input_shape(self) -> tuple[int, ...]:

@@ -1,4 +1,5 @@
-"""The component families a head can use, by name: Gaussian (here) and Student-t.
+"""The component families a head can use, by name: Gaussian (here), Student-t, Laplace,
+log-normal (``y > 0``), logit-normal (``y`` in a declared ``(low, high)``) and von Mises (angles).
 
 Each family is a :class:`~mdnkit.family.Family` (raw sizes, constraints, starting values) and a
 :class:`~mdnkit.mixture.Mixture` subclass. Adding one is one module (as :mod:`mdnkit.student_t`)
@@ -12,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Literal
 
@@ -21,9 +23,13 @@ from torch.distributions import constraints
 
 from mdnkit.distributions import GaussianMixture
 from mdnkit.family import Family, inverse_softplus, positive
+from mdnkit.laplace import LaplaceFamily
+from mdnkit.logit_normal import LogitNormalFamily
+from mdnkit.lognormal import LogNormalFamily
 from mdnkit.student_t import StudentTFamily
+from mdnkit.von_mises import VonMisesFamily
 
-FamilyName = Literal["gaussian", "student_t"]
+FamilyName = Literal["gaussian", "student_t", "laplace", "lognormal", "logit_normal", "von_mises"]
 
 
 class GaussianFamily(Family):
@@ -89,7 +95,10 @@ class GaussianFamily(Family):
         return [centres.flatten(), raw_scale, torch.zeros(self.raw_sizes()[2], dtype=torch.float64)]
 
 
-FAMILIES: dict[str, type[Family]] = {"gaussian": GaussianFamily, "student_t": StudentTFamily}
+FAMILIES: dict[str, type[Family]] = {
+    "gaussian": GaussianFamily, "student_t": StudentTFamily, "laplace": LaplaceFamily,
+    "lognormal": LogNormalFamily, "logit_normal": LogitNormalFamily, "von_mises": VonMisesFamily,
+}
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
 
 
@@ -109,6 +118,11 @@ def make_family(name: str, n_components: int, dim: int, min_scale: float = 1e-3,
                 f"covariance_type={covariance_type!r} is only available for the gaussian family; "
                 f"the {name} family has independent dimensions (covariance_type='diagonal')."
             )
+    accepted = [p for p in inspect.signature(family.__init__).parameters if p not in
+                ("self", "n_components", "dim", "min_scale")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"the {name} family takes the options {accepted}, got unknown {unknown}.")
     return family(n_components, dim, min_scale, **options)
 
 

@@ -6,13 +6,29 @@ components), the constraints that turn them into the distribution's parameters (
 ``softplus(raw) + floor`` for anything positive), the data-driven starting values, the support
 of the target, and the :class:`~mdnkit.mixture.Mixture` built from the parameters. The families
 themselves and their registry are in :mod:`mdnkit.families`.
+
+The target's units are the family's too. A network standardises ``y`` by an affine map
+``(y - shift) / scale`` and maps its mixture back with ``Mixture.affine(shift, scale)``; that is
+right for a target on the whole real line and wrong for one with a restricted support (a shift
+moves the support, and a log-normal is not closed under shifts). So each family declares the
+map it accepts, :attr:`Family.target_transform`, and computes it from the training targets
+(:meth:`Family.target_units`), which the estimator uses:
+
+* ``"affine"``: ``y`` on the real line, ``shift`` the mean and ``scale`` the spread;
+* ``"scale"``: ``y > 0``, ``shift = 0`` and ``scale`` the geometric mean (``log y`` centred);
+* ``"bounds"``: ``y`` in a declared ``(low, high)``, mapped onto ``(0, 1)``: ``shift = low``,
+  ``scale = high - low``, fixed by the bounds, not by the data;
+* ``"none"``: angles, left as they are (``shift = 0, scale = 1``): radians stay radians.
+
+:meth:`Family.check_targets` refuses targets outside the support and names the rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import constraints
@@ -44,6 +60,8 @@ class Family:
     name: ClassVar[str]
     parameter_names: ClassVar[tuple[str, ...]]  # of the mixture, after "logits"
     support: ClassVar[constraints.Constraint] = constraints.real
+    #: The change of target units the family's mixtures are closed under (see the module doc).
+    target_transform: ClassVar[Literal["affine", "scale", "bounds", "none"]] = "affine"
 
     def __init__(self, n_components: int, dim: int, min_scale: float = 1e-3) -> None:
         self.n_components, self.dim, self.min_scale = int(n_components), int(dim), float(min_scale)
@@ -72,6 +90,15 @@ class Family:
         """Float64 biases of the raw parts that start component ``k`` at ``centres [K, D]`` with
         per-dimension spread ``spread [K, D]`` (both in the head's units)."""
         raise NotImplementedError
+
+    def check_targets(self, y: np.ndarray) -> None:
+        """Raise ``ValueError`` naming the rows of ``y [N, D]`` outside the support (none here)."""
+
+    def target_units(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(shift, scale)``, each ``[D]``, of the map ``(y - shift) / scale`` from the user's
+        units into the head's, for training targets ``y [N, D]`` (checked first)."""
+        self.check_targets(y)
+        return y.mean(axis=0), y.std(axis=0)
 
 
 __all__ = ["Family", "inverse_softplus", "positive"]
