@@ -441,10 +441,9 @@ class Calibration:
         return q
 
     def interval(self, dist: Mixture, coverage: float) -> Tensor:
-        """Conformal central intervals: ``[n, 2]`` for a 1-D target, else ``[n, 2, D]`` per column."""
+        """Conformal central intervals, ``[n, 2, D]``: each target column on its own."""
         q = self.threshold(self.pit, coverage)  # [D]
-        bounds = [central_interval(m, float(q[j])) for j, m in enumerate(_marginals(dist))]
-        return bounds[0] if len(bounds) == 1 else torch.stack(bounds, -1)
+        return torch.stack([central_interval(m, float(q[j])) for j, m in enumerate(_marginals(dist))], -1)
 
     def hdi(self, dist: Mixture, coverage: float) -> HighestDensityIntervals:
         """Conformal highest-density sets (HPD-split) of a 1-D target."""
