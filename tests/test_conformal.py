@@ -355,27 +355,34 @@ def test_multivariate_targets_are_calibrated_per_column():
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def _mdnkit(*args, cwd: pathlib.Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mdnkit", *map(str, args)], cwd=cwd, env=ENV, text=True,
-                          capture_output=True, timeout=300)
+def _mdnkit(commands: dict[str, list], cwd: pathlib.Path) -> dict[str, subprocess.CompletedProcess]:
+    """Start every command at once (each pays torch's import), then wait for all."""
+    running = {name: subprocess.Popen([sys.executable, "-m", "mdnkit", *map(str, args)], cwd=cwd, env=ENV,
+                                      text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for name, args in commands.items()}
+    done = {}
+    for name, process in running.items():
+        stdout, stderr = process.communicate(timeout=300)
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return done
 
 
+@pytest.mark.slow  # four processes that import torch: 20-150 s on two busy cores
 def test_command_line_fit_calibrate_and_predict_calibrated(tmp_path):
     X, y = _data(200, 0.2, 0)
     pd.DataFrame({"x": X[:, 0], "y": y}).to_csv(tmp_path / "train.csv", index=False)
     tiny = ["--epochs", "10", "--hidden", "8", "--components", "2", "--quiet"]
-    fitted = _mdnkit("fit", "train.csv", "--target", "y", "-o", "cal.mdn", "--calibrate", *tiny, cwd=tmp_path)
-    plain = _mdnkit("fit", "train.csv", "--target", "y", "-o", "raw.mdn", *tiny, cwd=tmp_path)
-    assert fitted.returncode == 0 and plain.returncode == 0, fitted.stderr + plain.stderr
+    fits = _mdnkit({"calibrated": ["fit", "train.csv", "--target", "y", "-o", "cal.mdn", "--calibrate", *tiny],
+                    "plain": ["fit", "train.csv", "--target", "y", "-o", "raw.mdn", *tiny]}, tmp_path)
+    assert all(f.returncode == 0 for f in fits.values()), [f.stderr for f in fits.values()]
     model = mdnkit.load(tmp_path / "cal.mdn")
     assert model.calibration_.n_cal == 50  # --calibration-fraction 0.25 of 200 rows
-    done = _mdnkit("predict", "cal.mdn", "train.csv", "-o", "p.csv", "--interval", "0.9", "--calibrated",
-                   cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    interval = ["--interval", "0.9", "--calibrated"]
+    runs = _mdnkit({"done": ["predict", "cal.mdn", "train.csv", "-o", "p.csv", *interval],
+                    "refused": ["predict", "raw.mdn", "train.csv", "-o", "q.csv", *interval]}, tmp_path)
+    assert runs["done"].returncode == 0, runs["done"].stderr
     table = pd.read_csv(tmp_path / "p.csv")
-    np.testing.assert_allclose(table[["y_lower90", "y_upper90"]].to_numpy(),
-                               model.predict_interval(X, 0.9, calibrated=True), rtol=1e-9)
-    refused = _mdnkit("predict", "raw.mdn", "train.csv", "-o", "q.csv", "--interval", "0.9", "--calibrated",
-                      cwd=tmp_path)
-    assert refused.returncode == 2 and "mdnkit fit --calibrate" in refused.stderr
+    np.testing.assert_allclose(table[["y_lower90", "y_upper90"]].to_numpy(),  # the CSV keeps 8 digits
+                               model.predict_interval(X, 0.9, calibrated=True), rtol=1e-6)
+    assert runs["refused"].returncode == 2 and "mdnkit fit --calibrate" in runs["refused"].stderr
     assert not (tmp_path / "q.csv").exists()
