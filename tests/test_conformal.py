@@ -386,3 +386,21 @@ def test_command_line_fit_calibrate_and_predict_calibrated(tmp_path):
                                model.predict_interval(X, 0.9, calibrated=True), rtol=1e-6)
     assert runs["refused"].returncode == 2 and "mdnkit fit --calibrate" in runs["refused"].stderr
     assert not (tmp_path / "q.csv").exists()
+
+
+def test_report_shows_coverage_before_and_after_calibration(shifted):
+    from mdnkit.metrics import evaluate
+    from mdnkit.report import build_report, calibrated_coverage
+    from mdnkit.tabular import Schema
+
+    model, X, y = shifted
+    X, y = X[:300], y[:300]
+    rows = calibrated_coverage(model, X, y)
+    assert [r[0] for r in rows] == ["50 %", "80 %", "90 %", "95 %"]
+    bounds = model.predict_interval(X, 0.9, calibrated=True)
+    assert rows[2][3] == pytest.approx(_covered(bounds, y)) and rows[2][1] == pytest.approx(
+        _covered(model.predict_interval(X, 0.9), y))
+    frame = pd.DataFrame({"x0": X[:, 0], "y": y})
+    page = build_report(model, Schema(["x0"], ["y"]), frame, X, y, evaluate(model, X, y), "m.mdn", "t.csv")
+    assert "Conformal calibration" in page and "Calibrated on 400 held-out rows" in page
+    assert f"{rows[2][3]:.4g}" in page
