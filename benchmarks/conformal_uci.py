@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from uci import DEFAULT_ROOT, load_dataset  # noqa: E402
+from uci import DEFAULT_ROOT, load_dataset
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -86,8 +86,9 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_table(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
-    lines = ["| dataset | level | central raw cov / width | central cal cov / width | HDI raw cov / width "
-             "| HDI cal cov / width |", "|---|---:|---:|---:|---:|---:|"]
+    header = ("| dataset | level | central raw cov / width | central cal cov / width | HDI raw cov / width "
+              "| HDI cal cov / width |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         cells = [f"{r[f'{k}_{t}_coverage']:.3f} / {r[f'{k}_{t}_width']:.3g}"
                  for k in ("central", "hdi") for t in ("raw", "cal")]

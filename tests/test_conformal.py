@@ -223,7 +223,7 @@ def _data(n: int, noise: float, seed: int):
 def shifted():
     """A model fitted on noise 0.1, then calibrated and tested on noise 0.3: too narrow everywhere."""
     X, y = _data(300, 0.1, 0)
-    model = MDNRegressor(n_components=2, hidden_sizes=(16,), max_epochs=150, learning_rate=0.01,
+    model = MDNRegressor(n_components=2, hidden_sizes=(16,), max_epochs=400, learning_rate=0.02, batch_size=None,
                          input_noise=0.0, random_state=0).fit(X, y)
     X_cal, y_cal = _data(400, 0.3, 1)
     X_test, y_test = _data(1000, 0.3, 2)
@@ -241,13 +241,15 @@ def test_calibration_repairs_a_misspecified_model(shifted):
     for coverage in (0.5, 0.9):
         raw, fixed = model.predict_interval(X, coverage), model.predict_interval(X, coverage, calibrated=True)
         assert _covered(raw, y) < coverage - 0.15
-        # Conditionally on 400 calibration rows the coverage is about Beta: sd ≈ 0.015 at 90 %,
-        # plus 0.009 from 1000 test rows; 0.05 is over 2.5 sd of both together (seed fixed).
-        assert abs(_covered(fixed, y) - coverage) < 0.05
+        # Given the 400 calibration rows, coverage is about Beta with variance c(1-c)/401, and the
+        # 1000 test rows add c(1-c)/1000: 3.5 sd of both (0.10 at 50 %, 0.06 at 90 %) fails for
+        # about one seed in 2000 (the seeds are fixed).
+        tolerance = 3.5 * math.sqrt(coverage * (1 - coverage) * (1 / 401 + 1 / 1000))
+        assert abs(_covered(fixed, y) - coverage) < tolerance
         hdi = model.predict_hdi(X, coverage, calibrated=True)
         assert _covered(model.predict_hdi(X, coverage), y) < coverage - 0.15
-        assert abs(_covered(hdi, y) - coverage) < 0.05
-        assert abs(model.predict_set(X, coverage).contains(y).mean() - coverage) < 0.05
+        assert abs(_covered(hdi, y) - coverage) < tolerance
+        assert abs(model.predict_set(X, coverage).contains(y).mean() - coverage) < tolerance
     assert model.calibration_.n_cal == 400
     recalibrated = model.predict_dist(X, calibrated=True)
     y_t = torch.as_tensor(y)[:, None]
@@ -388,6 +390,7 @@ def test_command_line_fit_calibrate_and_predict_calibrated(tmp_path):
     assert not (tmp_path / "q.csv").exists()
 
 
+@pytest.mark.slow  # draws every figure of the report: 10-20 s on two busy cores
 def test_report_shows_coverage_before_and_after_calibration(shifted):
     from mdnkit.metrics import evaluate
     from mdnkit.report import build_report, calibrated_coverage
@@ -404,3 +407,13 @@ def test_report_shows_coverage_before_and_after_calibration(shifted):
     page = build_report(model, Schema(["x0"], ["y"]), frame, X, y, evaluate(model, X, y), "m.mdn", "t.csv")
     assert "Conformal calibration" in page and "Calibrated on 400 held-out rows" in page
     assert f"{rows[2][3]:.4g}" in page
+
+
+def test_a_student_t_model_calibrates_through_the_generic_level_sets():
+    X, y = _data(120, 0.2, 0)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, family="student_t", random_state=0)
+    model.fit(X[:60], y[:60]).calibrate(X[60:], y[60:])
+    hdi = model.predict_hdi(X[:4], 0.8, calibrated=True)  # bisection on level_set's mass
+    interval = model.predict_interval(X[:4], 0.8, calibrated=True)
+    assert hdi.shape[0] == 4 and np.all(hdi[:, 0, 0] < hdi[:, 0, 1])
+    assert np.all(np.isfinite(interval)) and np.all(interval[:, 0] < interval[:, 1])
