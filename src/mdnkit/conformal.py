@@ -74,7 +74,7 @@ _GRID = torch.linspace(-8.0, 8.0, 65, dtype=torch.float64)  # per component, in 
 # ---------------------------------------------------------------------- the conformal quantile
 def _check_coverage(coverage: float) -> float:
     if isinstance(coverage, bool) or not isinstance(coverage, (int, float, np.floating)) or not 0 < coverage < 1:
-        raise ValueError(f"coverage must be a number in (0, 1), got {coverage!r}.")
+        raise ValueError(f"coverage must be in (0, 1), got {coverage!r}.")
     return float(coverage)
 
 
