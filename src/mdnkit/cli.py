@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rows held out for early stopping (default 0.1; 0 trains on all for --epochs)")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     fit.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
+    fit.add_argument("--calibrate", action="store_true",
+                     help="hold out --calibration-fraction of the rows (a seeded random draw, before the "
+                     "validation split) and calibrate the prediction sets on them, for 'predict --calibrated'")
+    fit.add_argument("--calibration-fraction", type=_fraction, default=0.25, metavar="F",
+                     help="share of the rows kept out of training for --calibrate (default 0.25)")
     data_options(fit, "drop rows with missing values (refused by default) and say how many")
     fit.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     fit.set_defaults(handler=cmd_fit)
@@ -191,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="quantile levels, e.g. 0.1,0.5,0.9")
     predict.add_argument("--interval", type=_probabilities, default=[], metavar="C1,C2,...",
                          help="central interval coverages, e.g. 0.9")
+    predict.add_argument("--calibrated", action="store_true",
+                         help="conformal intervals from the calibration of 'mdnkit fit --calibrate' (coverage "
+                         "guaranteed on average over rows like the calibration rows)")
     predict.add_argument("--modes", action="store_true", help="every mode of p(y|x) with its log-density")
     predict.add_argument("--chunk-size", type=_positive_int, default=50_000, help="rows per chunk (default 50000)")
     data_options(predict, "skip rows with missing features (the row column says which rows remain)")
@@ -393,6 +401,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if len(frame) == 0:
         raise DataError(f"{what}: no rows left after dropping missing values")
     X, y = schema.encode(frame, what), schema.target_values(frame, what)
+    calibration_rows = None
+    if args.calibrate:
+        X, y, calibration_rows = _calibration_split(X, y, args.calibration_fraction, args.random_state, what)
     model = MDNRegressor(
         n_components=args.components, hidden_sizes=args.hidden, covariance_type=args.covariance,
         learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
@@ -413,6 +424,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
             print(f"mdnkit: {warning.message}", file=sys.stderr)
         elif not args.quiet:
             print(f"mdnkit: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    if calibration_rows is not None:
+        model.calibrate(*calibration_rows)
+        _info(args, f"calibrated on {len(calibration_rows[0])} held-out rows (a 90 % interval needs "
+                    "at least 9, a 95 % one 19)")
     model.save(args.output, overwrite=args.force, metadata={"schema": schema.to_dict()})
     if not args.quiet:
         last = model.history_[-1] if model.history_ else {}
@@ -423,6 +438,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
             + (f", validation NLL {_best_val(model):.4f}" if np.isfinite(val) else "")
         )
     return 0
+
+
+def _calibration_split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int,
+                       what: str) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``(X_train, y_train, (X_cal, y_cal))``: a seeded random ``fraction`` of the rows held out."""
+    from mdnkit.tabular import DataError
+
+    n_cal = math.ceil(fraction * len(X))
+    if n_cal < 2 or len(X) - n_cal < 2:
+        raise DataError(f"{what}: --calibration-fraction {fraction:g} of {len(X)} rows leaves {n_cal} rows to "
+                        f"calibrate on and {len(X) - n_cal} to train on; both need at least 2")
+    rows = np.random.default_rng(seed).permutation(len(X))
+    cal, train = rows[:n_cal], rows[n_cal:]
+    return X[train], y[train], (X[cal], y[cal])
 
 
 def _best_val(model: Any) -> float:
@@ -450,7 +479,7 @@ def _prediction_columns(args: argparse.Namespace, model: Any, schema: Schema, fr
             for i, q in enumerate(args.quantiles):
                 columns[f"{target}_q{q:g}"] = values[:, i, j]
     for coverage in args.interval:
-        bounds = per_target(model.predict_interval(X, coverage))  # (n, 2, d)
+        bounds = per_target(model.predict_interval(X, coverage, calibrated=args.calibrated))  # (n, 2, d)
         for j, target in enumerate(schema.targets):
             columns[f"{target}_lower{100 * coverage:g}"] = bounds[:, 0, j]
             columns[f"{target}_upper{100 * coverage:g}"] = bounds[:, 1, j]
@@ -476,9 +505,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mdnkit.novelty import NoveltyWarning
-    from mdnkit.tabular import TableWriter
+    from mdnkit.tabular import DataError, TableWriter
 
     model, schema = _load(args.model)
+    if args.calibrated and not args.interval:
+        raise DataError("--calibrated applies to --interval; give the coverages, e.g. --interval 0.9")
+    if args.calibrated and getattr(model, "calibration_", None) is None:
+        raise DataError(f"{args.model!r} is not calibrated; refit it with 'mdnkit fit --calibrate' "
+                        "(or leave out --calibrated)")
     n_novel = 0
     with TableWriter(args.output, overwrite=args.force) as writer, warnings.catch_warnings():
         # One summary line instead of a warning per chunk and per prediction method.

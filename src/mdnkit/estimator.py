@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from mdnkit import _validation
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, resolve_device, seed_from
+from mdnkit.conformal import RecalibratedDistribution
 from mdnkit.file_state import FileStateMixin
 from mdnkit.io import save_estimator
 from mdnkit.distributions import CovarianceType, GaussianMixture
@@ -164,6 +165,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             or ``(n_estimators, K)`` for an ensemble.
         dead_components_: Booleans of the same shape: components whose weight stays below
             ``1e-3`` on every row (see :meth:`prune_components`).
+        calibration_: After :meth:`calibrate`: the :class:`~mdnkit.conformal.Calibration` record
+            (sorted conformity scores of the calibration rows and the PIT recalibration map)
+            behind ``calibrated=True``; saved with the model, dropped by a new fit or a pruning.
 
     Example:
         >>> import numpy as np
@@ -724,6 +728,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         everywhere = dead.all(axis=0)  # [K]
         if everywhere.any() or (ensemble and dead.any()):
             self.__dict__.pop("train_state_", None)  # its optimiser holds the old layers
+            self.__dict__.pop("calibration_", None)  # scored by the model before the pruning
         if everywhere.any():
             self.module_.head.prune(torch.as_tensor(~everywhere))
             dead, peak = dead[:, ~everywhere], peak[:, ~everywhere]
@@ -759,8 +764,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             )
         return X
 
-    def predict_dist(self, X: Any) -> GaussianMixture:
+    def predict_dist(self, X: Any, calibrated: bool = False) -> GaussianMixture | RecalibratedDistribution:
         """The conditional distribution of ``y`` for each row, in original units (float64, CPU).
+
+        ``calibrated=True`` (after :meth:`calibrate`, 1-D targets): the distribution with its
+        PIT recalibrated on the calibration rows (Kuleshov et al. 2018), a
+        :class:`~mdnkit.conformal.RecalibratedDistribution` with ``cdf``, ``icdf``, ``log_prob``
+        and ``sample``: its quantiles are calibrated on average, without a finite-sample bound.
 
         Returns:
             A :class:`~mdnkit.distributions.GaussianMixture` with batch shape ``(n,)`` and event
@@ -776,7 +786,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         x = torch.as_tensor(X, dtype=torch.float64, device=next(self.module_.parameters()).device)
         self.module_.eval()
         with torch.no_grad():  # the module maps in and out of its units itself, in float64
-            return cat([self.module_(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
+            dist = cat([self.module_(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
+        return self._checked_calibration(0.5).recalibrate(dist) if calibrated else dist
 
     def predict_members_dist(self, X: Any) -> GaussianMixture:
         """Each ensemble member's own conditional distribution, in original units.

@@ -3,7 +3,7 @@
 :class:`FileStateMixin` gives :class:`~mdnkit.MDNRegressor` (and the baselines built on it)
 ``_file_state()`` for :func:`mdnkit.io.save_estimator` and ``_from_file_state()`` for
 :func:`mdnkit.io.load_estimator`: the learned attributes by name, the network's weights and its
-units, and the novelty record. Older files keep loading: attributes added since are optional, and
+units, the novelty record and the conformal calibration record. Older files keep loading: attributes added since are optional, and
 files written before the network owned its units keep those in the JSON document only.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mdnkit.base import resolve_device
+from mdnkit.conformal import Calibration
 from mdnkit.io import ModelFileError
 from mdnkit.novelty import InputNovelty
 
@@ -27,6 +28,8 @@ _NOISE = ("input_noise_", "target_noise_")
 _USAGE = ("component_weight_mean_", "component_weight_max_", "dead_components_")
 # Tensors of the input-novelty detector sit beside the weights under this prefix.
 _NOVELTY_PREFIX = "novelty_."
+# The conformal calibration record (absent from older files and from uncalibrated models).
+_CALIBRATION_PREFIX = "calibration_."
 
 
 class FileStateMixin:
@@ -56,6 +59,8 @@ class FileStateMixin:
         tensors = dict(self.module_.state_dict())
         if getattr(self, "novelty_", None) is not None:
             tensors.update({_NOVELTY_PREFIX + name: t for name, t in self.novelty_.to_tensors().items()})
+        if getattr(self, "calibration_", None) is not None and self._calibration_stamp == self._fit_stamp():
+            tensors.update({_CALIBRATION_PREFIX + name: t for name, t in self.calibration_.to_tensors().items()})
         return fitted, tensors
 
     @classmethod
@@ -88,6 +93,14 @@ class FileStateMixin:
             estimator.novelty_ = InputNovelty.from_tensors(novelty) if novelty else None
         except ValueError as error:
             raise ModelFileError(f"has an unreadable novelty record: {error}") from None
+        calibration = {name[len(_CALIBRATION_PREFIX):]: tensors.pop(name) for name in list(tensors)
+                       if name.startswith(_CALIBRATION_PREFIX)}
+        if calibration:
+            try:
+                estimator.calibration_ = Calibration.from_tensors(calibration)
+            except ValueError as error:
+                raise ModelFileError(f"has an unreadable calibration record: {error}") from None
+            estimator._calibration_stamp = estimator._fit_stamp()
         estimator.module_ = estimator._module_from_tensors(tensors)
         return estimator
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mdnkit.tabular import Schema
 
-__all__ = ["build_report", "describe_model", "parameter_table", "permutation_importance"]
+__all__ = ["build_report", "calibrated_coverage", "describe_model", "parameter_table", "permutation_importance"]
 
 _IMPORTANCE_ROWS = 2000
 _TOP_FEATURES = 3
@@ -108,6 +108,9 @@ def describe_model(model: Any, schema: Schema, path: str) -> str:
         where = ", ".join(map(str, np.argwhere(dead).tolist())) if dead.ndim > 1 else ", ".join(map(str, np.flatnonzero(dead)))
         lines.append(f"  dead components (weight below 1e-3 on every training row): {where}; "
                      "model.prune_components() removes them")
+    calibration = getattr(model, "calibration_", None)
+    if calibration is not None:
+        lines.append(f"  conformal calibration on {calibration.n_cal} held-out rows ('predict --calibrated')")
     lines += ["", "data schema:"]
     width = max(len(name) for name, _ in schema.describe())
     lines += [f"  {name:<{width}}  {role}" for name, role in schema.describe()]
@@ -242,6 +245,23 @@ def _coverage_figure(metrics: dict[str, float]) -> str | None:
     return _png(figure)
 
 
+def calibrated_coverage(model: Any, X: np.ndarray, y: np.ndarray,
+                        levels: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)) -> list[list[Any]]:
+    """Rows ``[nominal, raw coverage, raw width, calibrated coverage, calibrated width]`` of the
+    central intervals on ``(X, y)`` for a calibrated model with a 1-D target (else no rows)."""
+    if getattr(model, "calibration_", None) is None or model.n_outputs_ != 1:
+        return []
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    rows = []
+    for level in levels:
+        row: list[Any] = [f"{100 * level:g} %"]
+        for calibrated in (False, True):
+            bounds = model.predict_interval(X, level, calibrated=calibrated)
+            row += [float(((bounds[:, 0] <= y) & (y <= bounds[:, 1])).mean()), float((bounds[:, 1] - bounds[:, 0]).mean())]
+        rows.append(row)
+    return rows
+
+
 def _plot(function, *args) -> str:
     axes = function(*args)
     return _png(axes.figure)
@@ -330,8 +350,16 @@ def build_report(model: Any, schema: Schema, frame: Any, X: np.ndarray, y: np.nd
         coverage_png = _coverage_figure(metrics)
         if coverage_png:
             figures.append(_img(coverage_png, "coverage against nominal"))
+        conformal_rows = calibrated_coverage(model, X, y)
+        conformal_html = "" if not conformal_rows else (
+            f"<h2>Conformal calibration</h2><p class='note'>Calibrated on {model.calibration_.n_cal} held-out rows: "
+            "the calibrated central intervals hold at least the nominal share of new rows like those, and at most "
+            f"{1 / (model.calibration_.n_cal + 1):.3g} more, on average over rows (not for each x). On this data "
+            "(if it was not the calibration data):</p>"
+            + _table(["nominal", "coverage before", "width before", "coverage after", "width after"], conformal_rows))
         parts.append("<section><h2>Calibration</h2><p class='note'>A calibrated model has a flat PIT histogram "
-                     "and its curves on the diagonal.</p><div class='figs'>" + "".join(figures) + "</div></section>")
+                     "and its curves on the diagonal.</p><div class='figs'>" + "".join(figures) + "</div>"
+                     + conformal_html + "</section>")
     else:
         parts.append("<section><h2>Calibration</h2><p class='note'>PIT and interval calibration are defined "
                      "for 1-D targets; this model has a multivariate target (see the energy score).</p></section>")

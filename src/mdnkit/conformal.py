@@ -1,0 +1,566 @@
+"""Split conformal calibration of predicted distributions: sets with guaranteed coverage.
+
+A model's ``90 %`` interval holds the truth 90 % of the time only if the model is right.
+Split conformal prediction (Vovk et al. 2005; Lei et al. 2018) repairs that from ``n`` held-out
+*calibration* rows: score how badly each row's target fits its predicted distribution, take the
+``⌈(n + 1)(1 - α)⌉``-th smallest score ``q̂`` (:func:`conformal_quantile`), and predict every
+``y`` scoring at most ``q̂``. If the calibration rows and a new row are exchangeable (e.g. i.i.d.),
+
+.. math:: 1 - α \\;\\le\\; P\\big(Y_{n+1} \\in C(X_{n+1})\\big) \\;\\le\\; 1 - α + \\frac{1}{n + 1},
+
+the upper bound for continuous scores without ties. The probability is *marginal*: over the
+calibration rows and the new row together. Nothing is promised for a given ``x`` (conditional
+coverage), which no finite-sample method can promise; :func:`coverage_by_bin` shows how far it
+is off, bin by bin. Neither bound holds under a shift between calibration and test data.
+
+Scores, each a function of one predicted distribution and one target (larger: fits worse):
+
+* :func:`pit_scores` ``|F(y|x) - ½|``, for central intervals ``[F⁻¹(½ - q̂), F⁻¹(½ + q̂)]``
+  (distributional conformal prediction, Chernozhukov et al. 2021; any family, 1-D per target);
+* :func:`hpd_scores` the mass of ``{y' : p(y'|x) > p(y|x)}``, for highest-density sets: the
+  model's own HDI at mass ``q̂`` (HPD-split, Izbicki et al. 2022; 1-D);
+* :func:`density_scores` ``-log p(y|x)``, for the level set ``{y : p(y|x) >= exp(-q̂)}`` (CD-split
+  without its partition; any dimension: :class:`DensityRegion` tests membership and estimates
+  volumes by Monte Carlo).
+
+:func:`recalibration_map` and :class:`RecalibratedDistribution` recalibrate the whole
+distribution instead (Kuleshov et al. 2018): ``F̃ = R ∘ F`` with ``R`` the (smoothed) cdf of the
+calibration PIT values, so that ``F̃(Y|X)`` is about uniform; its quantiles are calibrated on
+average, without the finite-sample guarantee.
+
+Every function takes a :class:`~mdnkit.mixture.Mixture` with batch shape ``(n,)`` (what
+``predict_dist`` returns) and works in float64.
+
+Example:
+    >>> import torch
+    >>> from mdnkit.distributions import GaussianMixture
+    >>> too_narrow = GaussianMixture(torch.zeros(500, 1), torch.zeros(500, 1, 1), scale=torch.ones(500, 1, 1))
+    >>> y = 2.0 * torch.randn(500, generator=torch.Generator().manual_seed(0))  # twice as wide
+    >>> calibration = calibrate(too_narrow, y)
+    >>> raw = too_narrow.icdf(torch.full((500,), 0.95))[0, 0]  # the 90 % interval's upper end
+    >>> fixed = calibration.interval(too_narrow, 0.9)[0, 1]  # about 2 · 1.64
+    >>> round(float(raw), 2), 3.0 < float(fixed) < 3.6
+    (1.64, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import Tensor
+
+from mdnkit._univariate import HighestDensityIntervals
+from mdnkit.mixture import Mixture
+
+__all__ = [
+    "Calibration", "CoverageByBin", "DensityRegion", "RecalibratedDistribution", "calibrate",
+    "central_interval", "conformal_quantile", "coverage_by_bin", "density_scores", "hpd_region",
+    "hpd_scores", "level_set", "min_calibration_rows", "pit_scores", "recalibration_map",
+]
+
+RegionScore = Literal["hpd", "density"]
+# (n + 1)(1 - α) is often an integer that floating point misses by one ulp (10 * 0.7 = 7.000...01).
+_RANK_TOLERANCE = 1e-9
+_SAMPLE_CHUNK = 2**22  # draws x rows x components held at once by DensityRegion.volume
+_GRID = torch.linspace(-8.0, 8.0, 65, dtype=torch.float64)  # per component, in its spreads; odd: holds 0
+
+
+# ---------------------------------------------------------------------- the conformal quantile
+def _check_coverage(coverage: float) -> float:
+    if isinstance(coverage, bool) or not isinstance(coverage, (int, float, np.floating)) or not 0 < coverage < 1:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage!r}.")
+    return float(coverage)
+
+
+def conformal_rank(n: int, coverage: float) -> int:
+    """``k = ⌈(n + 1) · coverage⌉``: the rank of the calibration score that bounds the set."""
+    return math.ceil((n + 1) * _check_coverage(coverage) - _RANK_TOLERANCE)
+
+
+def min_calibration_rows(coverage: float) -> int:
+    """The fewest calibration rows that give a finite set at ``coverage``: ``⌈c / (1 - c)⌉``."""
+    coverage = _check_coverage(coverage)
+    n = max(1, math.floor(coverage / (1 - coverage)) - 1)
+    while conformal_rank(n, coverage) > n:
+        n += 1
+    return n
+
+
+def conformal_quantile(scores: ArrayLike, coverage: float) -> np.ndarray:
+    """The split-conformal threshold: the ``⌈(n + 1) · coverage⌉``-th smallest of ``n`` scores.
+
+    ``+inf`` when that rank exceeds ``n`` (fewer than :func:`min_calibration_rows` rows): only
+    the whole space is then guaranteed to cover.
+
+    Args:
+        scores: ``[..., n]`` calibration scores; the quantile is taken along the last axis.
+        coverage: ``1 - α`` in ``(0, 1)``.
+
+    Returns:
+        ``[...]`` float64 (a 0-d array for 1-D scores).
+
+    Example:
+        >>> float(conformal_quantile([3.0, 1.0, 2.0, 5.0, 4.0], 0.5))  # rank ⌈6 · 0.5⌉ = 3
+        3.0
+        >>> float(conformal_quantile([3.0, 1.0, 2.0], 0.9))  # 3 rows cannot give 90 %
+        inf
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64), axis=-1)
+    n = scores.shape[-1]
+    rank = conformal_rank(n, coverage)
+    if rank > n:
+        return np.full(scores.shape[:-1], np.inf)
+    return scores[..., rank - 1]
+
+
+# ---------------------------------------------------------------------- scores
+def _as_targets(dist: Mixture, y: ArrayLike | Tensor) -> tuple[Mixture, Tensor]:
+    """``(dist, y)`` in float64 on the CPU, ``y`` as ``[n, D]``; shape errors name both."""
+    if len(dist.batch_shape) != 1:
+        raise ValueError(f"conformal scores need a batch of shape (n,), got {tuple(dist.batch_shape)}.")
+    n, dim = dist.batch_shape[0], dist.event_shape[0]
+    value = torch.as_tensor(np.array(y, dtype=np.float64)) if not isinstance(y, Tensor) else y.double().cpu()
+    if value.dim() == 1 and dim == 1:
+        value = value.unsqueeze(-1)
+    if tuple(value.shape) != (n, dim):
+        expected = f"({n},) or ({n}, 1)" if dim == 1 else f"({n}, {dim})"
+        raise ValueError(f"y must have shape {expected} to match the distribution, got {tuple(value.shape)}.")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"y holds {int((~torch.isfinite(value)).any(-1).sum())} row(s) with NaN or infinite "
+                         "values; calibration needs observed targets.")
+    return dist.to("cpu", torch.float64), value
+
+
+def _marginals(dist: Mixture) -> list[Mixture]:
+    dim = dist.event_shape[0]
+    return [dist] if dim == 1 else [dist.marginal([j]) for j in range(dim)]
+
+
+def pit_scores(dist: Mixture, y: ArrayLike | Tensor) -> Tensor:
+    """``|F_j(y_j | x) - ½|`` of each row and target column, ``[n, D]`` in ``[0, ½]``.
+
+    ``F_j`` is the marginal cdf of column ``j``: each column is calibrated on its own, so the
+    guarantee holds per column (not for all columns at once).
+    """
+    dist, y = _as_targets(dist, y)
+    return torch.stack([(m.cdf(y[:, j:j + 1]) - 0.5).abs() for j, m in enumerate(_marginals(dist))], -1)
+
+
+def density_scores(dist: Mixture, y: ArrayLike | Tensor) -> Tensor:
+    """``-log p(y | x)`` of each row, ``[n]`` (any target dimension, the units of ``y``)."""
+    dist, y = _as_targets(dist, y)
+    return -dist.log_prob(y)
+
+
+def hpd_scores(dist: Mixture, y: ArrayLike | Tensor) -> Tensor:
+    """``P(p(Y | x) >= p(y | x))`` for ``Y`` drawn from ``dist``: the mass of the smallest
+    highest-density set that holds ``y``, ``[n]`` in ``[0, 1]`` (1-D targets)."""
+    dist, y = _as_targets(dist, y)
+    dist._require_1d("hpd_scores")
+    return _mass(dist, level_set(dist, dist.log_prob(y)))
+
+
+# ---------------------------------------------------------------------- sets from thresholds
+def central_interval(dist: Mixture, q: ArrayLike | Tensor) -> Tensor:
+    """``[F⁻¹(½ - q), F⁻¹(½ + q)]`` of a 1-D mixture, ``[n, 2]``; ``q >= ½`` gives ``(-inf, inf)``.
+
+    The set of ``y`` with :func:`pit_scores` at most ``q``, for ``q`` broadcastable to ``[n]``.
+    """
+    dist._require_1d("central_interval")
+    q = torch.as_tensor(q, dtype=torch.float64).clamp(0.0, 0.5).expand(dist.batch_shape)
+    levels = torch.stack([0.5 - q, 0.5 + q])  # [2, n]
+    return dist.to("cpu", torch.float64).icdf(levels)[..., 0].T
+
+
+def _widened_ends(dist: Mixture, log_level: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Move ``lower`` and ``upper`` ``[n]`` outwards until the density there is below the level."""
+    width = (upper - lower).clamp_min(1e-300)
+    for _ in range(1100):  # doubling from any width reaches the float64 range by then
+        low = dist.log_prob(lower.unsqueeze(-1)) >= log_level
+        high = dist.log_prob(upper.unsqueeze(-1)) >= log_level
+        if not bool((low | high).any()):
+            break
+        lower, upper = torch.where(low, lower - width, lower), torch.where(high, upper + width, upper)
+        width = 2 * width
+    return lower, upper
+
+
+def _refine(dist: Mixture, log_level: Tensor, a: Tensor, b: Tensor, rising: bool) -> Tensor:
+    """Bisection for ``log p = level`` in cells ``[a, b]`` ``[n, C]`` where it crosses once."""
+    for _ in range(44):  # cells are below a third of a spread wide: 2^-44 of that is 1e-14 spreads
+        middle = 0.5 * (a + b)
+        above = dist.log_prob(middle.T.unsqueeze(-1)).T >= log_level.unsqueeze(-1)  # [n, C]
+        if rising:
+            a, b = torch.where(above, a, middle), torch.where(above, middle, b)
+        else:
+            a, b = torch.where(above, middle, a), torch.where(above, b, middle)
+    return 0.5 * (a + b)
+
+
+def level_set(dist: Mixture, log_level: ArrayLike | Tensor) -> HighestDensityIntervals:
+    """The set ``{y : log p(y | x) >= log_level}`` of each row of a 1-D mixture, as intervals.
+
+    The log-density is tabulated on a grid that resolves every component (65 points over the
+    ±8 spreads of each, widened until the density at both ends is below the level); each
+    crossing of the level between grid points is then polished by bisection. Any family with a
+    ``log_prob`` works. A peak narrower than a quarter of its component's spread that rises
+    above the level only between two grid points is missed, which needs a level within a
+    hair of that peak's top.
+
+    Args:
+        dist: Batch shape ``(n,)``, event shape ``(1,)``.
+        log_level: ``[n]`` or a scalar; ``-inf`` gives the whole line.
+
+    Returns:
+        :class:`~mdnkit.distributions.HighestDensityIntervals`: ``bounds [n, M, 2]`` sorted,
+        NaN in padding, ``mask [n, M]``, ``level [n]`` (the density, not its log), with ``M`` the
+        largest number of intervals of any row (at least 1).
+    """
+    dist._require_1d("level_set")
+    dist = dist.to("cpu", torch.float64)
+    n = dist.batch_shape[0]
+    log_level = torch.as_tensor(log_level, dtype=torch.float64).expand(n).clone()
+    whole = log_level == -math.inf
+    log_level = torch.where(whole, 0.0, log_level)  # any finite stand-in; those rows are overwritten
+    centre, spread = dist._bracket()  # [n, K]
+    grid = (centre.unsqueeze(-1) + spread.unsqueeze(-1) * _GRID).flatten(-2).sort(-1).values  # [n, G]
+    lower, upper = _widened_ends(dist, log_level, grid[:, 0] - spread.amax(-1), grid[:, -1] + spread.amax(-1))
+    grid = torch.cat([lower[:, None], grid, upper[:, None]], -1)
+    above = dist.log_prob(grid.T.unsqueeze(-1)).T >= log_level.unsqueeze(-1)  # [n, G]
+    starts, stops = ~above[:, :-1] & above[:, 1:], above[:, :-1] & ~above[:, 1:]  # [n, G-1] cells
+    slots = max(1, int(starts.sum(-1).max()) if n else 1)
+
+    def crossings(cells: Tensor, rising: bool) -> Tensor:
+        index = (~cells).to(torch.int8).argsort(dim=-1, stable=True)[:, :slots]  # the crossing cells first
+        return _refine(dist, log_level, grid.gather(-1, index), grid.gather(-1, index + 1), rising)
+
+    found = starts.sum(-1, keepdim=True) > torch.arange(slots)  # [n, M]
+    bounds = torch.stack([crossings(starts, True), crossings(stops, False)], -1)
+    bounds = bounds.masked_fill(~found.unsqueeze(-1), math.nan)
+    bounds[whole] = torch.tensor([-math.inf, math.inf], dtype=torch.float64).expand(slots, 2).masked_fill(
+        torch.arange(slots)[:, None] > 0, math.nan)
+    found[whole] = torch.arange(slots) == 0
+    return HighestDensityIntervals(bounds, found, torch.where(whole, 0.0, log_level.exp()))
+
+
+def _mass(dist: Mixture, region: HighestDensityIntervals) -> Tensor:
+    """``Σ_i F(b_i) - F(a_i)`` over each row's intervals, ``[n]``."""
+    lower, upper = region.bounds.nan_to_num(0.0).unbind(-1)  # [n, M]
+    cdf = dist.cdf(torch.stack([lower, upper]).transpose(-1, -2).unsqueeze(-1))  # [2, M, n]
+    return torch.where(region.mask.T, cdf[1] - cdf[0], 0.0).sum(0)
+
+
+def hpd_region(dist: Mixture, mass: ArrayLike | Tensor) -> HighestDensityIntervals:
+    """The highest-density set of probability ``mass`` (``[n]`` or a scalar) of each row, 1-D.
+
+    The set of ``y`` with :func:`hpd_scores` at most ``mass``; ``mass >= 1`` gives the whole line.
+    Gaussian mixtures use their own solver (:meth:`~mdnkit.GaussianMixture.highest_density_intervals`);
+    other families bisect on the level (:func:`level_set`, 50 steps).
+    """
+    dist._require_1d("hpd_region")
+    dist = dist.to("cpu", torch.float64)
+    n = dist.batch_shape[0]
+    mass = torch.as_tensor(mass, dtype=torch.float64).expand(n)
+    whole = mass >= 1
+    inner = mass.clamp(1e-12, 1 - 1e-12)
+    if dist.family == "gaussian" and bool((inner == inner[0]).all()):
+        region = dist.highest_density_intervals(float(inner[0]))
+        if not bool(whole.any()):
+            return region
+        log_level = region.level.log()
+    else:  # bisect on log p: the mass above a level falls as the level rises
+        peak = dist.log_prob(dist.component_mean.transpose(0, 1)).amax(0)  # [K, n] -> [n]: near the top
+        low, high = peak - 80.0, peak + 1.0
+        for _ in range(50):
+            middle = 0.5 * (low + high)
+            too_low = _mass(dist, level_set(dist, middle)) > inner
+            low, high = torch.where(too_low, middle, low), torch.where(too_low, high, middle)
+        log_level = 0.5 * (low + high)
+    return level_set(dist, torch.where(whole, -math.inf, log_level))
+
+
+@dataclass(frozen=True)
+class DensityRegion:
+    """The set ``{y : log p(y | x) >= log_level}`` of each row: any target dimension.
+
+    Attributes:
+        dist: The predicted distributions, batch shape ``(n,)``.
+        log_level: ``[n]`` threshold on the log-density (``-inf``: the whole space).
+    """
+
+    dist: Mixture
+    log_level: Tensor
+
+    def contains(self, y: ArrayLike | Tensor) -> np.ndarray:
+        """Whether each row's target lies in its set: ``y (n,)`` or ``(n, D)`` -> booleans ``(n,)``."""
+        dist, y = _as_targets(self.dist, y)
+        return (dist.log_prob(y) >= self.log_level).numpy()
+
+    def volume(self, n_samples: int = 1000, random_state: int | None = 0) -> np.ndarray:
+        """Lebesgue measure of each row's set (length in 1-D, area in 2-D...), ``(n,)``.
+
+        Importance sampling from the distribution itself: ``vol = E_Y[1{p(Y) >= t} / p(Y)]``,
+        unbiased, with ``n_samples`` draws per row (relative error about ``1/√n_samples`` when
+        the set holds most of the mass). Infinite for the whole space.
+        """
+        dist = self.dist.to("cpu", torch.float64)
+        n, rows = dist.batch_shape[0], max(1, _SAMPLE_CHUNK // (int(n_samples) * dist.n_components))
+        parts = []
+        with torch.random.fork_rng(devices=[], enabled=random_state is not None):
+            if random_state is not None:
+                torch.manual_seed(int(random_state))
+            for start in range(0, n, rows):  # memory S x rows x K at a time, whatever n is
+                part = dist.rows(slice(start, start + rows))
+                log_density = part.log_prob(part.sample((int(n_samples),)))  # [S, r]
+                inside = log_density >= self.log_level[start:start + rows]
+                parts.append(torch.where(inside, (-log_density).exp(), 0.0).mean(0))
+        volume = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+        return torch.where(self.log_level == -math.inf, math.inf, volume).numpy()
+
+    def intervals(self) -> HighestDensityIntervals:
+        """The sets of a 1-D target as unions of intervals (:func:`level_set`)."""
+        return level_set(self.dist, self.log_level)
+
+
+# ---------------------------------------------------------------------- recalibration
+def recalibration_map(pit: ArrayLike, n_knots: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A continuous, strictly increasing ``R: [0, 1] -> [0, 1]`` with ``R(F(Y|X))`` about uniform.
+
+    Piecewise linear through ``(u_j, j/m)``, ``j = 0..m``, with ``u_j`` the ``j/m`` quantile of the
+    calibration PIT values shrunk towards ``j/m`` by ``ε = 1/(n + 1)`` (so that ``R`` is strictly
+    increasing even with ties), and ``m = ⌊√n⌋`` (at most 100) segments: each holds about ``√n``
+    calibration values, a smoothed version of Kuleshov et al.'s (2018) isotonic fit whose slope,
+    the density factor, stays finite.
+
+    Args:
+        pit: ``(n,)`` PIT values ``F(y_i | x_i)`` of the calibration rows.
+        n_knots: ``m``; the default as above.
+
+    Returns:
+        ``(u, r)``: knots ``(m + 1,)`` in PIT space and their values, both from 0 to 1.
+    """
+    pit = np.clip(np.asarray(pit, dtype=np.float64).ravel(), 0.0, 1.0)
+    n = len(pit)
+    m = int(n_knots or min(100, max(1, math.isqrt(n))))
+    levels = np.linspace(0.0, 1.0, m + 1)
+    quantiles = np.quantile(pit, levels) if n else levels
+    quantiles[0], quantiles[-1] = 0.0, 1.0
+    shrink = 1.0 / (n + 1)
+    return (1 - shrink) * quantiles + shrink * levels, levels
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> tuple[Tensor, Tensor]:
+    """Piecewise-linear interpolation of increasing knots: ``(f(x), f'(x))``, for ``x`` in ``[xp_0, xp_-1]``."""
+    segment = (torch.searchsorted(xp, x.contiguous(), right=True) - 1).clamp(0, len(xp) - 2)
+    slope = (fp[1:] - fp[:-1]) / (xp[1:] - xp[:-1])
+    return fp[segment] + slope[segment] * (x - xp[segment]), slope[segment]
+
+
+class RecalibratedDistribution:
+    """A 1-D predicted distribution with its PIT recalibrated: ``F̃(y) = R(F(y))``.
+
+    ``R`` from :func:`recalibration_map`; quantiles ``F̃⁻¹(p) = F⁻¹(R⁻¹(p))``, density
+    ``p̃(y) = R'(F(y)) p(y)``, samples ``F̃⁻¹(U)``. Shapes as the wrapped mixture's (batch
+    ``(n,)``, event ``(1,)``).
+    """
+
+    def __init__(self, base: Mixture, knots: ArrayLike | Tensor, values: ArrayLike | Tensor) -> None:
+        base._require_1d("RecalibratedDistribution")
+        self.base = base.to("cpu", torch.float64)
+        self.knots = torch.as_tensor(np.asarray(knots, dtype=np.float64))
+        self.values = torch.as_tensor(np.asarray(values, dtype=np.float64))
+        self.batch_shape, self.event_shape = self.base.batch_shape, self.base.event_shape
+
+    def __repr__(self) -> str:
+        return f"RecalibratedDistribution({self.base!r}, {len(self.knots) - 1} segments)"
+
+    def cdf(self, value: Tensor) -> Tensor:
+        """``R(F(value))``: ``[*S, n, 1] -> [*S, n]``."""
+        return _interp(self.base.cdf(value.double()).clamp(0.0, 1.0), self.knots, self.values)[0]
+
+    def icdf(self, value: Tensor) -> Tensor:
+        """``F⁻¹(R⁻¹(p))``: probabilities ``[*S, n] -> [*S, n, 1]``."""
+        p = torch.as_tensor(value, dtype=torch.float64)
+        return self.base.icdf(_interp(p.clamp(0.0, 1.0), self.values, self.knots)[0])
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """``log R'(F(y)) + log p(y)``: ``[*S, n, 1] -> [*S, n]``."""
+        value = value.double()
+        _, slope = _interp(self.base.cdf(value).clamp(0.0, 1.0), self.knots, self.values)
+        return slope.log() + self.base.log_prob(value)
+
+    def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
+        """``[*sample_shape, n, 1]`` draws (inverse transform of uniforms from torch's generator)."""
+        return self.icdf(torch.rand(*sample_shape, *self.batch_shape, dtype=torch.float64))
+
+    @property
+    def mean(self) -> Tensor:
+        """``∫ F̃⁻¹(p) dp`` by the midpoint rule on 512 levels, ``[n, 1]``."""
+        levels = (torch.arange(512, dtype=torch.float64) + 0.5) / 512
+        return self.icdf(levels[:, None].expand(512, *self.batch_shape)).mean(0)
+
+
+# ---------------------------------------------------------------------- the calibration record
+@dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate` learns from the calibration rows: sorted scores and the PIT map.
+
+    Attributes:
+        n_cal: Calibration rows.
+        pit: ``(D, n)`` sorted :func:`pit_scores` per target column.
+        density: ``(n,)`` sorted :func:`density_scores`.
+        hpd: ``(n,)`` sorted :func:`hpd_scores` (1-D targets; else None).
+        knots, values: :func:`recalibration_map` of the PIT values (1-D targets; else None).
+    """
+
+    n_cal: int
+    pit: np.ndarray
+    density: np.ndarray
+    hpd: np.ndarray | None = None
+    knots: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    def threshold(self, scores: np.ndarray, coverage: float) -> np.ndarray:
+        """:func:`conformal_quantile` of ``scores``; warns when too few rows give a finite one."""
+        q = conformal_quantile(scores, coverage)
+        if not np.all(np.isfinite(q)):
+            import warnings
+
+            warnings.warn(
+                f"coverage={coverage:g} needs at least {min_calibration_rows(coverage)} calibration rows "
+                f"for a bounded set; this calibration has {self.n_cal}, so the set is the whole space "
+                "(the only one guaranteed to cover). Calibrate on more rows or ask for less coverage.",
+                UserWarning, stacklevel=4,
+            )
+        return q
+
+    def interval(self, dist: Mixture, coverage: float) -> Tensor:
+        """Conformal central intervals, ``[n, 2, D]``: each target column on its own."""
+        q = self.threshold(self.pit, coverage)  # [D]
+        return torch.stack([central_interval(m, float(q[j])) for j, m in enumerate(_marginals(dist))], -1)
+
+    def hdi(self, dist: Mixture, coverage: float) -> HighestDensityIntervals:
+        """Conformal highest-density sets (HPD-split) of a 1-D target."""
+        if self.hpd is None:
+            raise ValueError("highest-density sets need a 1-D target; use region(..., score='density').")
+        return hpd_region(dist, float(self.threshold(self.hpd, coverage)))
+
+    def region(self, dist: Mixture, coverage: float, score: RegionScore = "density") -> DensityRegion:
+        """Conformal density sets, any dimension: a global threshold on ``p(y|x)`` (``"density"``)
+        or each row's HDI at the calibrated mass (``"hpd"``, 1-D)."""
+        if score == "density":
+            q = float(self.threshold(self.density, coverage))
+            return DensityRegion(dist.to("cpu", torch.float64), torch.full(dist.batch_shape, -q, dtype=torch.float64))
+        if score == "hpd":
+            level = self.hdi(dist, coverage).level
+            return DensityRegion(dist.to("cpu", torch.float64), torch.where(level > 0, level.log(), -math.inf))
+        raise ValueError(f"score must be 'density' or 'hpd', got {score!r}.")
+
+    def recalibrate(self, dist: Mixture) -> RecalibratedDistribution:
+        """``dist`` with its PIT recalibrated (1-D targets)."""
+        if self.knots is None:
+            raise ValueError("recalibrating the distribution needs a 1-D target (the PIT is 1-D).")
+        return RecalibratedDistribution(dist, self.knots, self.values)
+
+    # ---------------------------------------------------------------- files
+    def to_tensors(self) -> dict[str, Tensor]:
+        """The record as float64 CPU tensors (for a safetensors file); ``n_cal`` is ``density``'s length."""
+        fields = {"pit": self.pit, "density": self.density, "hpd": self.hpd, "knots": self.knots, "values": self.values}
+        return {name: torch.from_numpy(np.array(value, dtype=np.float64)) for name, value in fields.items()
+                if value is not None}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Any]) -> Calibration:
+        """Rebuild from :meth:`to_tensors` output.
+
+        Raises:
+            ValueError: A key is missing or the shapes do not fit together.
+        """
+        arrays = {name: np.asarray(t, dtype=np.float64) for name, t in tensors.items()}
+        if not {"pit", "density"} <= set(arrays):
+            raise ValueError(f"a calibration record needs 'pit' and 'density', got {sorted(arrays)}.")
+        n = len(arrays["density"])
+        ok = arrays["pit"].ndim == 2 and arrays["pit"].shape[1] == n and arrays["density"].ndim == 1
+        ok &= "hpd" not in arrays or arrays["hpd"].shape == (n,)
+        ok &= ("knots" in arrays) == ("values" in arrays)
+        ok &= "knots" not in arrays or arrays["knots"].shape == arrays["values"].shape
+        if not ok:
+            raise ValueError(f"calibration arrays of inconsistent shapes: {({k: v.shape for k, v in arrays.items()})}.")
+        return cls(n, arrays["pit"], arrays["density"], arrays.get("hpd"), arrays.get("knots"), arrays.get("values"))
+
+
+def calibrate(dist: Mixture, y: ArrayLike | Tensor) -> Calibration:
+    """Score ``n`` calibration rows: their predicted distributions ``dist`` (batch ``(n,)``) and
+    observed targets ``y`` (``(n,)`` or ``(n, D)``), not used to fit the model.
+
+    Raises:
+        ValueError: ``y`` of the wrong shape, NaN or infinite targets, or fewer than 2 rows.
+    """
+    dist, y = _as_targets(dist, y)
+    if len(y) < 2:
+        raise ValueError(f"calibration needs at least 2 rows, got {len(y)} (a 90 % set needs "
+                         f"{min_calibration_rows(0.9)}, a 95 % one {min_calibration_rows(0.95)}).")
+    pit = pit_scores(dist, y).T.sort(-1).values.numpy()  # [D, n]
+    density = density_scores(dist, y).sort().values.numpy()
+    if dist.event_shape[0] != 1:
+        return Calibration(len(y), pit, density)
+    knots, values = recalibration_map(dist.cdf(y).numpy())
+    return Calibration(len(y), pit, density, hpd_scores(dist, y).sort().values.numpy(), knots, values)
+
+
+# ---------------------------------------------------------------------- diagnostics
+class CoverageByBin(NamedTuple):
+    """Empirical coverage within bins of a per-row quantity (conditional coverage, roughly).
+
+    Attributes:
+        edges: ``(B + 1,)`` bin edges (quantiles of the quantity: bins of about equal counts).
+        count: ``(B,)`` rows per bin.
+        coverage: ``(B,)`` share of covered rows per bin (NaN for an empty bin).
+        lower, upper: ``(B,)`` 95 % Wilson interval of each bin's coverage.
+    """
+
+    edges: np.ndarray
+    count: np.ndarray
+    coverage: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def coverage_by_bin(covered: ArrayLike, by: ArrayLike, n_bins: int = 5) -> CoverageByBin:
+    """Coverage of a set within bins of ``by``: the predicted spread, a feature, the fitted mean.
+
+    Marginal coverage can hide bins far below the nominal level and others above it; a good
+    model keeps every bin's interval around the nominal coverage.
+
+    Args:
+        covered: ``(n,)`` booleans: whether each row's target lay in its set.
+        by: ``(n,)`` the quantity to bin by.
+        n_bins: Number of quantile bins.
+
+    Example:
+        >>> table = coverage_by_bin([True, True, False, True], [0.1, 0.2, 0.9, 1.0], n_bins=2)
+        >>> table.count.tolist(), table.coverage.tolist()
+        ([2, 2], [1.0, 0.5])
+    """
+    covered = np.asarray(covered, dtype=bool).ravel()
+    by = np.asarray(by, dtype=np.float64).ravel()
+    if covered.shape != by.shape or not len(by) or not np.isfinite(by).all():
+        raise ValueError(f"covered and by must be finite and of one length, got {covered.shape} and {by.shape}.")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
+    edges = np.quantile(by, np.linspace(0, 1, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, by, side="right") - 1, 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    hits = np.bincount(which, weights=covered, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = hits / count
+        z = 1.959963984540054
+        centre = (share + z**2 / (2 * count)) / (1 + z**2 / count)
+        half = z * np.sqrt(share * (1 - share) / count + z**2 / (4 * count**2)) / (1 + z**2 / count)
+    return CoverageByBin(edges, count, share, centre - half, centre + half)
