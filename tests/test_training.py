@@ -540,3 +540,29 @@ def test_targets_come_in_the_batches_or_with_tensors():
         train(_module(y), x, config=TrainingConfig(max_epochs=1))
     with pytest.raises(ValueError, match="y must be None"):
         train(_module(y), [(x, y)], y, config=TrainingConfig(max_epochs=1))
+
+
+def test_the_loss_module_can_be_wrapped_by_distributed_data_parallel(tmp_path):
+    """TrainStep is the seam for DDP: wrapped (one gloo process), its loss and gradients are
+    those of the bare module, and the member count is read from the module, not the wrapper."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from mdnkit.training import TrainStep
+
+    x, y = (t.double() for t in _data(n=50))
+    bare, wrapped_module = _ensemble(y), _ensemble(y)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(TrainStep(wrapped_module))
+        assert TrainStep(wrapped_module).n_members == 3
+        losses = []
+        for step in (TrainStep(bare), wrapped):
+            member_nll, reported = step(x, y)
+            member_nll.sum().backward()
+            losses.append((member_nll.detach(), reported))
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(losses[0][0], losses[1][0], rtol=0, atol=0)
+    for (name, p), q in zip(bare.named_parameters(), wrapped_module.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12, msg=name)
