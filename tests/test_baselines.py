@@ -236,7 +236,7 @@ def test_gaussian_network_is_an_mdn_with_one_component():
     assert "n_components" not in params
     # the same arguments with the same defaults as MDNRegressor, less n_components, family and module
     defaults = MDNRegressor().get_params()
-    for fixed in ("n_components", "family", "module", "module_kwargs"):  # a Gaussian MLP: fixed
+    for fixed in ("n_components", "family", "family_options", "module", "module_kwargs"):  # a Gaussian MLP: fixed
         del defaults[fixed]
     assert GaussianNetworkRegressor().get_params() == defaults
     copy_ = clone(model)
