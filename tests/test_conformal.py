@@ -421,3 +421,34 @@ def test_a_student_t_model_calibrates_through_the_generic_level_sets():
     interval = model.predict_interval(X[:4], 0.8, calibrated=True)
     assert hdi.shape[0] == 4 and np.all(hdi[:, 0, 0] < hdi[:, 0, 1])
     assert np.all(np.isfinite(interval)) and np.all(interval[:, 0] < interval[:, 1])
+
+
+# ---------------------------------------------------------------------- the validation rows by default
+def test_calibrate_without_rows_uses_the_fits_validation_rows(tmp_path):
+    X, y = _data(200, 0.2, 3)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=20, input_noise="auto", random_state=4)
+    model.fit(X, y).calibrate()
+    # The rows the seed holds out: the first ceil(0.1 n) of its permutation (every fit's contract).
+    held_out = np.random.default_rng(4).permutation(200)[:20]
+    reference = MDNRegressor().set_params(**model.get_params())
+    reference.__dict__.update({k: v for k, v in vars(model).items() if k != "calibration_"})
+    reference.calibrate(X[held_out], y[held_out])
+    assert model.calibration_.n_cal == 20
+    np.testing.assert_array_equal(model.calibration_.pit, reference.calibration_.pit)
+    np.testing.assert_array_equal(model.calibration_.density, reference.calibration_.density)
+    model.save(tmp_path / "m.mdn")
+    with pytest.raises(ValueError, match="a loaded model does not keep its training rows"):
+        mdnkit.load(tmp_path / "m.mdn").calibrate()
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"n_estimators": 2}, "an ensemble's members hold out different rows"),
+    ({"validation_fraction": 0.0}, "validation_fraction=0"),
+])
+def test_calibrate_without_rows_says_why_there_are_none(settings, why):
+    X, y = _data(60, 0.2, 0)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0, **settings).fit(X, y)
+    with pytest.raises(ValueError, match=f"{why}; pass calibration rows"):
+        model.calibrate()
+    with pytest.raises(ValueError, match="both X and y, or neither"):
+        model.calibrate(X)

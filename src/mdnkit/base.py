@@ -139,7 +139,7 @@ class ConditionalDensityMixin:
         """
         return self._checked_calibration(coverage).region(self.predict_dist(X), coverage, score)
 
-    def calibrate(self, X: Any, y: Any) -> Any:
+    def calibrate(self, X: Any = None, y: Any = None) -> Any:
         """Calibrate the prediction sets on held-out rows ``X (n, p)``, ``y (n,)`` or ``(n, d)``.
 
         The rows must not have been used to fit the model (nor to choose it), and should be
@@ -149,18 +149,31 @@ class ConditionalDensityMixin:
         95 % 19; a few hundred keep the sets stable. Stored in ``calibration_`` (saved with
         the model); refitting the model drops it.
 
+        Without rows, the model's own validation rows of the last ``fit`` (where it keeps them: a
+        single network with ``validation_fraction > 0``). Those rows chose the kept epoch (and the
+        noise level), so the guarantee is no longer exact; the slight optimism that selection
+        leaves in their scores can only shrink the sets. Rows the model never saw are safer.
+
         Returns:
             ``self``.
 
         Raises:
-            ValueError: NaN or infinite values, ``y`` not matching ``X`` or the model, or fewer
-                than 2 rows.
+            ValueError: only one of ``X`` and ``y``, no validation rows to fall back on, NaN or
+                infinite values, ``y`` not matching ``X`` or the model, or fewer than 2 rows.
         """
+        if (X is None) != (y is None):
+            raise ValueError("calibrate takes both X and y, or neither (then the validation rows of the last fit).")
+        if X is None:
+            X, y = self._held_out_rows()
         dist = self.predict_dist(X)
         y = self._check_y(y, dist.batch_shape[0])
         self.calibration_ = conformal.calibrate(dist, y)
         self._calibration_stamp = self._fit_stamp()
         return self
+
+    def _held_out_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows the last fit held out (``calibrate()`` without rows), where a model keeps them."""
+        raise ValueError(f"{type(self).__name__} keeps no held-out rows; pass calibration rows: calibrate(X_cal, y_cal).")
 
     def _fit_stamp(self) -> int | None:
         """What changes with every fit, warm starts included: the epochs in ``history_``."""

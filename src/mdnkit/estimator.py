@@ -160,6 +160,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             :attr:`~mdnkit.MDNRegressorCV.cv_results_` (not saved by :meth:`save`).
         noise_selection_: With ``input_noise="auto"`` and a validation split: ``{level: best
             validation NLL}`` of the trial fits (not saved by :meth:`save`).
+        validation_rows_: ``(X_val, y_val)``, the rows a single network held out for early
+            stopping, as checked arrays; :meth:`calibrate` without rows uses them (not saved).
         component_weight_mean_, component_weight_max_: Mean and maximum over the rows given to
             ``fit`` (validation rows included) of each component's weight ``π_k(x)``: ``(K,)``,
             or ``(n_estimators, K)`` for an ensemble.
@@ -371,6 +373,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 config=config, generator=generator, nll_offset=self._log_jacobian, state=state,
             )
         self.train_state_ = result.state
+        if n_val and (self.n_estimators == 1 or member_noise is not None):
+            # For calibrate() without rows. An ensemble's members hold out different rows.
+            self.validation_rows_ = (X[val_rows], y[val_rows])
         if member_noise is not None:
             self._member_history = result.member_history  # each member's own curve
         offset = self.history_[-1]["epoch"] if self.history_ else 0
@@ -399,6 +404,19 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 ConvergenceWarning,
                 stacklevel=4,
             )
+
+    def _held_out_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        check_is_fitted(self, "module_")
+        rows = getattr(self, "validation_rows_", None)
+        if rows is None:
+            why = (
+                "an ensemble's members hold out different rows" if getattr(self.module_, "n_members", 1) > 1
+                else "it was fitted with validation_fraction=0" if self.validation_fraction == 0
+                else "a loaded model does not keep its training rows"
+            )
+            raise ValueError(f"calibrate() without rows uses the last fit's validation rows, but {why}; "
+                             "pass calibration rows: calibrate(X_cal, y_cal).")
+        return rows
 
     def _fit_novelty(self, X: np.ndarray, seed: int) -> None:
         # Where the training inputs lie, so predictions far from them can warn (NoveltyWarning).
