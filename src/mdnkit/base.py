@@ -101,7 +101,11 @@ class ConditionalDensityMixin:
             tail = (1.0 - coverage) / 2.0
             return self.predict_quantiles(X, [tail, 1.0 - tail])
         calibration = self._checked_calibration(coverage)
-        return self._shape_targets(calibration.interval(self.predict_dist(X), coverage).numpy())
+        if isinstance(calibration, conformal.CrossCalibration):
+            bounds = calibration.interval(self.predict_dist(X), coverage, self._fold_dists(X))
+        else:
+            bounds = calibration.interval(self.predict_dist(X), coverage)
+        return self._shape_targets(bounds.numpy())
 
     def predict_hdi(self, X: Any, coverage: float = 0.9, calibrated: bool = False) -> np.ndarray:
         """Highest-density set holding ``coverage``, as intervals, for a 1-D ``y``: ``(n, M, 2)``.
@@ -139,7 +143,7 @@ class ConditionalDensityMixin:
         """
         return self._checked_calibration(coverage).region(self.predict_dist(X), coverage, score)
 
-    def calibrate(self, X: Any = None, y: Any = None) -> Any:
+    def calibrate(self, X: Any = None, y: Any = None, cv: int | None = None) -> Any:
         """Calibrate the prediction sets on held-out rows ``X (n, p)``, ``y (n,)`` or ``(n, d)``.
 
         The rows must not have been used to fit the model (nor to choose it), and should be
@@ -154,6 +158,14 @@ class ConditionalDensityMixin:
         noise level), so the guarantee is no longer exact; the slight optimism that selection
         leaves in their scores can only shrink the sets. Rows the model never saw are safer.
 
+        ``cv=K`` (cross-conformal, CV+; Barber et al. 2021), for data too scarce to set rows
+        aside: ``X, y`` are then the training rows themselves. ``K`` copies of the model are
+        fitted, each without one fold, and every row is scored by the copy that did not see it;
+        ``predict_interval(calibrated=True)`` combines the copies' intervals. Coverage is at least
+        :func:`~mdnkit.conformal.cv_plus_guarantee` (``1 - 2α`` less a small term), and close
+        to ``1 - α`` in practice. Costs ``K`` fits; the copies are saved with the model. Central
+        intervals and the recalibrated distribution only (not highest-density sets).
+
         Returns:
             ``self``.
 
@@ -164,12 +176,25 @@ class ConditionalDensityMixin:
         if (X is None) != (y is None):
             raise ValueError("calibrate takes both X and y, or neither (then the validation rows of the last fit).")
         if X is None:
+            if cv is not None:
+                raise ValueError("calibrate(cv=K) refits the model on its training rows: pass them, calibrate(X, y, cv=K).")
             X, y = self._held_out_rows()
-        dist = self.predict_dist(X)
-        y = self._check_y(y, dist.batch_shape[0])
-        self.calibration_ = conformal.calibrate(dist, y)
+        if cv is not None:
+            self._cross_calibrate(X, y, cv)
+        else:
+            dist = self.predict_dist(X)
+            y = self._check_y(y, dist.batch_shape[0])
+            self.calibration_ = conformal.calibrate(dist, y)
+            self.__dict__.pop("calibration_modules_", None)  # a former CV+ calibration's fold models
         self._calibration_stamp = self._fit_stamp()
         return self
+
+    def _cross_calibrate(self, X: Any, y: Any, cv: int) -> None:
+        raise ValueError(f"{type(self).__name__} does not support calibrate(cv=K); pass held-out rows instead.")
+
+    def _fold_dists(self, X: Any) -> list[Any]:
+        """Each CV+ fold model's distributions at the rows ``X``."""
+        raise NotImplementedError
 
     def _held_out_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows the last fit held out (``calibrate()`` without rows), where a model keeps them."""

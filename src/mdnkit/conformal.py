@@ -23,6 +23,11 @@ Scores, each a function of one predicted distribution and one target (larger: fi
   without its partition; any dimension: :class:`DensityRegion` tests membership and estimates
   volumes by Monte Carlo).
 
+When rows are too few to set some aside, :func:`cv_plus_interval` gives CV+ intervals (Barber
+et al. 2021) from ``K`` models each fitted without one fold, every row scored by the model that
+did not see it (:class:`CrossCalibration`): coverage at least ``1 - 2α`` less a small term
+(:func:`cv_plus_guarantee`), and close to ``1 - α`` in practice, with no row lost to training.
+
 :func:`recalibration_map` and :class:`RecalibratedDistribution` recalibrate the whole
 distribution instead (Kuleshov et al. 2018): ``F̃ = R ∘ F`` with ``R`` the (smoothed) cdf of the
 calibration PIT values, so that ``F̃(Y|X)`` is about uniform; its quantiles are calibrated on
@@ -59,8 +64,9 @@ from mdnkit._univariate import HighestDensityIntervals
 from mdnkit.mixture import Mixture
 
 __all__ = [
-    "Calibration", "CoverageByBin", "DensityRegion", "RecalibratedDistribution", "calibrate",
-    "central_interval", "conformal_quantile", "coverage_by_bin", "density_scores", "hpd_region",
+    "Calibration", "CoverageByBin", "CrossCalibration", "DensityRegion", "RecalibratedDistribution", "calibrate",
+    "central_interval", "conformal_quantile", "coverage_by_bin", "cross_calibrate", "cv_plus_guarantee",
+    "cv_plus_interval", "density_scores", "hpd_region",
     "hpd_scores", "level_set", "min_calibration_rows", "pit_scores", "recalibration_map",
 ]
 
@@ -68,6 +74,7 @@ RegionScore = Literal["hpd", "density"]
 # (n + 1)(1 - α) is often an integer that floating point misses by one ulp (10 * 0.7 = 7.000...01).
 _RANK_TOLERANCE = 1e-9
 _SAMPLE_CHUNK = 2**22  # draws x rows x components held at once by DensityRegion.volume
+_BISECTIONS = 64  # halvings of a CV+ end's bracket: far below a float64 ulp of any bracket
 _GRID = torch.linspace(-8.0, 8.0, 65, dtype=torch.float64)  # per component, in its spreads; odd: holds 0
 
 
@@ -492,7 +499,13 @@ class Calibration:
         ok &= "knots" not in arrays or arrays["knots"].shape == arrays["values"].shape
         if not ok:
             raise ValueError(f"calibration arrays of inconsistent shapes: {({k: v.shape for k, v in arrays.items()})}.")
-        return cls(n, arrays["pit"], arrays["density"], arrays.get("hpd"), arrays.get("knots"), arrays.get("values"))
+        args = (n, arrays["pit"], arrays["density"], arrays.get("hpd"), arrays.get("knots"), arrays.get("values"))
+        if "folds" not in arrays:
+            return Calibration(*args)
+        folds = arrays["folds"].astype(np.int64)
+        if folds.shape != (n,) or arrays.get("fold_pit", np.empty(0)).shape != arrays["pit"].shape or folds.min() < 0:
+            raise ValueError("a cross-conformal record needs 'folds' (n,) and 'fold_pit' shaped like 'pit'.")
+        return CrossCalibration(*args, folds, arrays["fold_pit"])
 
 
 def calibrate(dist: Mixture, y: ArrayLike | Tensor) -> Calibration:
@@ -512,6 +525,146 @@ def calibrate(dist: Mixture, y: ArrayLike | Tensor) -> Calibration:
         return Calibration(len(y), pit, density)
     knots, values = recalibration_map(dist.cdf(y).numpy())
     return Calibration(len(y), pit, density, hpd_scores(dist, y).sort().values.numpy(), knots, values)
+
+
+# ---------------------------------------------------------------------- CV+ (cross-conformal)
+def cv_plus_guarantee(n: int, n_folds: int, coverage: float) -> float:
+    """The least marginal coverage of ``K``-fold CV+ at nominal ``1 - α`` on ``n`` rows:
+    ``1 - 2α - min(2(1 - 1/K) / (n/K + 1), (1 - K/n) / (K + 1))`` (Barber et al. 2021, Theorem 4)."""
+    alpha = 1.0 - _check_coverage(coverage)
+    slack = min(2 * (1 - 1 / n_folds) / (n / n_folds + 1), (1 - n_folds / n) / (n_folds + 1))
+    return max(0.0, 1.0 - 2 * alpha - slack)
+
+
+def cv_plus_interval(fold_dists: Sequence[Mixture], fold_scores: Sequence[ArrayLike], coverage: float) -> Tensor:
+    """CV+ central intervals of ``n`` new rows from ``K`` fold models, ``[n, 2, D]``.
+
+    Each calibration row ``i`` of fold ``k(i)`` gives, at a new ``x``, the ends
+    ``F_k(i)⁻¹(½ ∓ s_i | x)`` of the fold model that did not see it, ``s_i`` its
+    :func:`pit_scores`. The interval runs from the ``⌊α(N + 1)⌋``-th smallest lower end to the
+    ``⌈(1 - α)(N + 1)⌉``-th smallest upper end over all ``N`` rows (infinite where that rank
+    falls outside ``1..N``), each target column on its own.
+
+    Args:
+        fold_dists: ``K`` mixtures with batch shape ``(n,)``: fold model ``k`` at the new rows.
+        fold_scores: ``K`` arrays ``(D, n_k)``: PIT scores of fold ``k``'s rows under model ``k``.
+        coverage: ``1 - α``.
+    """
+    coverage = _check_coverage(coverage)
+    scores = [torch.as_tensor(np.asarray(s, dtype=np.float64)).sort(-1).values for s in fold_scores]
+    total = sum(s.shape[-1] for s in scores)
+    low_rank = math.floor((1 - coverage) * (total + 1) + _RANK_TOLERANCE)
+    high_rank = conformal_rank(total, coverage)
+    columns = []
+    for j in range(fold_dists[0].event_shape[0]):
+        marginals = [_marginals(d.to("cpu", torch.float64))[j] for d in fold_dists]
+        column = [s[j] for s in scores]
+        columns.append(torch.stack([_cv_plus_end(marginals, column, low_rank, upper=False),
+                                    _cv_plus_end(marginals, column, high_rank, upper=True)], -1))
+    return torch.stack(columns, -1)
+
+
+def _cv_plus_end(marginals: list[Mixture], scores: list[Tensor], rank: int, upper: bool) -> Tensor:
+    """The ``rank``-th smallest of every calibration row's lower (or upper) end, ``[n]``.
+
+    The ends are ``F_k⁻¹(½ ∓ s)``: rather than invert ``N`` cdfs per new row, bisect on ``y``
+    for the least value with ``rank`` ends at or below it; that count needs each fold's cdf
+    once per step (``#{s : ½ - s <= F_k(y)}`` below, ``#{s : ½ + s <= F_k(y)}`` above).
+    """
+    n = marginals[0].batch_shape[0]
+    total = sum(len(s) for s in scores)
+    if rank < 1 or rank > total:
+        return torch.full((n,), -math.inf if rank < 1 else math.inf, dtype=torch.float64)
+    sign = 1.0 if upper else -1.0
+    # Every end lies between the folds' ends at their smallest and largest scores.
+    extremes = torch.stack([0.5 + sign * torch.stack([s[0], s[-1]]) for s in scores]).clamp(1e-15, 1 - 1e-15)
+    ends = torch.stack([d.icdf(e[:, None].expand(2, n))[..., 0] for d, e in zip(marginals, extremes)])  # [K, 2, n]
+    low, high = ends.amin((0, 1)), ends.amax((0, 1))
+
+    def count(y: Tensor) -> Tensor:
+        found = torch.zeros(n, dtype=torch.int64)
+        for dist, s in zip(marginals, scores):
+            u = dist.cdf(y[:, None]) - 0.5  # [n]
+            found += torch.searchsorted(s, u, right=True) if upper else len(s) - torch.searchsorted(s, -u)
+        return found
+
+    for _ in range(_BISECTIONS):
+        middle = 0.5 * (low + high)
+        enough = count(middle) >= rank
+        high, low = torch.where(enough, middle, high), torch.where(enough, low, middle)
+    return high
+
+
+@dataclass(frozen=True)
+class CrossCalibration(Calibration):
+    """A ``K``-fold cross-conformal calibration (:func:`cross_calibrate`): every row scored
+    out of fold. The fold models themselves live with the estimator that made them.
+
+    Attributes (besides :class:`Calibration`'s, all out of fold):
+        folds: ``(n,)`` the fold of each calibration row.
+        fold_pit: ``(D, n)`` PIT scores in row order (``pit`` holds them sorted).
+    """
+
+    folds: np.ndarray | None = None
+    fold_pit: np.ndarray | None = None
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.folds.max()) + 1
+
+    def scores_by_fold(self) -> list[np.ndarray]:
+        """``K`` arrays ``(D, n_k)``: each fold's PIT scores, for :func:`cv_plus_interval`."""
+        return [self.fold_pit[:, self.folds == k] for k in range(self.n_folds)]
+
+    def interval(self, dist: Mixture, coverage: float, fold_dists: Sequence[Mixture] | None = None) -> Tensor:
+        """CV+ intervals ``[n, 2, D]``; ``fold_dists``: each fold model at the new rows."""
+        if fold_dists is None or len(fold_dists) != self.n_folds:
+            raise ValueError(f"a CV+ calibration needs its {self.n_folds} fold models' distributions at the new rows.")
+        if math.floor((1 - coverage) * (self.n_cal + 1) + _RANK_TOLERANCE) < 1:
+            self.threshold(self.pit, coverage)  # the same warning: too few rows for a bounded set
+        return cv_plus_interval(fold_dists, self.scores_by_fold(), coverage)
+
+    def hdi(self, dist: Mixture, coverage: float) -> HighestDensityIntervals:
+        raise ValueError("a cross-conformal (CV+) calibration gives central intervals only; for highest-density "
+                         "sets calibrate on held-out rows: calibrate(X_cal, y_cal).")
+
+    def region(self, dist: Mixture, coverage: float, score: RegionScore = "density") -> DensityRegion:
+        return self.hdi(dist, coverage)  # type: ignore[return-value]
+
+    def to_tensors(self) -> dict[str, Tensor]:
+        tensors = super().to_tensors()
+        tensors["folds"] = torch.from_numpy(np.asarray(self.folds, dtype=np.float64))
+        tensors["fold_pit"] = torch.from_numpy(np.asarray(self.fold_pit, dtype=np.float64))
+        return tensors
+
+
+def cross_calibrate(fold_dists: Sequence[Mixture], fold_targets: Sequence[ArrayLike | Tensor],
+                    fold_rows: Sequence[ArrayLike]) -> CrossCalibration:
+    """Score every row out of fold, for CV+.
+
+    Args:
+        fold_dists: ``K`` mixtures: fold model ``k`` at its own held-out rows (batch ``(n_k,)``).
+        fold_targets: ``K`` arrays ``(n_k,)`` or ``(n_k, D)``: those rows' targets.
+        fold_rows: ``K`` integer arrays: where those rows sit among the ``n`` calibration rows.
+    """
+    n = sum(len(r) for r in fold_rows)
+    folds = np.full(n, -1)
+    fold_pit, density, cdf = None, np.empty(n), np.empty(n)
+    for k, (dist, y, rows) in enumerate(zip(fold_dists, fold_targets, fold_rows)):
+        dist, y = _as_targets(dist, y)
+        rows = np.asarray(rows)
+        folds[rows] = k
+        scores = pit_scores(dist, y).T.numpy()  # [D, n_k]
+        fold_pit = np.empty((scores.shape[0], n)) if fold_pit is None else fold_pit
+        fold_pit[:, rows] = scores
+        density[rows] = density_scores(dist, y).numpy()
+        if dist.event_shape[0] == 1:
+            cdf[rows] = dist.cdf(y).numpy()
+    if (folds < 0).any() or n < 2:
+        raise ValueError(f"the folds must cover rows 0..{n - 1} once each, with at least 2 rows.")
+    one_d = fold_pit.shape[0] == 1
+    knots, values = recalibration_map(cdf) if one_d else (None, None)
+    return CrossCalibration(n, np.sort(fold_pit, -1), np.sort(density), None, knots, values, folds, fold_pit)
 
 
 # ---------------------------------------------------------------------- diagnostics

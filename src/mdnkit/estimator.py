@@ -170,6 +170,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         calibration_: After :meth:`calibrate`: the :class:`~mdnkit.conformal.Calibration` record
             (sorted conformity scores of the calibration rows and the PIT recalibration map)
             behind ``calibrated=True``; saved with the model, dropped by a new fit or a pruning.
+        calibration_modules_: After ``calibrate(X, y, cv=K)``: the ``K`` fold networks behind the
+            CV+ intervals, each fitted without one fold (saved with the model).
 
     Example:
         >>> import numpy as np
@@ -746,7 +748,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         everywhere = dead.all(axis=0)  # [K]
         if everywhere.any() or (ensemble and dead.any()):
             self.__dict__.pop("train_state_", None)  # its optimiser holds the old layers
-            self.__dict__.pop("calibration_", None)  # scored by the model before the pruning
+            for name in ("calibration_", "calibration_modules_"):  # scored by the model before the pruning
+                self.__dict__.pop(name, None)
         if everywhere.any():
             self.module_.head.prune(torch.as_tensor(~everywhere))
             dead, peak = dead[:, ~everywhere], peak[:, ~everywhere]
@@ -801,11 +804,24 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         X = self._check_X(X)
         if getattr(self, "novelty_", None) is not None:
             self.novelty_.warn_if_novel(self._standardized_rows(X), stacklevel=2)
-        x = torch.as_tensor(X, dtype=torch.float64, device=next(self.module_.parameters()).device)
-        self.module_.eval()
-        with torch.no_grad():  # the module maps in and out of its units itself, in float64
-            dist = cat([self.module_(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
+        dist = self._module_dist(self.module_, X)
         return self._checked_calibration(0.5).recalibrate(dist) if calibrated else dist
+
+    def _module_dist(self, module: nn.Module, X: np.ndarray) -> GaussianMixture:
+        """``module``'s distributions at checked rows ``X``, in original units, float64 on the CPU."""
+        x = torch.as_tensor(X, dtype=torch.float64, device=next(module.parameters()).device)
+        module.eval()
+        with torch.no_grad():  # the module maps in and out of its units itself, in float64
+            return cat([module(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
+
+    def _cross_calibrate(self, X: Any, y: Any, cv: int) -> None:
+        from mdnkit._cross_conformal import fit_folds
+
+        self.calibration_modules_, self._calibration_components, self.calibration_ = fit_folds(self, X, y, cv)
+
+    def _fold_dists(self, X: Any) -> list[GaussianMixture]:
+        X = self._check_X(X)
+        return [self._module_dist(module, X) for module in self.calibration_modules_]
 
     def predict_members_dist(self, X: Any) -> GaussianMixture:
         """Each ensemble member's own conditional distribution, in original units.

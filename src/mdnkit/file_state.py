@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mdnkit.base import resolve_device
-from mdnkit.conformal import Calibration
+from mdnkit.conformal import Calibration, CrossCalibration
 from mdnkit.io import ModelFileError
 from mdnkit.novelty import InputNovelty
 
@@ -30,6 +30,8 @@ _USAGE = ("component_weight_mean_", "component_weight_max_", "dead_components_")
 _NOVELTY_PREFIX = "novelty_."
 # The conformal calibration record (absent from older files and from uncalibrated models).
 _CALIBRATION_PREFIX = "calibration_."
+# A CV+ calibration's fold networks, one state dict each: "calibration_model.<k>.<name>".
+_FOLD_PREFIX = "calibration_model."
 
 
 class FileStateMixin:
@@ -61,6 +63,10 @@ class FileStateMixin:
             tensors.update({_NOVELTY_PREFIX + name: t for name, t in self.novelty_.to_tensors().items()})
         if getattr(self, "calibration_", None) is not None and self._calibration_stamp == self._fit_stamp():
             tensors.update({_CALIBRATION_PREFIX + name: t for name, t in self.calibration_.to_tensors().items()})
+            if isinstance(self.calibration_, CrossCalibration):  # CV+: its fold networks too
+                for k, module in enumerate(self.calibration_modules_):
+                    tensors.update({f"{_FOLD_PREFIX}{k}.{name}": t for name, t in module.state_dict().items()})
+                fitted["calibration_components"] = list(self._calibration_components)
         return fitted, tensors
 
     @classmethod
@@ -93,6 +99,7 @@ class FileStateMixin:
             estimator.novelty_ = InputNovelty.from_tensors(novelty) if novelty else None
         except ValueError as error:
             raise ModelFileError(f"has an unreadable novelty record: {error}") from None
+        folds = _pop_fold_tensors(tensors)
         calibration = {name[len(_CALIBRATION_PREFIX):]: tensors.pop(name) for name in list(tensors)
                        if name.startswith(_CALIBRATION_PREFIX)}
         if calibration:
@@ -101,15 +108,33 @@ class FileStateMixin:
             except ValueError as error:
                 raise ModelFileError(f"has an unreadable calibration record: {error}") from None
             estimator._calibration_stamp = estimator._fit_stamp()
+        if isinstance(getattr(estimator, "calibration_", None), CrossCalibration):
+            components = fitted.get("calibration_components", [])
+            if len(folds) != estimator.calibration_.n_folds or len(components) != len(folds):
+                raise ModelFileError(f"has a CV+ calibration of {estimator.calibration_.n_folds} folds but "
+                                     f"{len(folds)} fold networks")
+            estimator._calibration_components = [int(c) for c in components]
+            estimator.calibration_modules_ = [estimator._module_from_tensors(folds[k], int(c))
+                                              for k, c in enumerate(components)]
         estimator.module_ = estimator._module_from_tensors(tensors)
         return estimator
 
-    def _module_from_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+    def _module_from_tensors(self, tensors: dict[str, torch.Tensor], n_components: int | None = None) -> torch.nn.Module:
         """The network, cast before its weights are copied in (a float64 model keeps every digit)."""
-        module = self._build_module(self.n_features_in_, self.n_outputs_, self.n_components_)
+        n_components = self.n_components_ if n_components is None else n_components
+        module = self._build_module(self.n_features_in_, self.n_outputs_, n_components)
         module.to(dtype=torch.float32 if self.dtype == "float32" else torch.float64)
         module.set_units(self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
         # Files written before the network owned its units keep them in the header only.
         own_units = {name: value for name, value in module.state_dict().items() if "_transform." in name}
         module.load_state_dict({**own_units, **tensors}, strict=True)
         return module.to(device=resolve_device(self.device)).eval()
+
+
+def _pop_fold_tensors(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Take a CV+ calibration's fold networks out of ``tensors``: one state dict per fold, in order."""
+    folds: dict[int, dict[str, torch.Tensor]] = {}
+    for name in [n for n in tensors if n.startswith(_FOLD_PREFIX)]:
+        index, _, key = name[len(_FOLD_PREFIX):].partition(".")
+        folds.setdefault(int(index), {})[key] = tensors.pop(name)
+    return [folds[k] for k in sorted(folds)]
