@@ -379,10 +379,16 @@ def test_command_line_fit_calibrate_and_predict_calibrated(tmp_path):
     pd.DataFrame({"x": X[:, 0], "y": y}).to_csv(tmp_path / "train.csv", index=False)
     tiny = ["--epochs", "10", "--hidden", "8", "--components", "2", "--quiet"]
     fits = _mdnkit({"calibrated": ["fit", "train.csv", "--target", "y", "-o", "cal.mdn", "--calibrate", *tiny],
-                    "plain": ["fit", "train.csv", "--target", "y", "-o", "raw.mdn", *tiny]}, tmp_path)
+                    "plain": ["fit", "train.csv", "--target", "y", "-o", "raw.mdn", *tiny],
+                    "cv": ["fit", "train.csv", "--target", "y", "-o", "cv.mdn", "--calibration-cv", "3", *tiny],
+                    "both": ["fit", "train.csv", "--target", "y", "-o", "no.mdn", "--calibrate",
+                             "--calibration-cv", "3", *tiny]}, tmp_path)
+    assert fits.pop("both").returncode == 2 and not (tmp_path / "no.mdn").exists()
     assert all(f.returncode == 0 for f in fits.values()), [f.stderr for f in fits.values()]
     model = mdnkit.load(tmp_path / "cal.mdn")
     assert model.calibration_.n_cal == 50  # --calibration-fraction 0.25 of 200 rows
+    cross = mdnkit.load(tmp_path / "cv.mdn").calibration_
+    assert isinstance(cross, conformal.CrossCalibration) and (cross.n_cal, cross.n_folds) == (200, 3)
     interval = ["--interval", "0.9", "--calibrated"]
     runs = _mdnkit({"done": ["predict", "cal.mdn", "train.csv", "-o", "p.csv", *interval],
                     "refused": ["predict", "raw.mdn", "train.csv", "-o", "q.csv", *interval]}, tmp_path)

@@ -133,6 +133,11 @@ def test_cv_plus_intervals_through_the_estimator_and_its_file(cross, tmp_path):
     np.testing.assert_array_equal(loaded.predict_interval(X_new, 0.8, calibrated=True), bounds)
     np.testing.assert_allclose(loaded.predict_dist(X_new, calibrated=True).cdf(torch.zeros(25, 1)),
                                model.predict_dist(X_new, calibrated=True).cdf(torch.zeros(25, 1)), rtol=0, atol=0)
+    from mdnkit.report import _calibration_promise, describe_model
+    from mdnkit.tabular import Schema
+
+    assert "cross-conformal (CV+) calibration on 90 rows in 3 folds" in describe_model(loaded, Schema(["x0"], ["y"]), "cv")
+    assert f"at least {conformal.cv_plus_guarantee(90, 3, 0.9):.3f} of new rows" in _calibration_promise(loaded.calibration_)
     for call in (lambda: loaded.predict_hdi(X_new, 0.8, calibrated=True), lambda: loaded.predict_set(X_new, 0.8)):
         with pytest.raises(ValueError, match="central intervals only; for highest-density sets calibrate on held-out"):
             call()

@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "validation split) and calibrate the prediction sets on them, for 'predict --calibrated'")
     fit.add_argument("--calibration-fraction", type=_fraction, default=0.25, metavar="F",
                      help="share of the rows kept out of training for --calibrate (default 0.25)")
+    fit.add_argument("--calibration-cv", type=int, default=None, metavar="K",
+                     help="calibrate by K-fold cross-conformal (CV+) instead, on every row: K more fits, no rows "
+                     "held out (for small data); central intervals, for 'predict --interval C --calibrated'")
     data_options(fit, "drop rows with missing values (refused by default) and say how many")
     fit.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     fit.set_defaults(handler=cmd_fit)
@@ -402,6 +405,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise DataError(f"{what}: no rows left after dropping missing values")
     X, y = schema.encode(frame, what), schema.target_values(frame, what)
     calibration_rows = None
+    if args.calibrate and args.calibration_cv is not None:
+        raise DataError("--calibrate holds rows out and --calibration-cv K calibrates on every row; choose one")
     if args.calibrate:
         X, y, calibration_rows = _calibration_split(X, y, args.calibration_fraction, args.random_state, what)
     model = MDNRegressor(
@@ -428,6 +433,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         model.calibrate(*calibration_rows)
         _info(args, f"calibrated on {len(calibration_rows[0])} held-out rows (a 90 % interval needs "
                     "at least 9, a 95 % one 19)")
+    if args.calibration_cv is not None:
+        _info(args, f"cross-conformal calibration: {args.calibration_cv} more fits, each without one fold")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore" if args.quiet else "default")
+                model.calibrate(X, y, cv=args.calibration_cv)
+        except ValueError as error:
+            raise DataError(str(error)) from None
     model.save(args.output, overwrite=args.force, metadata={"schema": schema.to_dict()})
     if not args.quiet:
         last = model.history_[-1] if model.history_ else {}

@@ -110,7 +110,7 @@ def describe_model(model: Any, schema: Schema, path: str) -> str:
                      "model.prune_components() removes them")
     calibration = getattr(model, "calibration_", None)
     if calibration is not None:
-        lines.append(f"  conformal calibration on {calibration.n_cal} held-out rows ('predict --calibrated')")
+        lines.append(f"  {calibration_summary(calibration)} ('predict --calibrated')")
     lines += ["", "data schema:"]
     width = max(len(name) for name, _ in schema.describe())
     lines += [f"  {name:<{width}}  {role}" for name, role in schema.describe()]
@@ -245,6 +245,13 @@ def _coverage_figure(metrics: dict[str, float]) -> str | None:
     return _png(figure)
 
 
+def calibration_summary(calibration: Any) -> str:
+    """One line on how a model was calibrated: held-out rows, or cross-conformal folds."""
+    if getattr(calibration, "folds", None) is not None:
+        return f"cross-conformal (CV+) calibration on {calibration.n_cal} rows in {calibration.n_folds} folds"
+    return f"conformal calibration on {calibration.n_cal} held-out rows"
+
+
 def calibrated_coverage(model: Any, X: np.ndarray, y: np.ndarray,
                         levels: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)) -> list[list[Any]]:
     """Rows ``[nominal, raw coverage, raw width, calibrated coverage, calibrated width]`` of the
@@ -260,6 +267,20 @@ def calibrated_coverage(model: Any, X: np.ndarray, y: np.ndarray,
             row += [float(((bounds[:, 0] <= y) & (y <= bounds[:, 1])).mean()), float((bounds[:, 1] - bounds[:, 0]).mean())]
         rows.append(row)
     return rows
+
+
+def _calibration_promise(calibration: Any) -> str:
+    """What the calibrated central intervals guarantee, in a sentence for the report."""
+    from mdnkit.conformal import cv_plus_guarantee
+
+    if getattr(calibration, "folds", None) is not None:
+        return (f"Calibrated by cross-conformal CV+ on {calibration.n_cal} rows in {calibration.n_folds} folds: the "
+                "90 % intervals are guaranteed to hold at least "
+                f"{cv_plus_guarantee(calibration.n_cal, calibration.n_folds, 0.9):.3f} of new rows like those (and "
+                "usually about 90 %), on average over rows (not for each x).")
+    return (f"Calibrated on {calibration.n_cal} held-out rows: the calibrated central intervals hold at least the "
+            f"nominal share of new rows like those, and at most {1 / (calibration.n_cal + 1):.3g} more, on average "
+            "over rows (not for each x).")
 
 
 def _plot(function, *args) -> str:
@@ -352,10 +373,8 @@ def build_report(model: Any, schema: Schema, frame: Any, X: np.ndarray, y: np.nd
             figures.append(_img(coverage_png, "coverage against nominal"))
         conformal_rows = calibrated_coverage(model, X, y)
         conformal_html = "" if not conformal_rows else (
-            f"<h2>Conformal calibration</h2><p class='note'>Calibrated on {model.calibration_.n_cal} held-out rows: "
-            "the calibrated central intervals hold at least the nominal share of new rows like those, and at most "
-            f"{1 / (model.calibration_.n_cal + 1):.3g} more, on average over rows (not for each x). On this data "
-            "(if it was not the calibration data):</p>"
+            f"<h2>Conformal calibration</h2><p class='note'>{_calibration_promise(model.calibration_)} On this "
+            "data (if it was not the calibration data):</p>"
             + _table(["nominal", "coverage before", "width before", "coverage after", "width after"], conformal_rows))
         parts.append("<section><h2>Calibration</h2><p class='note'>A calibrated model has a flat PIT histogram "
                      "and its curves on the diagonal.</p><div class='figs'>" + "".join(figures) + "</div>"
