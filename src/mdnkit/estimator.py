@@ -22,6 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from mdnkit import _validation
+from mdnkit._progress import fit_progress, stage
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, resolve_device, seed_from
 from mdnkit.conformal import RecalibratedDistribution
 from mdnkit.file_state import FileStateMixin
@@ -240,9 +241,16 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     def fit(self, X: Any, y: Any) -> MDNRegressor:
         """Fit the network to rows ``X (n, p)`` and targets ``y (n,)`` or ``(n, d)``.
 
+        With ``verbose=True`` one progress bar covers the whole fit, searches included, and
+        names what is being chosen.
+
         Returns:
             ``self``.
         """
+        with fit_progress(bool(self.verbose)):
+            return self._fit(X, y)
+
+    def _fit(self, X: Any, y: Any) -> MDNRegressor:
         self._check_params()
         X_in, y_in = X, y
         feature_names = _feature_names(X)
@@ -429,6 +437,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         """``fit`` for a search's trial (a rung of successive halving): without the novelty index,
         which only the kept model needs."""
         self._trial = True
+        stage(f"choosing n_components: K={self.n_components}")
         try:
             return self.fit(X, y)
         finally:
@@ -517,6 +526,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         n_train = len(X_checked) - self._n_validation(len(X_checked))
         seed = seed_from(self.random_state)
         levels = tuple(factor * n_train ** (-1.0 / (4 + n_dims)) for factor in NOISE_FACTORS)
+        stage(f"choosing the input noise ({len(levels)} levels in one pass)")
         search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, random_state=seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -530,6 +540,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             if not issubclass(warning.category, (ConvergenceWarning, TrainingInterrupted)):
                 warnings.warn(warning.message, warning.category, stacklevel=3)
         if self.n_estimators > 1 and not interrupted:
+            stage(f"fitting {self.n_estimators} members at input noise {levels[index]:.3g}")
             self._adopt(clone(self).set_params(input_noise=levels[index], random_state=seed).fit(X, y))
         else:
             self._adopt_member(search, index, X_checked, seed)
@@ -589,6 +600,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                                      warm_start=False)
         winner = outcome.final
         if ensemble:
+            stage(f"fitting {self.n_estimators} members with K={int(winner.n_components)}")
             winner = clone(self).set_params(
                 n_components=int(winner.n_components), input_noise=fixed["input_noise"], random_state=seed,
             ).fit(X, y)

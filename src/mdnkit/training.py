@@ -712,7 +712,7 @@ def train(
                                           "learning_rate": list(state.learning_rates),
                                           "active": list(state.active)})
             progress.update(1)
-            if config.verbose and (state.epoch % 10 == 0 or state.epoch == 1):
+            if state.epoch % 10 == 0 or state.epoch == 1:  # a disabled bar ignores it
                 progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
                                      val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
             if state.record(monitored, validate):
@@ -771,6 +771,6 @@ def _split_holdout(
 
 
 def _progress_bar(config: TrainingConfig):
-    from tqdm.auto import tqdm
+    from mdnkit._progress import epoch_bar
 
-    return tqdm(total=config.max_epochs, disable=not config.verbose, unit="epoch", desc="fit", leave=False)
+    return epoch_bar(config.max_epochs, config.verbose)
