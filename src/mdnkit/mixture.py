@@ -203,7 +203,18 @@ class Mixture(Distribution):
         )
 
     def modes(self, max_iter: int = 500, tol: float = 1e-7):
-        raise NotImplementedError(f"modes() is not available for the {self.family} family yet.")
+        """Every local maximum of each 1-D density, by a grid search polished by golden-section
+        steps (:func:`mdnkit._grid_modes.grid_modes`; ``max_iter`` and ``tol`` are the Gaussian
+        search's). Returns ``Modes(value [*B, M, 1], log_prob [*B, M], mask [*B, M])``."""
+        if self.event_shape[0] != 1:
+            raise NotImplementedError(
+                f"modes() of a {self.event_shape[0]}-D {self.family} mixture is not available; "
+                "take each column's marginal([j]).modes(), or use the Gaussian family.")
+        from mdnkit._grid_modes import grid_modes
+
+        return grid_modes(self, period=self._period)
+
+    _period: float | None = None  # the circle's length, for angles
 
     # ------------------------------------------------------------------ plumbing
     def to(self, *args, **kwargs) -> Mixture:

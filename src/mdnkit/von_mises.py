@@ -130,6 +130,7 @@ class VonMisesMixture(IndependentMixture):
     """
 
     family = "von_mises"
+    _period = _TWO_PI  # modes() searches the circle
     component_parameters = ("loc", "concentration")
 
     def __init__(self, logits: Tensor, loc: Tensor, concentration: Tensor) -> None:
