@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.distributions import Laplace, constraints
 
 from mdnkit._independent import IndependentMixture
+from mdnkit._special import laplace_log_cdf, log_interval_symmetric
 from mdnkit.family import Family, inverse_softplus, positive
 
 __all__ = ["LaplaceFamily", "LaplaceMixture"]
@@ -73,6 +74,12 @@ class LaplaceMixture(IndependentMixture):
         # Each branch evaluated where it does not overflow: exp of a non-positive number only.
         tail = 0.5 * torch.exp(-z.abs())
         return torch.where(z < 0, tail, 1.0 - tail)
+
+    def component_log_interval(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """``log P_k(lower < Y <= upper)``, ``[*S, *B, D]`` each ``-> [*S, *B, K]``."""
+        a = (lower.unsqueeze(-2) - self.loc) / self.scale  # [*S, *B, K, D]
+        b = (upper.unsqueeze(-2) - self.loc) / self.scale
+        return log_interval_symmetric(laplace_log_cdf, a, b).sum(-1)
 
     def affine(self, shift: Tensor, scale: Tensor) -> LaplaceMixture:
         """The distribution of ``shift + scale * Y`` for positive ``scale``, both ``[D]``."""

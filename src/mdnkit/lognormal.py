@@ -29,6 +29,7 @@ from torch.distributions import constraints
 
 from mdnkit import _univariate
 from mdnkit._independent import IndependentMixture, check_rows, units_fixed
+from mdnkit._special import FAR_BELOW, log_interval_symmetric
 from mdnkit.family import Family, inverse_softplus, positive
 
 __all__ = ["LogNormalFamily", "LogNormalMixture"]
@@ -81,6 +82,17 @@ class LogNormalMixture(IndependentMixture):
         log_y = torch.where(positive_value, value, 1.0).log().unsqueeze(-1)
         cdf = torch.special.ndtr((log_y - self.loc[..., 0]) / self.scale[..., 0])  # [*S, *B, K]
         return torch.where(positive_value.unsqueeze(-1), cdf, 0.0)
+
+    def component_log_interval(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """``log P_k(lower < Y <= upper)``, ``[*S, *B, D]`` each ``-> [*S, *B, K]``: normal cdf
+        differences of ``log y``; a bound at or below 0 counts from the bottom of the support."""
+
+        def standardised(bound: Tensor) -> Tensor:
+            inside = (bound > 0).unsqueeze(-2)
+            log_bound = torch.where(bound > 0, bound, 1.0).log().unsqueeze(-2)  # no NaN in the gradient
+            return torch.where(inside, (log_bound - self.loc) / self.scale, FAR_BELOW)
+
+        return log_interval_symmetric(torch.special.log_ndtr, standardised(lower), standardised(upper)).sum(-1)
 
     def icdf(self, value: Tensor) -> Tensor:
         """Quantiles, ``[*S, *B] -> [*S, *B, 1]``: ``exp`` of those of ``log y``'s Gaussian mixture
