@@ -150,8 +150,8 @@ def check_binned_family(family: str, covariance_type: str, n_outputs: int) -> No
 def warning_text(column: str, grid: Grid) -> str:
     """The message of :class:`RoundedTargetWarning` for one column."""
     return (
-        f"target {column} looks rounded: {grid.n_values} distinct values on a grid of step {grid.step:g} "
-        f"(from {grid.origin:g}). A continuous density is rewarded for spikes at recorded values, so "
+        f"target {column} looks rounded: {grid.n_values} distinct values on a grid of step {grid.step:g}"
+        f"{f' offset by {grid.origin:g}' if grid.origin else ''}. A continuous density is rewarded for spikes at recorded values, so "
         f"its log-likelihood means little; pass target_resolution={grid.step:g} to train and score on "
         "the probability of each value's bin."
     )
