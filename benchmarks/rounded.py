@@ -31,7 +31,7 @@ import torch
 from mdnkit import MDNRegressor, RoundedTargetWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from uci import load_dataset  # noqa: E402  (the benchmark's own loader, beside this script)
+from uci import load_dataset  # (the benchmark's own loader, beside this script)
 
 DEFAULT_ROOT = Path("/work/shared/benchmarks/uci")
 

@@ -22,7 +22,7 @@ from mdnkit.distributions import GaussianMixture
 from mdnkit.laplace import LaplaceMixture
 from mdnkit.lognormal import LogNormalMixture
 
-TINY = dict(n_components=2, hidden_sizes=(8,), max_epochs=5, input_noise=0.0, random_state=0)
+TINY = {"n_components": 2, "hidden_sizes": (8,), "max_epochs": 5, "input_noise": 0.0, "random_state": 0}
 mpmath.mp.dps = 60
 
 
@@ -302,7 +302,7 @@ def test_learns_the_bin_probabilities_of_rounded_data():
     rounding's uniform error; 2 % off measured). Seeded."""
     X, y, _ = rounded_rows(3000, 8)
     X_test, y_test, x_test = rounded_rows(2000, 9)
-    settings = dict(n_components=2, hidden_sizes=(32, 32), input_noise=0.0, max_epochs=300, random_state=0)
+    settings = {"n_components": 2, "hidden_sizes": (32, 32), "input_noise": 0.0, "max_epochs": 300, "random_state": 0}
     model = MDNRegressor(**settings, target_resolution=1).fit(X, y)
     truth = np.log(stats.norm.cdf(y_test + 0.5, x_test, 0.5) - stats.norm.cdf(y_test - 0.5, x_test, 0.5))
     assert -model.score(X_test, y_test) == pytest.approx(-truth.mean(), abs=0.03)
