@@ -18,15 +18,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torch.distributions import Laplace, constraints
 
-from mdnkit._independent import IndependentMixture
+from mdnkit._independent import IndependentMixture, LocScaleFamily
 from mdnkit._special import laplace_log_cdf, log_interval_symmetric
-from mdnkit.family import Family, inverse_softplus, positive
+from mdnkit.family import inverse_softplus
 
 __all__ = ["LaplaceFamily", "LaplaceMixture"]
 
@@ -88,24 +87,13 @@ class LaplaceMixture(IndependentMixture):
         return LaplaceMixture(self.logits, shift + scale * self.loc, self.scale * scale)
 
 
-class LaplaceFamily(Family):
+class LaplaceFamily(LocScaleFamily):
     """Laplace components. Raw parts: ``loc [K·D]``, ``scale [K·D]`` (``b = softplus + floor``)."""
 
     name = "laplace"
-    parameter_names = ("loc", "scale")
+    mixture_class = LaplaceMixture
     support = constraints.real
     target_transform = "affine"
-
-    def raw_sizes(self) -> list[int]:
-        return [self.n_components * self.dim] * 2
-
-    def constrain(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        shape = (self.n_components, self.dim)
-        loc_raw, scale_raw = raw
-        return loc_raw.unflatten(-1, shape), positive(scale_raw, self.min_scale).unflatten(-1, shape)
-
-    def mixture(self, logits: Tensor, *parameters: Tensor) -> LaplaceMixture:
-        return LaplaceMixture(logits, *parameters)
 
     def initial_bias(self, centres: Tensor, spread: Tensor) -> list[Tensor]:
         # A Laplace with standard deviation s has b = s / √2.

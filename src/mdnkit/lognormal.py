@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -28,9 +27,14 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from mdnkit import _univariate
-from mdnkit._independent import IndependentMixture, check_rows, units_fixed
+from mdnkit._independent import (
+    IndependentMixture,
+    LocScaleFamily,
+    check_rows,
+    units_fixed,
+)
 from mdnkit._special import FAR_BELOW, log_interval_symmetric
-from mdnkit.family import Family, inverse_softplus, positive
+from mdnkit.family import inverse_softplus
 
 __all__ = ["LogNormalFamily", "LogNormalMixture"]
 
@@ -108,24 +112,13 @@ class LogNormalMixture(IndependentMixture):
         return LogNormalMixture(self.logits, self.loc + scale.log(), self.scale)
 
 
-class LogNormalFamily(Family):
+class LogNormalFamily(LocScaleFamily):
     """Log-normal components for ``y > 0``. Raw parts: ``loc [K·D]``, ``scale [K·D]`` (of ``log y``)."""
 
     name = "lognormal"
-    parameter_names = ("loc", "scale")
+    mixture_class = LogNormalMixture
     support = constraints.positive
     target_transform = "scale"
-
-    def raw_sizes(self) -> list[int]:
-        return [self.n_components * self.dim] * 2
-
-    def constrain(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        shape = (self.n_components, self.dim)
-        loc_raw, scale_raw = raw
-        return loc_raw.unflatten(-1, shape), positive(scale_raw, self.min_scale).unflatten(-1, shape)
-
-    def mixture(self, logits: Tensor, *parameters: Tensor) -> LogNormalMixture:
-        return LogNormalMixture(logits, *parameters)
 
     def initial_bias(self, centres: Tensor, spread: Tensor) -> list[Tensor]:
         # Moment matching: a log-normal with mean c and standard deviation s has
