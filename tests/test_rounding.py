@@ -64,10 +64,11 @@ def test_fit_warns_once_with_the_grid_and_not_with_a_resolution():
     X, y, _ = rounded_rows(200, 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # an ensemble after a noise search: the search's inner fits must not warn again
+        # an ensemble after a noise search, and a search of K: their inner fits must not warn again
         MDNRegressor(**{**TINY, "input_noise": "auto", "n_estimators": 2, "max_epochs": 2}).fit(X, y)
+        MDNRegressor(**{**TINY, "n_components": "auto", "max_epochs": 2}).fit(X, y)  # a search of K: once more
     messages = [str(w.message) for w in caught if issubclass(w.category, RoundedTargetWarning)]
-    assert len(messages) == 1
+    assert len(messages) == 2 and messages[0] == messages[1]
     assert "target y looks rounded" in messages[0] and "grid of step 1" in messages[0]
     assert "target_resolution=1" in messages[0] and f"{len(np.unique(y))} distinct values" in messages[0]
     with warnings.catch_warnings():

@@ -611,8 +611,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if ensemble:  # search single networks (M times cheaper), then fit the ensemble on every row
             fixed["n_estimators"] = 1
         base = type(self)(**fixed)
-        outcome = successive_halving(base, [{"n_components": k} for k in AUTO_N_COMPONENTS], X, y, seed=seed,
-                                     warm_start=False)
+        with _quiet_rounding():  # its rungs and its winner's continued fit: fit has warned already
+            outcome = successive_halving(base, [{"n_components": k} for k in AUTO_N_COMPONENTS], X, y, seed=seed,
+                                         warm_start=False)
         winner = outcome.final
         if ensemble:
             with _quiet_rounding():
