@@ -76,6 +76,9 @@ def work(tmp_path_factory) -> pathlib.Path:
                           "-o", "waiting.mdn", "--batch-size", "full", *TINY], folder, script=True),
         "gaps": start(["fit", "gaps.csv", "--target", "eruptions", "-o", "gaps.mdn", "--drop-missing",
                        "--quiet", *TINY], folder),
+        # waiting is recorded in whole minutes
+        "rounded": start(["fit", "train.csv", "--target", "waiting", "-o", "rounded.mdn", "--target-resolution", "1",
+                          *TINY], folder),
     }
     for name, process in fits.items():
         stdout, stderr = process.communicate(timeout=600)
@@ -100,6 +103,19 @@ def test_fit_writes_a_loadable_model_with_its_schema(work):
     gaps = (work / "fit_gaps.out").read_text()
     assert "dropped 2 row(s) with missing values, 158 left" in gaps
     assert "fit:" not in gaps and "saved" not in gaps  # --quiet, but the count is always said
+
+
+def test_fit_with_a_target_resolution_scores_bins(work):
+    log = (work / "fit_rounded.out").read_text()
+    assert "train bin NLL" in log and "looks rounded" not in log  # no warning: the resolution is given
+    from mdnkit.tabular import Schema
+
+    model = mdnkit.load(work / "rounded.mdn")
+    schema = Schema.from_dict(model.metadata_["schema"])
+    table = pd.read_csv(work / "test.csv")
+    assert model.target_resolution == 1.0 and schema.targets == ["waiting"]
+    log_p = model.score_samples(schema.encode(table, "test"), schema.target_values(table, "test"))
+    assert (log_p <= 0).all()  # log-probabilities of bins
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +279,8 @@ BAD = {
                    "argument --hidden: expected positive integers"),
     "bad batch size": (["fit", "train.csv", "--target", "eruptions", "-o", "x.mdn", "--batch-size", "some"],
                        "argument --batch-size: expected a positive integer, 'auto' or 'full', got 'some'"),
+    "bad resolution": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--target-resolution", "0"],
+                       "argument --target-resolution: expected a positive number, got '0'"),
     "zero draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "0"],
                    "argument -n/--n-samples: expected a positive integer, got '0'"),
     "negative draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "-3"],

@@ -38,6 +38,8 @@ _SOURCES = {
     "InputNovelty": "mdnkit.novelty",
     "NoveltyWarning": "mdnkit.novelty",
     "MDNRegressorCV": "mdnkit.selection",
+    "RoundedTargetWarning": "mdnkit.rounding",
+    "find_grid": "mdnkit.rounding",
     "TrainingDivergedError": "mdnkit.training",
     "TrainingInterrupted": "mdnkit.training",
 }
@@ -60,10 +62,12 @@ __all__ = [
     "ModelFileError",
     "Modes",
     "NoveltyWarning",
+    "RoundedTargetWarning",
     "StudentTMixture",
     "TrainingDivergedError",
     "TrainingInterrupted",
     "__version__",
+    "find_grid",
     "load",
 ]
 
@@ -83,6 +87,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names without the lazy loadi
     from mdnkit.loading import load
     from mdnkit.networks import MLP
     from mdnkit.novelty import InputNovelty, NoveltyWarning
+    from mdnkit.rounding import RoundedTargetWarning, find_grid
     from mdnkit.selection import MDNRegressorCV
     from mdnkit.training import TrainingDivergedError, TrainingInterrupted
 

@@ -1,10 +1,12 @@
 """Shared plumbing of mixtures whose components are products of 1-D distributions.
 
-Laplace, log-normal, logit-normal and von Mises components all have independent target
-dimensions and parameters of shape ``[*B, K, D]``; :class:`IndependentMixture` holds them and
-gives the exact marginals and conditionals that independence allows. Each family subclass names
-its parameters (:attr:`IndependentMixture.component_parameters`) and supplies the 1-D maths.
-The family helpers here check targets against a declared support and name the rows that fail.
+Student-t, Laplace, log-normal, logit-normal and von Mises components all have independent
+target dimensions and parameters of shape ``[*B, K, D]``; :class:`IndependentMixture` holds them
+and gives the exact marginals and conditionals that independence allows. Each family subclass
+names its parameters (:attr:`IndependentMixture.component_parameters`) and supplies the 1-D
+maths. :class:`LocScaleFamily` is the head side of the families with one location and one
+scale per component and dimension (Laplace, log-normal). The family helpers here check targets
+against a declared support and name the rows that fail.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mdnkit.family import Family, positive
 from mdnkit.mixture import Mixture
 
-__all__ = ["IndependentMixture", "check_rows", "units_fixed"]
+__all__ = ["IndependentMixture", "LocScaleFamily", "check_rows", "units_fixed"]
 
 
 class IndependentMixture(Mixture):
@@ -75,6 +78,28 @@ class IndependentMixture(Mixture):
             raise ValueError("condition() needs at least one dimension left unobserved.")
         logits = self.log_weights + self.marginal(observed).component_log_prob(values)
         return type(self)(logits, **{n: getattr(self, n)[..., free] for n in self.component_parameters})
+
+
+class LocScaleFamily(Family):
+    """Families whose components have a location and a scale per dimension (abstract).
+
+    Raw parts: ``loc [K·D]`` as it is, ``scale [K·D]`` as ``softplus(raw) + min_scale``; the
+    mixture is :attr:`mixture_class` of ``(logits, loc, scale)``.
+    """
+
+    parameter_names = ("loc", "scale")
+    mixture_class: ClassVar[type[IndependentMixture]]
+
+    def raw_sizes(self) -> list[int]:
+        return [self.n_components * self.dim] * 2
+
+    def constrain(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        shape = (self.n_components, self.dim)
+        loc_raw, scale_raw = raw
+        return loc_raw.unflatten(-1, shape), positive(scale_raw, self.min_scale).unflatten(-1, shape)
+
+    def mixture(self, logits: Tensor, *parameters: Tensor) -> IndependentMixture:
+        return self.mixture_class(logits, *parameters)
 
 
 def _tracing() -> bool:

@@ -221,3 +221,49 @@ def student_t_sf(t: Tensor, df: Tensor) -> Tensor:
         tensor([4.0676e-05])
     """
     return student_t_cdf(-t, df)
+
+
+# ---------------------------------------------------------------------- log-probabilities of bins
+_LOG_2 = math.log(2.0)
+#: A standardised bound standing in for -inf (a bin that reaches below the support): F there is
+#: exp(-5e7) for a Gaussian, 0 in any float, and the gradient stays finite, unlike at -inf.
+FAR_BELOW = -1e4
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate on both sides of ``-log 2`` (Mächler 2012).
+
+    ``x`` is capped just below 0, so an empty bin gives a large finite negative number, not
+    ``-inf`` with an infinite gradient. Each branch sees only inputs where it is finite, so
+    ``torch.where`` passes no NaN gradient from the branch it drops.
+    """
+    x = x.clamp(max=-torch.finfo(x.dtype).tiny)
+    near = x > -_LOG_2
+    near_value = torch.log(-torch.expm1(torch.where(near, x, -_LOG_2)))
+    far_value = torch.log1p(-torch.exp(torch.where(near, -_LOG_2, x)))
+    return torch.where(near, near_value, far_value)
+
+
+def log_interval_symmetric(log_cdf, lower: Tensor, upper: Tensor) -> Tensor:
+    """``log(F(upper) - F(lower))`` for ``lower <= upper`` and a cdf symmetric about 0.
+
+    ``F(-z) = 1 - F(z)`` lets an interval above the centre be read as its mirror image below
+    it, ``F(-lower) - F(-upper)``: there both cdfs are small and their logarithms exact, where
+    the direct difference of two numbers near 1 would cancel (and round to 0 in the far upper
+    tail). Then ``log F(b) + log1mexp(log F(a) - log F(b))`` with ``a <= b`` both mirrored.
+
+    Args:
+        log_cdf: ``z -> log F(z)``, accurate in the lower tail (``torch.special.log_ndtr``).
+        lower, upper: Standardised bounds of one broadcast shape.
+    """
+    mirror = lower + upper > 0
+    a = torch.where(mirror, -upper, lower)
+    b = torch.where(mirror, -lower, upper)
+    log_b = log_cdf(b)
+    return log_b + log1mexp(log_cdf(a) - log_b)
+
+
+def laplace_log_cdf(z: Tensor) -> Tensor:
+    """``log F(z)`` of the standard Laplace: ``z - log 2`` below 0, ``log(1 - e^{-z}/2)`` above."""
+    upper = torch.log1p(-0.5 * torch.exp(-z.clamp(min=0)))  # clamp: no overflow in the dropped branch
+    return torch.where(z < 0, z - _LOG_2, upper)

@@ -348,6 +348,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         random_state: int | np.random.RandomState | None = None,
         warm_start: bool = False,
         n_estimators: int = 1,
+        target_resolution: float | Sequence[float] | None = None,
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.activation = activation
@@ -369,6 +370,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         self.random_state = random_state
         self.warm_start = warm_start
         self.n_estimators = n_estimators
+        self.target_resolution = target_resolution
 
 
 # ---------------------------------------------------------------------- squared-error network

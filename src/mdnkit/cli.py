@@ -93,6 +93,16 @@ def _bounds(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 # The names of mdnkit.families.FAMILY_NAMES, spelled out: parsing must not import torch
 # (tests/test_cli.py checks that the two agree).
 FAMILY_CHOICES = ("gaussian", "student_t", "laplace", "lognormal", "logit_normal", "von_mises")
@@ -168,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "in radians")
     fit.add_argument("--bounds", type=_bounds, metavar="LOW,HIGH",
                      help="the targets' declared support for --family logit_normal (default 0,1)")
+    fit.add_argument("--target-resolution", type=_positive_float, metavar="H",
+                     help="the targets were recorded on a grid of step H (e.g. 1 for integer scores): "
+                          "train and score on the probability of each value's bin, not the density")
     fit.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size (default 0.003)")
     fit.add_argument("--validation-fraction", type=_fraction, default=0.1,
                      help="rows held out for early stopping (default 0.1; 0 trains on all for --epochs)")
@@ -415,6 +428,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction, device=args.device, verbose=not args.quiet,
         random_state=args.random_state, n_estimators=args.estimators, family=args.family,
         family_options=None if args.bounds is None else {"low": args.bounds[0], "high": args.bounds[1]},
+        target_resolution=args.target_resolution,
     )
     _info(args, f"training on {len(X)} rows: {X.shape[1]} encoded feature(s) -> {', '.join(schema.targets)} "
                 f"(Ctrl-C stops early and keeps the best model)")
@@ -445,10 +459,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if not args.quiet:
         last = model.history_[-1] if model.history_ else {}
         val = last.get("val_nll", math.nan)
+        nll = "NLL" if args.target_resolution is None else "bin NLL"  # -log P(bin): no units
         print(
             f"saved {args.output}: {model.n_iter_} epochs, kept epoch {model.best_epoch_}, "
-            f"train NLL {last.get('train_nll', math.nan):.4f}"
-            + (f", validation NLL {_best_val(model):.4f}" if np.isfinite(val) else "")
+            f"train {nll} {last.get('train_nll', math.nan):.4f}"
+            + (f", validation {nll} {_best_val(model):.4f}" if np.isfinite(val) else "")
         )
     return 0
 

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from mdnkit import _modes, _univariate
+from mdnkit import _modes, _special, _univariate
 from mdnkit._modes import Modes
 from mdnkit._univariate import HighestDensityIntervals
 from mdnkit.mixture import Mixture
@@ -157,6 +157,25 @@ class GaussianMixture(Mixture):
             z = diff / self.scale.unsqueeze(-1)
             half_log_det = dim * self.scale.log()
         return -0.5 * z.square().sum(-1) - half_log_det - 0.5 * dim * _LOG_2PI
+
+    def component_log_interval(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """``log P_k(lower < Y <= upper)`` per component, ``[*S, *B, D]`` each ``-> [*S, *B, K]``:
+        a product of 1-D normal cdf differences, so diagonal or isotropic covariance (or ``D = 1``)."""
+        self._check_event(lower)
+        self._check_event(upper)
+        if self.scale_tril is not None:
+            if self.loc.shape[-1] != 1:
+                raise ValueError(
+                    "bin probabilities of a full-covariance mixture over a "
+                    f"{self.loc.shape[-1]}-D target are not products of 1-D cdfs; use "
+                    "covariance_type='diagonal' (or one target)."
+                )
+            scale = self.scale_tril[..., 0]  # [*B, K, 1]: the standard deviation of a 1-D target
+        else:
+            scale = self.scale if self._covariance_type == "diagonal" else self.scale.unsqueeze(-1)
+        a = (lower.unsqueeze(-2) - self.loc) / scale  # [*S, *B, K, D]
+        b = (upper.unsqueeze(-2) - self.loc) / scale
+        return _special.log_interval_symmetric(torch.special.log_ndtr, a, b).sum(-1)
 
     # ------------------------------------------------------------------ sampling
     def parameters(self) -> dict[str, Tensor]:

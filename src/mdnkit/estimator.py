@@ -7,11 +7,12 @@ log-densities including the log-Jacobian ``-Σ_j log σ_y,j`` of the target scal
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -21,7 +22,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from mdnkit import _validation
+from mdnkit import _validation, rounding
 from mdnkit._progress import fit_progress, stage
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, resolve_device, seed_from
 from mdnkit.conformal import RecalibratedDistribution
@@ -138,6 +139,17 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             where torch can, otherwise called one by one). The model file keeps the weights and
             the class's name only: ``mdnkit.load(path, module=MyNet)`` rebuilds it.
         module_kwargs: Keyword arguments of ``module`` (JSON values, so the file can keep them).
+        target_resolution: For targets recorded on a grid (integer scores, values rounded to
+            0.5): the grid step ``h``, one number or one per target column. Training, early
+            stopping, ``history_`` and :meth:`score` then use the probability of each recorded
+            value's bin, ``P(y) = F(y + h/2) - F(y - h/2)`` for the mixture's cdf ``F`` (a product
+            over columns within each component), not the density at ``y``, which a continuous model
+            of rounded data can raise without bound by spiking at the recorded values.
+            :meth:`predict_dist` still returns the continuous mixture. Gaussian (diagonal or
+            isotropic covariance, or full for one target), Laplace and log-normal families. With
+            ``None`` (the default) ``fit`` warns (:class:`~mdnkit.rounding.RoundedTargetWarning`)
+            when a target column has at most one distinct value per 5 rows, all on a regular grid
+            (:func:`~mdnkit.rounding.find_grid`).
 
     Attributes:
         module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` when
@@ -210,6 +222,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         module: type[nn.Module] | Callable[..., nn.Module] | None = None,
         module_kwargs: dict | None = None,
         family_options: dict | None = None,
+        target_resolution: float | Sequence[float] | None = None,
     ) -> None:
         self.n_components = n_components
         self.hidden_sizes = hidden_sizes
@@ -236,6 +249,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.module = module
         self.module_kwargs = module_kwargs
         self.family_options = family_options
+        self.target_resolution = target_resolution
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any) -> MDNRegressor:
@@ -261,6 +275,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             raise ValueError("X has 1 sample; fitting a conditional density needs at least 2 rows.")
         _validation.check_constant_targets(y.reshape(len(y), -1))
         self._target_family(y.reshape(len(y), -1)).check_targets(y.reshape(len(y), -1))
+        self._check_rounding(y.reshape(len(y), -1), y_in)
         warm = self.warm_start and hasattr(self, "module_")
         searching = not warm
         if searching:
@@ -341,6 +356,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         before = next(self.module_.parameters())
         moved = (before.dtype, before.device) != (dtype, device)
         self.module_.to(device=device, dtype=dtype)
+        if warm:  # a warm start trains on this call's target_resolution
+            widths = self._bin_widths
+            self.module_.set_bin_half_width(None if widths is None else widths / (2.0 * self.y_scale_))
 
         self.batch_size_ = self._batch_size(len(train_rows))
         patience = self._patience(len(train_rows))
@@ -374,13 +392,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if self.n_estimators > 1 and n_val and member_noise is None:
             holdout = torch.as_tensor(self._member_holdout(len(X), n_val, seed), device=device)
             result = train(self.module_, x_all, y_all, config=config, generator=generator,
-                           nll_offset=self._log_jacobian, holdout=holdout, state=state)
+                           nll_offset=self._nll_offset, holdout=holdout, state=state)
         else:
             result = train(
                 self.module_,
                 x_all[train_index], y_all[train_index],
                 x_all[val_index] if n_val else None, y_all[val_index] if n_val else None,
-                config=config, generator=generator, nll_offset=self._log_jacobian, state=state,
+                config=config, generator=generator, nll_offset=self._nll_offset, state=state,
             )
         self.train_state_ = result.state
         if n_val and (self.n_estimators == 1 or member_noise is not None):
@@ -402,17 +420,44 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         )
         return self
 
+    def _check_rounding(self, y: np.ndarray, y_in: Any) -> None:
+        """Check ``target_resolution`` against ``y [N, D]``; without one, warn about columns that
+        look rounded (not in a search's trial fits: the search itself has warned)."""
+        widths = rounding.resolution_per_target(self.target_resolution, y.shape[1])
+        if widths is not None:
+            rounding.check_binned_family(self.family, self.covariance_type, y.shape[1])
+            return
+        if getattr(self, "_trial", False):
+            return
+        names = [str(c) for c in y_in.columns] if hasattr(y_in, "columns") else None
+        for j in range(y.shape[1]):
+            grid = rounding.find_grid(y[:, j])
+            if grid is not None:
+                column = repr(names[j]) if names else ("y" if y.shape[1] == 1 else f"column {j}")
+                warnings.warn(rounding.warning_text(column, grid), rounding.RoundedTargetWarning, stacklevel=4)
+
+    @property
+    def _bin_widths(self) -> np.ndarray | None:
+        """``target_resolution`` as one bin width per target, ``(d,)``, in the user's units."""
+        return rounding.resolution_per_target(self.target_resolution, self.n_outputs_)
+
+    @property
+    def _nll_offset(self) -> float:
+        """What turns a training NLL into one in the user's units: the log-Jacobian of the target
+        scaling for a density; nothing for bin probabilities, which have no units."""
+        return 0.0 if self.target_resolution is not None else self._log_jacobian
+
     def _warn_unfinished(self, interrupted: bool, still_improving: bool, kept_epoch: int) -> None:
         """Say so when Ctrl-C ended the fit, or when ``max_epochs`` did while it still improved."""
         if interrupted:
             warnings.warn(f"Training interrupted at epoch {self.n_iter_}; kept the weights of epoch {kept_epoch}.",
-                          TrainingInterrupted, stacklevel=4)
+                          TrainingInterrupted, stacklevel=5)
         elif still_improving:
             warnings.warn(
                 f"{type(self).__name__} stopped at max_epochs={self.max_epochs} while the validation NLL was "
                 "still improving; increase max_epochs (or learning_rate).",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
     def _held_out_rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -538,10 +583,11 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         interrupted = any(issubclass(w.category, TrainingInterrupted) for w in caught)
         for warning in caught:  # a rollback's warning; the search's own convergence is the winner's
             if not issubclass(warning.category, (ConvergenceWarning, TrainingInterrupted)):
-                warnings.warn(warning.message, warning.category, stacklevel=3)
+                warnings.warn(warning.message, warning.category, stacklevel=4)
         if self.n_estimators > 1 and not interrupted:
             stage(f"fitting {self.n_estimators} members at input noise {levels[index]:.3g}")
-            self._adopt(clone(self).set_params(input_noise=levels[index], random_state=seed).fit(X, y))
+            with _quiet_rounding():  # fit has warned once already
+                self._adopt(clone(self).set_params(input_noise=levels[index], random_state=seed).fit(X, y))
         else:
             self._adopt_member(search, index, X_checked, seed)
             stopped = not search.train_state_.active[index]
@@ -596,14 +642,16 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if ensemble:  # search single networks (M times cheaper), then fit the ensemble on every row
             fixed["n_estimators"] = 1
         base = type(self)(**fixed)
-        outcome = successive_halving(base, [{"n_components": k} for k in AUTO_N_COMPONENTS], X, y, seed=seed,
-                                     warm_start=False)
+        with _quiet_rounding():  # its rungs and its winner's continued fit: fit has warned already
+            outcome = successive_halving(base, [{"n_components": k} for k in AUTO_N_COMPONENTS], X, y, seed=seed,
+                                         warm_start=False)
         winner = outcome.final
         if ensemble:
             stage(f"fitting {self.n_estimators} members with K={int(winner.n_components)}")
-            winner = clone(self).set_params(
-                n_components=int(winner.n_components), input_noise=fixed["input_noise"], random_state=seed,
-            ).fit(X, y)
+            with _quiet_rounding():
+                winner = clone(self).set_params(
+                    n_components=int(winner.n_components), input_noise=fixed["input_noise"], random_state=seed,
+                ).fit(X, y)
         self._adopt(winner)
         self.selection_results_ = outcome.results
         if noise_selection is not None:
@@ -688,9 +736,14 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         backbone = None if self.module is None else build_backbone(
             self.module, self.module_kwargs, self._input_shape, members)
         if members is None:
-            return MDN(*arguments, family=self.family, family_options=self.family_options, backbone=backbone)
-        return MDNEnsemble(*arguments, n_members=members, family=self.family, family_options=self.family_options,
-                           backbone=backbone)
+            module = MDN(*arguments, family=self.family, family_options=self.family_options, backbone=backbone)
+        else:
+            module = MDNEnsemble(*arguments, n_members=members, family=self.family,
+                                 family_options=self.family_options, backbone=backbone)
+        widths = self._bin_widths
+        # Bins of width h in the user's units are h / σ_y wide in the network's.
+        module.set_bin_half_width(None if widths is None else widths / (2.0 * self.y_scale_))
+        return module
 
     @property
     def _input_shape(self) -> tuple[int, ...]:
@@ -904,6 +957,64 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             )
         return self.novelty_.score(self._standardized_rows(X))
 
+    def score_samples(self, X: Any, y: Any) -> np.ndarray:
+        """Log-likelihood of each row, ``(n,)``: with ``target_resolution`` a discrete one.
+
+        Without ``target_resolution``: the log-density ``log p(y_i | x_i)`` in the user's units
+        (nats per unit of ``y``). With it: the log-probability of the recorded value's bin,
+        ``log P(y_i - h/2 < Y <= y_i + h/2 | x_i)`` (a product over target columns within each
+        component), unit-free and ``<= 0``; :meth:`score` is then the mean discrete
+        log-probability, the quantity the model was trained on.
+        """
+        widths = self._bin_widths if hasattr(self, "n_outputs_") else None  # unfitted: super() says so
+        if widths is None:
+            return super().score_samples(X, y)
+        mixture = self.predict_dist(X)
+        values = torch.from_numpy(self._check_y(y, mixture.batch_shape[0]).astype(np.float64))
+        half = torch.from_numpy(widths / 2.0)
+        return mixture.interval_log_prob(values - half, values + half).numpy()
+
+    def predict_bin_probabilities(self, X: Any, values: Any, resolution: float | None = None) -> np.ndarray:
+        """The probability of the bin of each grid value for each row, for a 1-D target.
+
+        ``P(v_j - h/2 < Y <= v_j + h/2 | x_i)`` from the continuous mixture's cdf, with ``h``
+        the model's ``target_resolution`` or ``resolution`` (which also serves a model fitted
+        without one: the same discrete scale for both). Over a grid that covers the data the
+        rows sum to nearly 1; the rest is the mass outside the grid's bins.
+
+        Args:
+            X: ``(n, p)`` rows.
+            values: ``(m,)`` grid values, e.g. ``np.arange(3, 9)`` for integer scores.
+            resolution: The bin width; ``None`` for ``target_resolution``.
+
+        Returns:
+            ``(n, m)`` probabilities.
+
+        Example:
+            >>> rng = np.random.default_rng(0)
+            >>> X = rng.uniform(-1, 1, (200, 1)); y = np.round(3 * X[:, 0] + rng.normal(size=200))
+            >>> model = MDNRegressor(n_components=2, max_epochs=30, target_resolution=1, random_state=0).fit(X, y)
+            >>> probabilities = model.predict_bin_probabilities(X[:2], np.arange(-20, 21))
+            >>> probabilities.shape, bool(np.allclose(probabilities.sum(1), 1, atol=1e-3))
+            ((2, 41), True)
+        """
+        check_is_fitted(self, "module_")
+        if self.n_outputs_ != 1:
+            raise ValueError(f"predict_bin_probabilities is for one target column; this model has {self.n_outputs_}.")
+        if resolution is None:
+            if self.target_resolution is None:
+                raise ValueError("this model was fitted without target_resolution: pass resolution=<bin width>.")
+            width = float(self._bin_widths[0])
+        else:
+            width = float(rounding.resolution_per_target(resolution, 1)[0])
+        grid = np.asarray(values, dtype=np.float64)
+        if grid.ndim != 1 or not np.isfinite(grid).all():
+            raise ValueError(f"values must be a 1-D array of finite grid values, got shape {grid.shape}.")
+        mixture = self.predict_dist(X)
+        points = torch.from_numpy(grid).view(-1, 1, 1)  # [m, 1, 1] against batch (n,): [m, n]
+        log_p = mixture.interval_log_prob(points - width / 2, points + width / 2)
+        return log_p.exp().T.numpy()
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False, metadata: dict | None = None) -> None:
         """Write the fitted model to one safetensors file (weights + JSON), atomically.
@@ -934,6 +1045,15 @@ def resolve_batch_size(setting: int | Literal["auto"] | None, n_train: int) -> i
     if isinstance(setting, str):  # "auto"
         return int(np.clip(n_train // AUTO_BATCH_STEPS, *AUTO_BATCH_RANGE))
     return int(setting)
+
+
+@contextlib.contextmanager
+def _quiet_rounding() -> Iterator[None]:
+    """No :class:`~mdnkit.rounding.RoundedTargetWarning` inside: for the fits a search makes
+    inside ``fit``, which has warned once already."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rounding.RoundedTargetWarning)
+        yield
 
 
 def _feature_names(X: Any) -> np.ndarray | None:

@@ -242,9 +242,10 @@ class MDN(DensityNetwork):
         return self.head.params(self.backbone(x))
 
     def training_losses(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(nll [1], nll)``: the mean NLL of standardised ``y [N, D]`` given ``x [N, F]``, as a
-        one-member ensemble; with ``row_weights [1, N]`` a weighted mean."""
-        log_prob = self.head(self.backbone(x)).log_prob(y)  # [N]
+        """``(nll [1], nll)``: the mean NLL of standardised ``y [N, D]`` given ``x [N, F]`` (of
+        the density, or of the bins: :meth:`target_log_prob`), as a one-member ensemble; with
+        ``row_weights [1, N]`` a weighted mean."""
+        log_prob = self.target_log_prob(self.head(self.backbone(x)), y)  # [N]
         if row_weights is None:
             nll = -log_prob.mean()
         else:
@@ -350,7 +351,7 @@ class MDNEnsemble(DensityNetwork):
         """
         parameters = self.head.params(self.backbone(x)) if member_inputs else self.standardized_params(x)
         members = self.family.mixture(*parameters)  # in the network's units
-        log_prob = members.log_prob(y).reshape(self.n_members, -1)  # [M, N]
+        log_prob = self.target_log_prob(members, y).reshape(self.n_members, -1)  # [M, N]
         if row_weights is None:
             member_nll = -log_prob.mean(1)
             ensemble_nll = -(torch.logsumexp(log_prob.detach(), 0) - math.log(self.n_members)).mean()
@@ -391,6 +392,8 @@ class MDNEnsemble(DensityNetwork):
         if self.x_transform is not None:
             mdn.set_units(self.x_transform.shift, self.x_transform.scale, self.y_transform.shift,
                           self.y_transform.scale)
+        if self.bin_half_width is not None:
+            mdn.set_bin_half_width(self.bin_half_width.cpu().numpy())
         return mdn
 
 

@@ -18,14 +18,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torch.distributions import Laplace, constraints
 
-from mdnkit._independent import IndependentMixture
-from mdnkit.family import Family, inverse_softplus, positive
+from mdnkit._independent import IndependentMixture, LocScaleFamily
+from mdnkit._special import laplace_log_cdf, log_interval_symmetric
+from mdnkit.family import inverse_softplus
 
 __all__ = ["LaplaceFamily", "LaplaceMixture"]
 
@@ -74,6 +74,12 @@ class LaplaceMixture(IndependentMixture):
         tail = 0.5 * torch.exp(-z.abs())
         return torch.where(z < 0, tail, 1.0 - tail)
 
+    def component_log_interval(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """``log P_k(lower < Y <= upper)``, ``[*S, *B, D]`` each ``-> [*S, *B, K]``."""
+        a = (lower.unsqueeze(-2) - self.loc) / self.scale  # [*S, *B, K, D]
+        b = (upper.unsqueeze(-2) - self.loc) / self.scale
+        return log_interval_symmetric(laplace_log_cdf, a, b).sum(-1)
+
     def affine(self, shift: Tensor, scale: Tensor) -> LaplaceMixture:
         """The distribution of ``shift + scale * Y`` for positive ``scale``, both ``[D]``."""
         shift = torch.as_tensor(shift, dtype=self.loc.dtype, device=self.loc.device)
@@ -81,24 +87,13 @@ class LaplaceMixture(IndependentMixture):
         return LaplaceMixture(self.logits, shift + scale * self.loc, self.scale * scale)
 
 
-class LaplaceFamily(Family):
+class LaplaceFamily(LocScaleFamily):
     """Laplace components. Raw parts: ``loc [K·D]``, ``scale [K·D]`` (``b = softplus + floor``)."""
 
     name = "laplace"
-    parameter_names = ("loc", "scale")
+    mixture_class = LaplaceMixture
     support = constraints.real
     target_transform = "affine"
-
-    def raw_sizes(self) -> list[int]:
-        return [self.n_components * self.dim] * 2
-
-    def constrain(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        shape = (self.n_components, self.dim)
-        loc_raw, scale_raw = raw
-        return loc_raw.unflatten(-1, shape), positive(scale_raw, self.min_scale).unflatten(-1, shape)
-
-    def mixture(self, logits: Tensor, *parameters: Tensor) -> LaplaceMixture:
-        return LaplaceMixture(logits, *parameters)
 
     def initial_bias(self, centres: Tensor, spread: Tensor) -> list[Tensor]:
         # A Laplace with standard deviation s has b = s / √2.

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -28,8 +27,14 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from mdnkit import _univariate
-from mdnkit._independent import IndependentMixture, check_rows, units_fixed
-from mdnkit.family import Family, inverse_softplus, positive
+from mdnkit._independent import (
+    IndependentMixture,
+    LocScaleFamily,
+    check_rows,
+    units_fixed,
+)
+from mdnkit._special import FAR_BELOW, log_interval_symmetric
+from mdnkit.family import inverse_softplus
 
 __all__ = ["LogNormalFamily", "LogNormalMixture"]
 
@@ -82,6 +87,17 @@ class LogNormalMixture(IndependentMixture):
         cdf = torch.special.ndtr((log_y - self.loc[..., 0]) / self.scale[..., 0])  # [*S, *B, K]
         return torch.where(positive_value.unsqueeze(-1), cdf, 0.0)
 
+    def component_log_interval(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """``log P_k(lower < Y <= upper)``, ``[*S, *B, D]`` each ``-> [*S, *B, K]``: normal cdf
+        differences of ``log y``; a bound at or below 0 counts from the bottom of the support."""
+
+        def standardised(bound: Tensor) -> Tensor:
+            inside = (bound > 0).unsqueeze(-2)
+            log_bound = torch.where(bound > 0, bound, 1.0).log().unsqueeze(-2)  # no NaN in the gradient
+            return torch.where(inside, (log_bound - self.loc) / self.scale, FAR_BELOW)
+
+        return log_interval_symmetric(torch.special.log_ndtr, standardised(lower), standardised(upper)).sum(-1)
+
     def icdf(self, value: Tensor) -> Tensor:
         """Quantiles, ``[*S, *B] -> [*S, *B, 1]``: ``exp`` of those of ``log y``'s Gaussian mixture
         (0 and 1 give 0 and ``inf``)."""
@@ -96,24 +112,13 @@ class LogNormalMixture(IndependentMixture):
         return LogNormalMixture(self.logits, self.loc + scale.log(), self.scale)
 
 
-class LogNormalFamily(Family):
+class LogNormalFamily(LocScaleFamily):
     """Log-normal components for ``y > 0``. Raw parts: ``loc [K·D]``, ``scale [K·D]`` (of ``log y``)."""
 
     name = "lognormal"
-    parameter_names = ("loc", "scale")
+    mixture_class = LogNormalMixture
     support = constraints.positive
     target_transform = "scale"
-
-    def raw_sizes(self) -> list[int]:
-        return [self.n_components * self.dim] * 2
-
-    def constrain(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        shape = (self.n_components, self.dim)
-        loc_raw, scale_raw = raw
-        return loc_raw.unflatten(-1, shape), positive(scale_raw, self.min_scale).unflatten(-1, shape)
-
-    def mixture(self, logits: Tensor, *parameters: Tensor) -> LogNormalMixture:
-        return LogNormalMixture(logits, *parameters)
 
     def initial_bias(self, centres: Tensor, spread: Tensor) -> list[Tensor]:
         # Moment matching: a log-normal with mean c and standard deviation s has

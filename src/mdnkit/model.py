@@ -45,6 +45,9 @@ class DensityNetwork(nn.Module):
     def _init_units(self) -> None:
         self.x_transform = None
         self.y_transform = None
+        # Not persistent: files keep target_resolution in the estimator's settings, and files
+        # written before rounded targets load without it.
+        self.register_buffer("bin_half_width", None, persistent=False)
 
     @property
     def family(self) -> Family:
@@ -86,6 +89,22 @@ class DensityNetwork(nn.Module):
     def forward(self, x: Tensor) -> Mixture:
         """``x [*B, F]`` in original units -> the mixture of ``y`` in original units."""
         return self._combine(self.family.mixture(*self.params(x)))
+
+    def set_bin_half_width(self, half_width: np.ndarray | None) -> None:
+        """Train on the probability of each target's bin ``y ± half_width`` (``[D]``, in the
+        network's standardised units) instead of the density at ``y``; ``None`` for the density."""
+        self.bin_half_width = None if half_width is None else torch.as_tensor(
+            np.asarray(half_width, dtype=np.float64), device=next(self.parameters()).device)
+
+    def target_log_prob(self, mixture: Mixture, y: Tensor) -> Tensor:
+        """What training maximises for targets ``y [*B, D]`` in the mixture's units, ``[*B]``:
+        ``log p(y)``, or with a bin half-width ``w`` the bin's ``log(F(y + w) - F(y - w))``."""
+        if self.bin_half_width is None:
+            return mixture.log_prob(y)
+        # In float64: a bin narrow against a component's scale is a difference of close cdfs.
+        exact, value = mixture.to(torch.float64), y.to(torch.float64)
+        width = self.bin_half_width.to(device=value.device, dtype=torch.float64)
+        return exact.interval_log_prob(value - width, value + width).to(y.dtype)
 
     def log_jacobian(self) -> float:
         """``Σ_j log σ_y,j``: from a standardised-unit NLL to an original-unit one (0 without units)."""

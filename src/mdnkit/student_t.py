@@ -27,16 +27,16 @@ import torch
 from torch import Tensor
 from torch.distributions import StudentT, constraints
 
+from mdnkit._independent import IndependentMixture
 from mdnkit._special import student_t_cdf
 from mdnkit.family import Family, inverse_softplus, positive
-from mdnkit.mixture import Mixture
 
 __all__ = ["StudentTFamily", "StudentTMixture"]
 
 _LOG_PI = math.log(math.pi)
 
 
-class StudentTMixture(Mixture):
+class StudentTMixture(IndependentMixture):
     """A batch of mixtures of independent-dimension Student-t components.
 
     Args:
@@ -48,29 +48,10 @@ class StudentTMixture(Mixture):
 
     family = "student_t"
 
+    component_parameters = ("df", "loc", "scale")
+
     def __init__(self, logits: Tensor, df: Tensor, loc: Tensor, scale: Tensor) -> None:
-        if loc.dim() < 2 or logits.shape[-1:] != loc.shape[-2:-1]:
-            raise ValueError(
-                f"`logits` [*batch, K] and `loc` [*batch, K, D] must agree on K, got "
-                f"{tuple(logits.shape)} and {tuple(loc.shape)}."
-            )
-        shapes = [logits.shape[:-1], df.shape[:-2], loc.shape[:-2], scale.shape[:-2]]
-        if df.shape[-2:] != loc.shape[-2:] or scale.shape[-2:] != loc.shape[-2:]:
-            raise ValueError(
-                f"`df` and `scale` must end in [K, D] = {tuple(loc.shape[-2:])} like `loc`, got "
-                f"{tuple(df.shape)} and {tuple(scale.shape)}."
-            )
-        batch_shape = torch.broadcast_shapes(*shapes)
-        k, d = loc.shape[-2:]
-        self.logits = logits.expand(*batch_shape, k)
-        self.df, self.loc, self.scale = (t.expand(*batch_shape, k, d) for t in (df, loc, scale))
-        self._finish_init(batch_shape, d)
-
-    def parameters(self) -> dict[str, Tensor]:
-        return {"logits": self.logits, "df": self.df, "loc": self.loc, "scale": self.scale}
-
-    def _with_parameters(self, **parameters: Tensor) -> StudentTMixture:
-        return StudentTMixture(**parameters)
+        super().__init__(logits, df=df, loc=loc, scale=scale)
 
     def component_log_prob(self, value: Tensor) -> Tensor:
         """``[*S, *B, D] -> [*S, *B, K]``."""
@@ -109,21 +90,6 @@ class StudentTMixture(Mixture):
         shift = torch.as_tensor(shift, dtype=self.loc.dtype, device=self.loc.device)
         scale = torch.as_tensor(scale, dtype=self.loc.dtype, device=self.loc.device)
         return StudentTMixture(self.logits, self.df, shift + scale * self.loc, self.scale * scale)
-
-    def marginal(self, dims: Sequence[int]) -> StudentTMixture:
-        """The exact marginal over ``y[dims]``: the components' dimensions are independent."""
-        dims = self._dims(dims)
-        return StudentTMixture(self.logits, self.df[..., dims], self.loc[..., dims], self.scale[..., dims])
-
-    def condition(self, dims: Sequence[int], values: Tensor) -> StudentTMixture:
-        """The exact conditional of the other dims given ``y[dims] = values [*B, len(dims)]``:
-        each component keeps its parameters, re-weighted by how well it explains ``values``."""
-        observed = self._dims(dims)
-        free = [d for d in range(self.event_shape[0]) if d not in observed]
-        if not free:
-            raise ValueError("condition() needs at least one dimension left unobserved.")
-        logits = self.log_weights + self.marginal(observed).component_log_prob(values)
-        return StudentTMixture(logits, self.df[..., free], self.loc[..., free], self.scale[..., free])
 
 
 class StudentTFamily(Family):
