@@ -609,3 +609,35 @@ def test_von_mises_modes_wrap_across_pi():
 def test_multivariate_modes_of_a_new_family_say_what_to_do():
     with pytest.raises(NotImplementedError, match=r"2-D laplace mixture.*marginal\(\[j\]\)\.modes\(\)"):
         build("laplace", d=2).modes()
+
+
+@pytest.mark.parametrize("family", ["student_t", *NEW])
+def test_highest_density_sets_of_every_family_against_scipy(family):
+    """An HDI is the level set holding the mass: the SciPy mass of its intervals is the
+    coverage, the density is the same level at every end (but ±π, the circle's seam), above it
+    inside each interval and below it in each gap."""
+    if family == "student_t":
+        g = torch.Generator().manual_seed(7)
+        mixture = StudentTMixture(torch.randn(5, 3, generator=g, dtype=F64), 2.5 + 5 * torch.rand(5, 3, 1, generator=g, dtype=F64),
+                                  2 * torch.randn(5, 3, 1, generator=g, dtype=F64), 0.3 + torch.rand(5, 3, 1, generator=g, dtype=F64))
+    else:
+        mixture = build(family, batch=(5,), seed=7)
+    region = mixture.highest_density_intervals(0.8)
+    for row in range(5):
+        if family == "student_t":
+            p = {n: t[row, :, 0].numpy() for n, t in mixture.parameters().items() if n != "logits"}
+            parts = [stats.t(p["df"][i], p["loc"][i], p["scale"][i]) for i in range(3)]
+        else:
+            parts = components(mixture, row)
+        weights = torch.softmax(mixture.logits[row], -1).numpy()
+        cdf = lambda y: sum(w * p.cdf(y) for w, p in zip(weights, parts))  # noqa: E731
+        pdf = lambda y: sum(w * np.exp(p.logpdf(y)) for w, p in zip(weights, parts))  # noqa: E731
+        bounds = region.bounds[row, region.mask[row]].numpy()
+        if family == "von_mises":  # SciPy's cdf on [-π, π]: from -π
+            cdf = lambda y, c=cdf: c(y) - c(-np.pi)  # noqa: E731
+        assert sum(cdf(b) - cdf(a) for a, b in bounds) == pytest.approx(0.8, abs=1e-7)
+        level = region.level[row].item()
+        ends = [e for e in bounds.ravel() if not (family == "von_mises" and abs(abs(e) - np.pi) < 1e-12)]
+        np.testing.assert_allclose([pdf(e) for e in ends], level, rtol=1e-6)
+        assert all(pdf(0.5 * (a + b)) > level for a, b in bounds)
+        assert all(pdf(0.5 * (bounds[i, 1] + bounds[i + 1, 0])) < level for i in range(len(bounds) - 1))

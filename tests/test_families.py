@@ -167,14 +167,6 @@ def test_student_t_refuses_shapes_that_do_not_match():
         StudentTMixture(torch.zeros(2), torch.ones(3, 1), torch.zeros(3, 1), torch.ones(3, 1))
 
 
-def test_student_t_has_no_modes_or_hdi_yet():
-    mixture = _student_t()
-    with pytest.raises(NotImplementedError, match="student_t"):
-        mixture.modes()
-    with pytest.raises(NotImplementedError, match="student_t"):
-        mixture.highest_density_intervals(0.9)
-
-
 # ============================================================================ every family's head
 FAMILY_GRID = [("gaussian", c) for c in ("diagonal", "isotropic", "full")] + [
     (name, "diagonal") for name in FAMILY_NAMES if name != "gaussian"

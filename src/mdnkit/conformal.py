@@ -236,10 +236,19 @@ def level_set(dist: Mixture, log_level: ArrayLike | Tensor) -> HighestDensityInt
     whole = log_level == -math.inf
     log_level = torch.where(whole, 0.0, log_level)  # any finite stand-in; those rows are overwritten
     centre, spread = dist._bracket()  # [n, K]
-    grid = (centre.unsqueeze(-1) + spread.unsqueeze(-1) * _GRID).flatten(-2).sort(-1).values  # [n, G]
-    lower, upper = _widened_ends(dist, log_level, grid[:, 0] - spread.amax(-1), grid[:, -1] + spread.amax(-1))
-    grid = torch.cat([lower[:, None], grid, upper[:, None]], -1)
+    grid = (centre.unsqueeze(-1) + spread.unsqueeze(-1) * _GRID).flatten(-2)  # [n, G]
+    period = dist._period
+    if period is None:
+        grid = grid.sort(-1).values
+        lower, upper = _widened_ends(dist, log_level, grid[:, 0] - spread.amax(-1), grid[:, -1] + spread.amax(-1))
+        grid = torch.cat([lower[:, None], grid, upper[:, None]], -1)
+    else:  # one turn of the circle, [-π, π]; a set through ±π is two intervals, one at each end
+        ends = torch.tensor([-period / 2, period / 2], dtype=torch.float64).expand(n, 2)
+        grid = torch.cat([ends, torch.remainder(grid + period / 2, period) - period / 2], -1).sort(-1).values
+        grid = torch.cat([grid[:, :1], grid, grid[:, -1:]], -1)  # zero-width end cells: a crossing there is the end
     above = dist.log_prob(grid.T.unsqueeze(-1)).T >= log_level.unsqueeze(-1)  # [n, G]
+    if period is not None:
+        above[:, 0] = above[:, -1] = False
     starts, stops = ~above[:, :-1] & above[:, 1:], above[:, :-1] & ~above[:, 1:]  # [n, G-1] cells
     slots = max(1, int(starts.sum(-1).max()) if n else 1)
 
