@@ -431,7 +431,8 @@ def test_estimator_end_to_end(fitted, family, tmp_path):
     assert loaded.family_options == model.family_options
     np.testing.assert_array_equal(loaded.score_samples(X, y), model.score_samples(X, y))
     results = evaluate(model, X, y, n_samples=50)
-    assert np.isfinite(results["nll"]) and "coverage_central_90" in results and "crps" not in results
+    assert np.isfinite(results["nll"]) and {"coverage_central_90", "coverage_hdi_90", "rmse_mode"} <= set(results)
+    assert ("crps" in results) == (family != "von_mises")  # a distance on the line, not the circle
     assert all(np.isfinite(v) for v in results.values())
 
 
@@ -641,3 +642,62 @@ def test_highest_density_sets_of_every_family_against_scipy(family):
         np.testing.assert_allclose([pdf(e) for e in ends], level, rtol=1e-6)
         assert all(pdf(0.5 * (a + b)) > level for a, b in bounds)
         assert all(pdf(0.5 * (bounds[i, 1] + bounds[i + 1, 0])) < level for i in range(len(bounds) - 1))
+
+
+# ---------------------------------------------------------------------- CRPS of every family
+def test_crps_quadrature_equals_the_gaussian_closed_form():
+    from mdnkit._crps_quadrature import crps_by_quadrature
+    from mdnkit.distributions import GaussianMixture
+    from mdnkit.metrics import crps
+
+    g = torch.Generator().manual_seed(3)
+    mixture = GaussianMixture(torch.randn(40, 3, generator=g, dtype=F64), 3 * torch.randn(40, 3, 1, generator=g, dtype=F64),
+                              scale=0.05 + torch.rand(40, 3, 1, generator=g, dtype=F64))
+    y = 4 * torch.randn(40, 1, generator=g, dtype=F64)
+    np.testing.assert_allclose(crps_by_quadrature(mixture, y).numpy(), crps(mixture, y), rtol=1e-9)
+
+
+@pytest.mark.parametrize("family", ["student_t", "laplace", "lognormal", "logit_normal"])
+def test_crps_of_every_family_against_scipy_quad(family):
+    from scipy import integrate
+
+    from mdnkit.metrics import crps
+
+    if family == "student_t":
+        g = torch.Generator().manual_seed(11)
+        mixture = StudentTMixture(torch.randn(4, 3, generator=g, dtype=F64), 2.2 + 5 * torch.rand(4, 3, 1, generator=g, dtype=F64),
+                                  2 * torch.randn(4, 3, 1, generator=g, dtype=F64), 0.3 + torch.rand(4, 3, 1, generator=g, dtype=F64))
+    else:
+        mixture = build(family, batch=(4,), seed=11)
+    y = support_points(family, 4, np.random.default_rng(11))
+    got = crps(mixture, y)
+    for row in range(4):
+        if family == "student_t":
+            p = {n: t[row, :, 0].numpy() for n, t in mixture.parameters().items() if n != "logits"}
+            parts = [stats.t(p["df"][i], p["loc"][i], p["scale"][i]) for i in range(3)]
+        else:
+            parts = components(mixture, row)
+        weights = torch.softmax(mixture.logits[row], -1).numpy()
+        cdf = lambda z: sum(w * float(p.cdf(z)) for w, p in zip(weights, parts))  # noqa: E731
+        low, high = (LOW, HIGH) if family == "logit_normal" else (0.0, np.inf) if family == "lognormal" else (-np.inf, np.inf)
+        below = integrate.quad(lambda z: cdf(z) ** 2, low, y[row], limit=500, epsabs=1e-13, epsrel=1e-11)[0]
+        above = integrate.quad(lambda z: (1 - cdf(z)) ** 2, y[row], high, limit=500, epsabs=1e-13, epsrel=1e-11)[0]
+        assert got[row] == pytest.approx(below + above, rel=1e-7)
+
+
+def test_crps_of_angles_says_it_is_not_defined_on_the_circle():
+    from mdnkit.metrics import crps
+
+    with pytest.raises(ValueError, match="not defined this way"):
+        crps(build("von_mises"), np.zeros(4))
+
+
+def test_errors_of_angles_are_circular():
+    from mdnkit.metrics import point_errors
+
+    # One component at 3.1 rad and targets at -3.1 rad: 0.083 rad apart around the circle, not 6.2.
+    mixture = VonMisesMixture(torch.zeros(2, 1, dtype=F64), torch.full((2, 1, 1), 3.1, dtype=F64),
+                              torch.full((2, 1, 1), 50.0, dtype=F64))
+    errors = point_errors(mixture, np.full(2, -3.1))
+    gap = 2 * math.pi - 6.2
+    assert errors["mae_mean"] == pytest.approx(gap, abs=1e-9) and errors["rmse_mode"] == pytest.approx(gap, abs=1e-7)

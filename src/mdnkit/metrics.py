@@ -89,12 +89,19 @@ def crps(dist: GaussianMixture, y: ArrayLike | Tensor) -> np.ndarray:
     .. math:: \\sum_k w_k A(y - μ_k, σ_k^2)
               - \\tfrac12 \\sum_{j,k} w_j w_k A(μ_j - μ_k, σ_j^2 + σ_k^2).
 
-    Costs ``n K²`` memory, taken in chunks of rows.
+    Costs ``n K²`` memory, taken in chunks of rows. Other families integrate the definition
+    numerically (:mod:`mdnkit._crps_quadrature`, about 1e-9 relative); von Mises, on the
+    circle, has no CRPS here.
     """
     dist, y = _prepare(dist, y)
-    if dist.family != "gaussian":  # the closed form below is the Gaussian mixture's
-        raise ValueError(f"crps has a closed form for Gaussian mixtures only, not {dist.family}; "
-                         "use energy_score, a sample-based estimate.")
+    if dist.family == "von_mises":
+        raise ValueError("crps integrates over the line; for angles (von_mises) it is not defined this way. "
+                         "Compare angular models by NLL (score) or by their circular errors.")
+    if dist.family != "gaussian":  # no closed form: the definition, integrated numerically
+        from mdnkit._crps_quadrature import crps_by_quadrature
+
+        _univariate(dist, "crps")
+        return crps_by_quadrature(dist, y).numpy()
     weights, loc, scale = _univariate(dist, "crps")  # [n, K]
     variance = scale.square()
     rows = max(1, _CRPS_CHUNK // dist.n_components**2)
@@ -213,17 +220,22 @@ def point_errors(dist: GaussianMixture, y: ArrayLike | Tensor) -> dict[str, np.f
 
     Returns:
         ``{"rmse_mean", "mae_mean", ["rmse_median", "mae_median",] "rmse_mode", "mae_mode"}``
-        (the mode errors for Gaussian mixtures only).
+        (the mode errors for 1-D targets and Gaussian mixtures; no median for angles). For angles
+        (von Mises) the errors are circular: each residual is wrapped into ``[-π, π)``.
     """
     dist, y = _prepare(dist, y)
+    circular = dist.family == "von_mises"
     points = {"mean": dist.mean}  # [n, D]
-    if dist.event_shape[0] == 1:
+    if dist.event_shape[0] == 1 and not circular:
         points["median"] = dist.icdf(torch.full((len(y),), 0.5, dtype=torch.float64))
-    if isinstance(dist, GaussianMixture):  # the all-modes search is Gaussian so far
-        points["mode"] = dist.modes().value[:, 0]  # sorted by density: slot 0 is the highest mode
+    if dist.event_shape[0] == 1 or isinstance(dist, GaussianMixture):  # where modes() searches
+        points["mode"] = dist.modes().value[..., 0, :]  # sorted by density: slot 0 is the highest mode
     errors: dict[str, np.float64] = {}
     for name, point in points.items():
-        residual = (point - y).numpy()
+        residual = point - y
+        if circular:
+            residual = torch.remainder(residual + math.pi, 2 * math.pi) - math.pi
+        residual = residual.numpy()
         errors[f"rmse_{name}"] = np.float64(np.sqrt(np.mean(residual**2)))
         errors[f"mae_{name}"] = np.float64(np.mean(np.abs(residual)))
     return errors
@@ -252,24 +264,24 @@ def evaluate(
     * multi-D targets: ``energy_score`` (``n_samples`` draws per row, seeded by ``random_state``,
       0 by default so that reports are reproducible).
 
-    For non-Gaussian families there is no closed-form CRPS, mode search or HDI yet: ``crps`` is
-    replaced by ``energy_score`` (in 1-D the sample estimate of the CRPS), and the mode and HDI
-    keys are left out.
+    Non-Gaussian families integrate the CRPS numerically (:func:`crps`); their multi-D modes are
+    left out. Angles (von Mises) have circular point errors and no CRPS or energy score, both
+    being distances on the line.
 
     Scores (``nll``, ``crps``, ``energy_score``) are means over rows.
     """
     dist, y = _prepare(model.predict_dist(X), y)  # convert once; the metrics below then no-op
     results: dict[str, float] = {"nll": float(nll(dist, y))}
     one_d = dist.event_shape[0] == 1
-    gaussian = isinstance(dist, GaussianMixture)  # closed-form CRPS, modes and HDI
-    if one_d and gaussian:
+    circular = dist.family == "von_mises"
+    if one_d and not circular:
         results["crps"] = float(crps(dist, y).mean())
-    else:
+    elif not circular:
         results["energy_score"] = float(energy_score(dist, y, n_samples, random_state).mean())
     results.update({name: float(value) for name, value in point_errors(dist, y).items()})
     if one_d:
         results["pit_calibration_error"] = float(calibration_error(dist, y))
-        for kind in ("central", "hdi") if gaussian else ("central",):
+        for kind in ("central", "hdi"):
             for coverage in coverages:
                 covered, width = interval_coverage(dist, y, coverage, kind)
                 results[f"coverage_{kind}_{_percent(coverage)}"] = float(covered)
