@@ -191,11 +191,17 @@ class InputNovelty:
         if not np.isfinite(radius) or radius <= 0:
             return np.zeros(len(X), dtype=bool)
         anchors = self.reference_[np.unique(np.linspace(0, len(self.reference_) - 1, n_anchors).astype(int))]
-        familiar = np.empty(len(X), dtype=bool)
-        for start in range(0, len(X), chunk):  # memory [chunk, anchors], not [n, anchors]
-            rows = X[start:start + chunk]
-            squared = (rows**2).sum(1)[:, None] - 2 * rows @ anchors.T + (anchors**2).sum(1)[None, :]
-            familiar[start:start + chunk] = squared.min(1) <= radius**2 * (1 - 1e-9)
+        familiar = np.zeros(len(X), dtype=bool)
+        # Most rows lie within the radius of one of a few anchors: try 16 first, all only for the rest.
+        for few in (anchors[:: max(1, len(anchors) // 16)], anchors):
+            unclear = np.flatnonzero(~familiar)
+            for start in range(0, len(unclear), chunk):  # memory [chunk, anchors], not [n, anchors]
+                index = unclear[start:start + chunk]
+                rows = X[index]
+                squared = (rows**2).sum(1)[:, None] - 2 * rows @ few.T + (few**2).sum(1)[None, :]
+                familiar[index] = squared.min(1) <= radius**2 * (1 - 1e-9)
+            if familiar.all():
+                break
         return familiar
 
     # ------------------------------------------------------------------ persistence
