@@ -990,3 +990,18 @@ def test_a_loaded_model_saved_again_keeps_its_metadata(tmp_path):
     model.save(tmp_path / "a.mdn", metadata={"schema": {"features": ["x"]}})
     mdnkit.load(tmp_path / "a.mdn").save(tmp_path / "b.mdn")
     assert mdnkit.load(tmp_path / "b.mdn").metadata_ == {"schema": {"features": ["x"]}}
+
+
+def test_score_samples_is_the_same_in_chunks(monkeypatch):
+    import mdnkit.estimator as estimator_module
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2))
+    y = X[:, 0] + 0.1 * rng.normal(size=50)
+    # float64: a float32 network's sums depend on the batch size at the 1e-7 level
+    model = MDNRegressor(n_components=2, hidden_sizes=(4,), max_epochs=3, random_state=0, dtype="float64").fit(X, y)
+    whole = model.score_samples(X, y)
+    np.testing.assert_allclose(whole, model.predict_dist(X).log_prob(torch.as_tensor(y)[:, None]).numpy(), rtol=1e-12)
+    monkeypatch.setattr(estimator_module, "_PREDICT_CHUNK", 7)  # 8 chunks, the last of 1 row
+    np.testing.assert_allclose(model.score_samples(X, y), whole, rtol=1e-12)
+    assert model.score_samples(X[:0], y[:0]).shape == (0,)

@@ -966,13 +966,18 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         component), unit-free and ``<= 0``; :meth:`score` is then the mean discrete
         log-probability, the quantity the model was trained on.
         """
-        widths = self._bin_widths if hasattr(self, "n_outputs_") else None  # unfitted: super() says so
-        if widths is None:
-            return super().score_samples(X, y)
-        mixture = self.predict_dist(X)
-        values = torch.from_numpy(self._check_y(y, mixture.batch_shape[0]).astype(np.float64))
-        half = torch.from_numpy(widths / 2.0)
-        return mixture.interval_log_prob(values - half, values + half).numpy()
+        X = self._check_X(X)
+        values = torch.from_numpy(self._check_y(y, len(X)).astype(np.float64))
+        if getattr(self, "novelty_", None) is not None:
+            self.novelty_.warn_if_novel(self._standardized_rows(X), stacklevel=2)
+        widths = self._bin_widths
+        half = None if widths is None else torch.from_numpy(widths / 2.0)
+        scores = []
+        for start in range(0, len(X), _PREDICT_CHUNK):  # one chunk's mixture at a time: flat memory
+            rows = slice(start, start + _PREDICT_CHUNK)
+            mixture, value = self._module_dist(self.module_, X[rows]), values[rows]
+            scores.append(mixture.log_prob(value) if half is None else mixture.interval_log_prob(value - half, value + half))
+        return torch.cat(scores).numpy() if scores else np.empty(0)
 
     def predict_bin_probabilities(self, X: Any, values: Any, resolution: float | None = None) -> np.ndarray:
         """The probability of the bin of each grid value for each row, for a 1-D target.
