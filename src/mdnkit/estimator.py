@@ -977,7 +977,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             rows = slice(start, start + _PREDICT_CHUNK)
             mixture, value = self._module_dist(self.module_, X[rows]), values[rows]
             scores.append(mixture.log_prob(value) if half is None else mixture.interval_log_prob(value - half, value + half))
-        return torch.cat(scores).numpy() if scores else np.empty(0)
+        return torch.cat(scores).numpy()  # _check_X refuses zero rows
 
     def predict_bin_probabilities(self, X: Any, values: Any, resolution: float | None = None) -> np.ndarray:
         """The probability of the bin of each grid value for each row, for a 1-D target.
