@@ -38,6 +38,7 @@ _SOURCES = {
     "InputNovelty": "mdnkit.novelty",
     "NoveltyWarning": "mdnkit.novelty",
     "MDNRegressorCV": "mdnkit.selection",
+    "TableRows": "mdnkit.streaming",
     "TrainingDivergedError": "mdnkit.training",
     "TrainingInterrupted": "mdnkit.training",
 }
@@ -61,6 +62,7 @@ __all__ = [
     "Modes",
     "NoveltyWarning",
     "StudentTMixture",
+    "TableRows",
     "TrainingDivergedError",
     "TrainingInterrupted",
     "__version__",
@@ -84,6 +86,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names without the lazy loadi
     from mdnkit.networks import MLP
     from mdnkit.novelty import InputNovelty, NoveltyWarning
     from mdnkit.selection import MDNRegressorCV
+    from mdnkit.streaming import TableRows
     from mdnkit.training import TrainingDivergedError, TrainingInterrupted
 
 

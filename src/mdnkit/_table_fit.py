@@ -16,7 +16,6 @@ by passes over the table instead:
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,8 +23,16 @@ import torch
 
 from mdnkit.base import cuda_devices, resolve_device, seed_from
 from mdnkit.novelty import InputNovelty
-from mdnkit.streaming import ShuffledBatches, Standardizer, TableRows, TableStatistics, ValidationChunks, \
-    _Rows, scan_table, validation_mask
+from mdnkit.streaming import (
+    ShuffledBatches,
+    StandardizedRows,
+    Standardizer,
+    TableRows,
+    TableStatistics,
+    ValidationChunks,
+    scan_table,
+    validation_mask,
+)
 from mdnkit.training import train
 
 if TYPE_CHECKING:
@@ -80,7 +87,7 @@ def fit_table(model: MDNRegressor, rows: TableRows) -> MDNRegressor:
     model.history_ = result.history
     model.n_iter_ = result.history[-1]["epoch"] if result.history else 0
     model.best_epoch_ = result.best_epoch
-    every_row = _Rows(rows, units, 0.0, seed, False, device, dtype)
+    every_row = StandardizedRows(rows, units, 0.0, seed, False, device, dtype)
     model._record_component_usage(x for x, _ in every_row.tensors())
     model.novelty_ = InputNovelty(random_state=seed).fit(model._standardized_rows(stats.sample_x))
     model._warn_unfinished(

@@ -33,13 +33,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv  # noqa: F401  (pa.csv.ParseOptions)
+import pyarrow.csv  # for pa.csv.ParseOptions
 import pyarrow.dataset as ds
 import torch
 from torch import Tensor
 
-__all__ = ["Moments", "Reservoir", "ShuffledBatches", "TableRows", "TableStatistics", "ValidationChunks",
-           "scan_table", "validation_mask"]
+__all__ = ["Moments", "Reservoir", "ShuffledBatches", "StandardizedRows", "Standardizer", "TableRows",
+           "TableStatistics", "ValidationChunks", "open_dataset", "scan_table", "validation_mask"]
 
 READ_BATCH = 65_536  # rows per record batch read: a few MB per column batch
 SHUFFLE_BUFFER = 262_144  # rows shuffled together: ~10 MB of float32 for 9 columns
@@ -72,7 +72,7 @@ class TableRows:
         format: Literal["parquet", "csv"] | None = None,
         batch_size: int = READ_BATCH,
     ) -> None:
-        self.dataset = data if isinstance(data, ds.Dataset) else _open(data, format)
+        self.dataset = data if isinstance(data, ds.Dataset) else open_dataset(data, format)
         self.features = [str(name) for name in features]
         self.targets = [str(target)] if isinstance(target, str) else [str(name) for name in target]
         self.target_is_1d = isinstance(target, str)
@@ -114,7 +114,9 @@ class TableRows:
             first += batch.num_rows
 
 
-def _open(path: str | os.PathLike, format: str | None) -> ds.Dataset:
+def open_dataset(path: str | os.PathLike, format: Literal["parquet", "csv"] | None = None) -> ds.Dataset:
+    """A lazy ``pyarrow.dataset`` over a Parquet file or directory, or a CSV (``.tsv``: tab) file;
+    ``format`` by default from the suffix (``.csv`` and ``.tsv`` are CSV, anything else Parquet)."""
     location = pathlib.Path(path)
     if not location.exists():
         raise FileNotFoundError(f"No such file or directory: {str(path)!r}")
@@ -303,7 +305,7 @@ class Standardizer:
         return (x - self.x_shift) / self.x_scale, (y - self.y_shift) / self.y_scale
 
 
-class _Rows:
+class StandardizedRows:
     """The standardised training or validation rows of a table, record batch by record batch."""
 
     def __init__(self, rows: TableRows, units: Standardizer, fraction: float, seed: int, validation: bool,
@@ -323,7 +325,7 @@ class _Rows:
                    torch.as_tensor(y, dtype=self.dtype).to(self.device))
 
 
-class ShuffledBatches(_Rows):
+class ShuffledBatches(StandardizedRows):
     """Training minibatches of a table: ``epoch(generator)`` for :func:`~mdnkit.training.train`.
 
     Each epoch reads the table once, drops the validation rows, fills a buffer of
@@ -373,7 +375,7 @@ class ShuffledBatches(_Rows):
             yield x[n_full:], y[n_full:], None
 
 
-class ValidationChunks(_Rows):
+class ValidationChunks(StandardizedRows):
     """The validation rows of a table, in chunks of at most one record batch: a re-iterable
     of ``(x, y)`` for :func:`~mdnkit.training.train`'s ``x_val`` (scored chunk by chunk)."""
 
