@@ -44,7 +44,7 @@ __all__ = ["Moments", "Reservoir", "ShuffledBatches", "StandardizedRows", "Stand
 READ_BATCH = 65_536  # rows per record batch read: a few MB per column batch
 SHUFFLE_BUFFER = 262_144  # rows shuffled together: ~10 MB of float32 for 9 columns
 RESERVOIR_SIZE = 20_000  # rows kept for the head's start and the novelty index (it keeps 10_000)
-# Record batches read ahead: pyarrow's defaults (16 batches, 4 files) hold up to ~100 MB more.
+# Record batches read ahead: pyarrow's defaults (16 batches, 4 files) hold more for little gain.
 _BATCH_READAHEAD, _FRAGMENT_READAHEAD = 4, 1
 
 
@@ -103,10 +103,15 @@ class TableRows:
         """``(first_row, x (n, p), y (n, d))`` in float64, record batch by record batch, in the
         table's order (pyarrow's ordered scan: ``first_row`` counts rows from the table's start)."""
         columns = self.features + self.targets
+        options = {}
+        if isinstance(getattr(self.dataset, "format", None), ds.ParquetFileFormat):
+            # Pre-buffering reads whole row groups ahead: 114 MiB of buffers against 43 MiB without,
+            # reading a table of 262 144-row groups (pyarrow 26).
+            options["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False)
         first = 0
         for batch in self.dataset.to_batches(columns=columns, batch_size=self.batch_size,
                                              batch_readahead=_BATCH_READAHEAD,
-                                             fragment_readahead=_FRAGMENT_READAHEAD):
+                                             fragment_readahead=_FRAGMENT_READAHEAD, **options):
             if batch.num_rows == 0:
                 continue
             values = np.column_stack([_as_float(batch.column(j)) for j in range(len(columns))])  # [n, p + d]
