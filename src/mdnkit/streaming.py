@@ -314,7 +314,15 @@ class Standardizer:
 
 
 class StandardizedRows:
-    """The standardised training or validation rows of a table, record batch by record batch."""
+    """The standardised training or validation rows of a table, record batch by record batch.
+
+    Args:
+        rows: The table.
+        units: The network's units (the fitted scalers).
+        fraction, seed: The hash split of :func:`validation_mask`.
+        validation: Keep the validation rows (else the training rows; with ``fraction=0``, all).
+        device, dtype: Where and how the tensors are made.
+    """
 
     def __init__(self, rows: TableRows, units: Standardizer, fraction: float, seed: int, validation: bool,
                  device: torch.device | str, dtype: torch.dtype) -> None:
