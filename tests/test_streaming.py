@@ -19,7 +19,14 @@ from scipy import stats
 
 import mdnkit
 from mdnkit import MDNRegressor, TableRows
-from mdnkit.streaming import Moments, Reservoir, ShuffledBatches, Standardizer, scan_table, validation_mask
+from mdnkit.streaming import (
+    Moments,
+    Reservoir,
+    ShuffledBatches,
+    Standardizer,
+    scan_table,
+    validation_mask,
+)
 
 
 def _table(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +143,7 @@ def test_hash_split_holds_out_the_requested_share_and_is_stable():
 
 
 def test_every_epoch_trains_on_the_same_rows_in_another_order(table):
-    path, x, y = table
+    path, _x, y = table
     import torch
 
     rows = TableRows(path, features=["a", "b"], target="y", batch_size=50)
@@ -232,7 +239,7 @@ def test_unsupported_settings_are_refused(table):
 
 @pytest.mark.slow
 def test_command_line_fit_stream(table, tmp_path):
-    path, x, y = table
+    path, _x, _y = table
     output = tmp_path / "cli.mdn"
     command = [sys.executable, "-m", "mdnkit", "fit", path, "--target", "y", "--stream", "-o", output,
                "--epochs", "3", "--hidden", "8", "--components", "2", "--quiet"]
