@@ -40,6 +40,7 @@ _SOURCES = {
     "MDNRegressorCV": "mdnkit.selection",
     "RoundedTargetWarning": "mdnkit.rounding",
     "find_grid": "mdnkit.rounding",
+    "TableRows": "mdnkit.streaming",
     "TrainingDivergedError": "mdnkit.training",
     "TrainingInterrupted": "mdnkit.training",
 }
@@ -64,6 +65,7 @@ __all__ = [
     "NoveltyWarning",
     "RoundedTargetWarning",
     "StudentTMixture",
+    "TableRows",
     "TrainingDivergedError",
     "TrainingInterrupted",
     "__version__",
@@ -89,6 +91,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names without the lazy loadi
     from mdnkit.novelty import InputNovelty, NoveltyWarning
     from mdnkit.rounding import RoundedTargetWarning, find_grid
     from mdnkit.selection import MDNRegressorCV
+    from mdnkit.streaming import TableRows
     from mdnkit.training import TrainingDivergedError, TrainingInterrupted
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pathlib
 import sys
 import warnings
 from collections.abc import Sequence
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="calibrate by K-fold cross-conformal (CV+) instead, on every row: K more fits, no rows "
                      "held out (for small data); central intervals, for 'predict --interval C --calibrated'")
     data_options(fit, "drop rows with missing values (refused by default) and say how many")
+    fit.add_argument("--stream", action="store_true",
+                     help="read DATA (.csv, .tsv, a .parquet file or a directory of them) in batches, never all "
+                     "in memory: numeric columns only, no missing values, no --calibrate")
     fit.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     fit.set_defaults(handler=cmd_fit)
 
@@ -401,13 +405,13 @@ def _chunks(args: argparse.Namespace, schema: Schema):
 
 # ---------------------------------------------------------------------- commands
 def cmd_fit(args: argparse.Namespace) -> int:
-    from mdnkit import MDNRegressor
     from mdnkit.tabular import DataError, Schema, check_output, drop_missing, read_table
-    from mdnkit.training import TrainingDivergedError, TrainingInterrupted
 
     if args.bounds is not None and args.family != "logit_normal":
         raise DataError(f"--bounds is the support of --family logit_normal, not of {args.family}")
     check_output(args.output, args.force)  # before training, not after an hour of it
+    if args.stream:
+        return _fit_stream(args)
     what = repr(args.data)
     frame = read_table(args.data)
     schema = Schema.infer(frame, args.target, args.features, what)
@@ -422,27 +426,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise DataError("--calibrate holds rows out and --calibration-cv K calibrates on every row; choose one")
     if args.calibrate:
         X, y, calibration_rows = _calibration_split(X, y, args.calibration_fraction, args.random_state, what)
-    model = MDNRegressor(
-        n_components=args.components, hidden_sizes=args.hidden, covariance_type=args.covariance,
-        learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
-        validation_fraction=args.validation_fraction, device=args.device, verbose=not args.quiet,
-        random_state=args.random_state, n_estimators=args.estimators, family=args.family,
-        family_options=None if args.bounds is None else {"low": args.bounds[0], "high": args.bounds[1]},
-        target_resolution=args.target_resolution,
-    )
+    model = _model(args)
     _info(args, f"training on {len(X)} rows: {X.shape[1]} encoded feature(s) -> {', '.join(schema.targets)} "
                 f"(Ctrl-C stops early and keeps the best model)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.fit(X, y)
-        except (ValueError, TrainingDivergedError) as error:
-            raise DataError(str(error)) from None
-    for warning in caught:
-        if issubclass(warning.category, TrainingInterrupted):
-            print(f"mdnkit: {warning.message}", file=sys.stderr)
-        elif not args.quiet:
-            print(f"mdnkit: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+    _train(args, model, X, y)
     if calibration_rows is not None:
         model.calibrate(*calibration_rows)
         _info(args, f"calibrated on {len(calibration_rows[0])} held-out rows (a 90 % interval needs "
@@ -455,6 +442,42 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 model.calibrate(X, y, cv=args.calibration_cv)
         except ValueError as error:
             raise DataError(str(error)) from None
+    _save(args, model, schema)
+    return 0
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from mdnkit import MDNRegressor
+
+    return MDNRegressor(
+        n_components=args.components, hidden_sizes=args.hidden, covariance_type=args.covariance,
+        learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
+        validation_fraction=args.validation_fraction, device=args.device, verbose=not args.quiet,
+        random_state=args.random_state, n_estimators=args.estimators, family=args.family,
+        family_options=None if args.bounds is None else {"low": args.bounds[0], "high": args.bounds[1]},
+        target_resolution=args.target_resolution,
+    )
+
+
+def _train(args: argparse.Namespace, model: Any, X: Any, y: Any = None) -> None:
+    """``model.fit(X, y)``, its errors as one line and its warnings (Ctrl-C included) on stderr."""
+    from mdnkit.tabular import DataError
+    from mdnkit.training import TrainingDivergedError, TrainingInterrupted
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.fit(X, y)
+        except (ValueError, TrainingDivergedError) as error:
+            raise DataError(str(error)) from None
+    for warning in caught:
+        if issubclass(warning.category, TrainingInterrupted):
+            print(f"mdnkit: {warning.message}", file=sys.stderr)
+        elif not args.quiet:
+            print(f"mdnkit: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+
+
+def _save(args: argparse.Namespace, model: Any, schema: Schema) -> None:
     model.save(args.output, overwrite=args.force, metadata={"schema": schema.to_dict()})
     if not args.quiet:
         last = model.history_[-1] if model.history_ else {}
@@ -465,6 +488,38 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"train {nll} {last.get('train_nll', math.nan):.4f}"
             + (f", validation {nll} {_best_val(model):.4f}" if np.isfinite(val) else "")
         )
+
+
+def _fit_stream(args: argparse.Namespace) -> int:
+    """``fit --stream``: DATA read in record batches by pyarrow (:class:`~mdnkit.streaming.TableRows`)."""
+    from mdnkit.streaming import TableRows, open_dataset
+    from mdnkit.tabular import DataError, Schema
+
+    what = repr(args.data)
+    refused = [flag for flag, given in (("--calibrate", args.calibrate), ("--drop-missing", args.drop_missing),
+                                        ("--calibration-cv", args.calibration_cv is not None)) if given]
+    if refused:
+        raise DataError(f"--stream does not take {', '.join(refused)} (a streamed table is read in batches; "
+                        "drop missing rows before, calibrate from Python)")
+    suffix = "".join(pathlib.Path(args.data).suffixes[-1:]).lower()
+    if suffix not in (".csv", ".tsv", ".parquet", ".pq", ""):
+        raise DataError(f"{what}: --stream reads .csv, .tsv and .parquet files (or a directory of Parquet files)")
+    dataset = open_dataset(args.data)
+    columns = list(dataset.schema.names)
+    unknown = [t for t in args.target if t not in columns]
+    if unknown:
+        raise DataError(f"{what} has no target column {unknown}; its columns are {columns}")
+    features = list(dict.fromkeys(args.features)) if args.features else [c for c in columns if c not in args.target]
+    try:
+        rows = TableRows(dataset, features, args.target[0] if len(args.target) == 1 else args.target)
+    except ValueError as error:
+        raise DataError(f"{what}: {error}".replace("(encode text columns first)",
+                                                   "(encode text columns first, or fit without --stream)")) from None
+    model = _model(args)
+    _info(args, f"training on {what}, read in batches: {len(features)} feature(s) -> {', '.join(rows.targets)} "
+                f"(Ctrl-C stops early and keeps the best model)")
+    _train(args, model, rows)
+    _save(args, model, Schema(features, rows.targets))
     return 0
 
 

@@ -12,7 +12,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -252,11 +252,25 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.target_resolution = target_resolution
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Any) -> MDNRegressor:
+    def fit(self, X: Any, y: Any = None) -> MDNRegressor:
         """Fit the network to rows ``X (n, p)`` and targets ``y (n,)`` or ``(n, d)``.
 
         With ``verbose=True`` one progress bar covers the whole fit, searches included, and
         names what is being chosen.
+
+        ``X`` may instead be a table on disk, read in batches and never all in memory: a
+        :class:`~mdnkit.streaming.TableRows` (a Parquet file or directory, a CSV file or a
+        ``pyarrow.dataset.Dataset``, with its feature and target columns), and ``y`` ``None``::
+
+            model.fit(TableRows("big.parquet", features=["x0", "x1"], target="y"))
+
+        The fitted model, and its file, are those of an in-memory fit, but scalers come from one
+        streaming pass, the head's start and the novelty index from a uniform sample of 20 000
+        rows, validation rows from a hash of each row's position (a binomial share
+        ``validation_fraction``; an ensemble's members all hold out those rows), and
+        ``input_noise="auto"`` is the rule of thumb ``0.25 r``, without the three-level search
+        (see :mod:`mdnkit._table_fit`). ``n_components="auto"`` and ``warm_start`` need arrays.
+        Minibatches are shuffled within a window of 262 144 rows, not over the whole table.
 
         Returns:
             ``self``.
@@ -265,7 +279,15 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             return self._fit(X, y)
 
     def _fit(self, X: Any, y: Any) -> MDNRegressor:
+        from mdnkit.streaming import TableRows
+
         self._check_params()
+        if isinstance(X, TableRows):
+            if y is not None:
+                raise ValueError("A TableRows source carries its targets (its target columns); y must be None.")
+            from mdnkit._table_fit import fit_table
+
+            return fit_table(self, X)
         X_in, y_in = X, y
         feature_names = _feature_names(X)
         X = _validation.as_float_matrix(X, "X", allow_1d=False, allow_nd=self.module is not None)
@@ -374,19 +396,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if state is not None and (moved or state.module is not self.module_ or state.config.optimizer != self.optimizer):
             state = None  # a new dtype or device, another optimiser: its moments no longer fit
         generator = state.generator if state is not None else torch.Generator(device=device).manual_seed(seed)
-        config = TrainingConfig(
-            optimizer=self.optimizer,
-            learning_rate=float(self.learning_rate),
-            batch_size=self.batch_size_,
-            max_epochs=int(self.max_epochs),
-            patience=patience,
-            lr_decay_patience=max(1, patience // 2),
-            weight_decay=float(self.weight_decay),
-            gradient_clip=self.gradient_clip,
-            input_noise=self.input_noise_,
-            target_noise=self.target_noise_,
-            verbose=bool(self.verbose),
-        )
+        config = self._training_config(patience)
         if member_noise is not None:
             self.input_noise_ = config.input_noise = tuple(member_noise)
         if self.n_estimators > 1 and n_val and member_noise is None:
@@ -447,6 +457,22 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         scaling for a density; nothing for bin probabilities, which have no units."""
         return 0.0 if self.target_resolution is not None else self._log_jacobian
 
+    def _training_config(self, patience: int) -> TrainingConfig:
+        """The loop's settings, from the parameters and the resolved ``batch_size_`` and noise levels."""
+        return TrainingConfig(
+            optimizer=self.optimizer,
+            learning_rate=float(self.learning_rate),
+            batch_size=self.batch_size_,
+            max_epochs=int(self.max_epochs),
+            patience=patience,
+            lr_decay_patience=max(1, patience // 2),
+            weight_decay=float(self.weight_decay),
+            gradient_clip=self.gradient_clip,
+            input_noise=self.input_noise_,
+            target_noise=self.target_noise_,
+            verbose=bool(self.verbose),
+        )
+
     def _warn_unfinished(self, interrupted: bool, still_improving: bool, kept_epoch: int) -> None:
         """Say so when Ctrl-C ended the fit, or when ``max_epochs`` did while it still improved."""
         if interrupted:
@@ -467,7 +493,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             why = (
                 "an ensemble's members hold out different rows" if getattr(self.module_, "n_members", 1) > 1
                 else "it was fitted with validation_fraction=0" if self.validation_fraction == 0
-                else "a loaded model does not keep its training rows"
+                else "a loaded model, or one fitted on a TableRows source, does not keep its training rows"
             )
             raise ValueError(f"calibrate() without rows uses the last fit's validation rows, but {why}; "
                              "pass calibration rows: calibrate(X_cal, y_cal).")
@@ -755,17 +781,19 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         return ((X - self.x_mean_) / self.x_scale_).reshape(len(X), -1)
 
     @torch.no_grad()
-    def _record_component_usage(self, x: torch.Tensor) -> None:
-        """Mean and max of every component's weight over the standardised inputs ``x [N, F]``."""
+    def _record_component_usage(self, x: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        """Mean and max of every component's weight over the standardised inputs ``x [N, F]``
+        (or an iterable of such chunks, a streamed table's)."""
         self.module_.eval()
-        total, peak = 0.0, None
-        for chunk in x.split(_PREDICT_CHUNK):
+        total, peak, n_rows = 0.0, None, 0
+        for chunk in (x.split(_PREDICT_CHUNK) if isinstance(x, torch.Tensor) else x):
+            n_rows += len(chunk)
             weights = self.module_.standardized_params(chunk)[0].softmax(-1)  # [(M,) n, K]
             total = total + weights.sum(-2, dtype=torch.float64)
             chunk_peak = weights.amax(-2)
             peak = chunk_peak if peak is None else torch.maximum(peak, chunk_peak)
         self.n_components_ = int(self.module_.head.n_components)
-        self.component_weight_mean_ = (total / len(x)).cpu().numpy()
+        self.component_weight_mean_ = (total / n_rows).cpu().numpy()
         self.component_weight_max_ = peak.double().cpu().numpy()
         self._flag_dead_components()
 

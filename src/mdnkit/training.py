@@ -562,20 +562,22 @@ class TrainState:
             if len(epoch) != 1:
                 raise ValueError(f"optimizer='lbfgs' takes full batches; this source gave {len(epoch)} batches an epoch.")
             return self.lbfgs_step(epoch[0])
-        steps = [(self.gradient_step(x, y, w), w, len(x)) for x, y, w in batches.epoch(self.generator)]
-        if not steps:
+        # Running sums, not a list of every step's NLLs: thousands of small tensors kept alive
+        # among the freed activations of each step fragmented the heap (+250 MiB resident over
+        # 2200 steps of a streamed epoch), without a sync per step.
+        first, n_steps, n_rows = None, 0, 0
+        reported = members = member_rows = 0.0
+        for x, y, w in batches.epoch(self.generator):
+            member_nll, nll = self.gradient_step(x, y, w)
+            first = (member_nll, nll) if n_steps == 0 else first
+            rows = torch.full_like(member_nll, len(x)) if w is None else w.sum(1)  # each member's own rows
+            reported, members = reported + nll * len(x), members + member_nll * rows
+            member_rows, n_steps, n_rows = member_rows + rows, n_steps + 1, n_rows + len(x)
+        if n_steps == 0:
             raise ValueError("The batch source gave no batches for this epoch.")
-        if len(steps) == 1:  # a full batch: its NLLs as they are
-            return steps[0][0]
-        n_rows = sum(rows for _, _, rows in steps)
-        reported = torch.stack([nll * rows for (_, nll), _, rows in steps]).sum() / n_rows
-        if all(w is None for _, w, _ in steps):
-            members = torch.stack([nll * rows for (nll, _), _, rows in steps]).sum(0) / n_rows
-        else:  # each member's NLL is a mean over its own rows
-            member_rows = [torch.full_like(nll, rows) if w is None else w.sum(1) for (nll, _), w, rows in steps]
-            members = torch.stack([nll * r for ((nll, _), _, _), r in zip(steps, member_rows)]).sum(0)
-            members = members / torch.stack(member_rows).sum(0).clamp(min=1e-12)
-        return members, reported
+        if n_steps == 1:  # a full batch: its NLLs as they are
+            return first
+        return members / member_rows.clamp(min=1e-12), reported / n_rows
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[Batch]) -> tuple[Tensor, Tensor]:
