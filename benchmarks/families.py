@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_component_families import HIGH, LOW, draw_rows  # the generator, not its tests
 
 FAMILIES = {  # family: (its options, what the target is)
+    "student_t": ({}, "real, t(3) tails"),
     "laplace": ({}, "real, exponential tails"),
     "lognormal": ({}, "y > 0"),
     "logit_normal": ({"low": LOW, "high": HIGH}, f"y in ({LOW:g}, {HIGH:g})"),

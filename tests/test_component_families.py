@@ -379,6 +379,8 @@ def draw_rows(family: str, n: int, seed: int):
         mixture = LaplaceMixture(logits, *parts)
     elif family == "lognormal":
         mixture = LogNormalMixture(logits, *parts)
+    elif family == "student_t":  # 3 degrees of freedom: tails a Gaussian mixture cannot follow
+        mixture = StudentTMixture(logits, torch.full_like(parts[0], 3.0), *parts)
     elif family == "logit_normal":
         ones = torch.ones_like(parts[0])
         mixture = LogitNormalMixture(logits, *parts, LOW * ones, HIGH * ones)
