@@ -51,6 +51,8 @@ def build(family: str, batch=(4,), k=3, d=1, seed=0):
     scale = 0.3 + rand(k, d)
     if family == "laplace":
         return LaplaceMixture(logits, loc, scale)
+    if family == "student_t":  # ν from 2.5 to 7.5
+        return StudentTMixture(logits, 2.5 + 5 * rand(k, d), loc, scale)
     if family == "lognormal":
         return LogNormalMixture(logits, 0.5 * loc, scale)
     if family == "logit_normal":
@@ -65,6 +67,8 @@ def components(mixture, row: int, dim: int = 0) -> list:
     k = mixture.n_components
     if mixture.family == "laplace":
         return [stats.laplace(p["loc"][i], p["scale"][i]) for i in range(k)]
+    if mixture.family == "student_t":
+        return [stats.t(p["df"][i], p["loc"][i], p["scale"][i]) for i in range(k)]
     if mixture.family == "lognormal":
         return [stats.lognorm(p["scale"][i], scale=np.exp(p["loc"][i])) for i in range(k)]
     if mixture.family == "logit_normal":
@@ -565,20 +569,10 @@ def _reference_modes(parts, weights, family: str) -> np.ndarray:
 
 @pytest.mark.parametrize("family", ["student_t", *NEW])
 def test_modes_of_every_family_against_a_scipy_grid(family):
-    if family == "student_t":
-        g = torch.Generator().manual_seed(5)
-        loc = 2 * torch.randn(6, 3, 1, generator=g, dtype=F64)
-        mixture = StudentTMixture(torch.randn(6, 3, generator=g, dtype=F64), 2.5 + 5 * torch.rand(6, 3, 1, generator=g, dtype=F64),
-                                  loc, 0.3 + torch.rand(6, 3, 1, generator=g, dtype=F64))
-    else:
-        mixture = build(family, batch=(6,), seed=5)
+    mixture = build(family, batch=(6,), seed=5)
     found = mixture.modes()
     for row in range(6):
-        if family == "student_t":
-            p = {n: t[row, :, 0].numpy() for n, t in mixture.parameters().items() if n != "logits"}
-            parts = [stats.t(p["df"][i], p["loc"][i], p["scale"][i]) for i in range(3)]
-        else:
-            parts = components(mixture, row)
+        parts = components(mixture, row)
         weights = torch.softmax(mixture.logits[row], -1).numpy()
         expected = _reference_modes(parts, weights, family)
         mine = np.sort(found.value[row, found.mask[row], 0].numpy())
@@ -619,19 +613,10 @@ def test_highest_density_sets_of_every_family_against_scipy(family):
     """An HDI is the level set holding the mass: the SciPy mass of its intervals is the
     coverage, the density is the same level at every end (but ±π, the circle's seam), above it
     inside each interval and below it in each gap."""
-    if family == "student_t":
-        g = torch.Generator().manual_seed(7)
-        mixture = StudentTMixture(torch.randn(5, 3, generator=g, dtype=F64), 2.5 + 5 * torch.rand(5, 3, 1, generator=g, dtype=F64),
-                                  2 * torch.randn(5, 3, 1, generator=g, dtype=F64), 0.3 + torch.rand(5, 3, 1, generator=g, dtype=F64))
-    else:
-        mixture = build(family, batch=(5,), seed=7)
+    mixture = build(family, batch=(5,), seed=7)
     region = mixture.highest_density_intervals(0.8)
     for row in range(5):
-        if family == "student_t":
-            p = {n: t[row, :, 0].numpy() for n, t in mixture.parameters().items() if n != "logits"}
-            parts = [stats.t(p["df"][i], p["loc"][i], p["scale"][i]) for i in range(3)]
-        else:
-            parts = components(mixture, row)
+        parts = components(mixture, row)
         weights = torch.softmax(mixture.logits[row], -1).numpy()
         cdf = lambda y: sum(w * p.cdf(y) for w, p in zip(weights, parts))  # noqa: E731
         pdf = lambda y: sum(w * np.exp(p.logpdf(y)) for w, p in zip(weights, parts))  # noqa: E731
@@ -665,20 +650,11 @@ def test_crps_of_every_family_against_scipy_quad(family):
 
     from mdnkit.metrics import crps
 
-    if family == "student_t":
-        g = torch.Generator().manual_seed(11)
-        mixture = StudentTMixture(torch.randn(4, 3, generator=g, dtype=F64), 2.2 + 5 * torch.rand(4, 3, 1, generator=g, dtype=F64),
-                                  2 * torch.randn(4, 3, 1, generator=g, dtype=F64), 0.3 + torch.rand(4, 3, 1, generator=g, dtype=F64))
-    else:
-        mixture = build(family, batch=(4,), seed=11)
+    mixture = build(family, batch=(4,), seed=11)
     y = support_points(family, 4, np.random.default_rng(11))
     got = crps(mixture, y)
     for row in range(4):
-        if family == "student_t":
-            p = {n: t[row, :, 0].numpy() for n, t in mixture.parameters().items() if n != "logits"}
-            parts = [stats.t(p["df"][i], p["loc"][i], p["scale"][i]) for i in range(3)]
-        else:
-            parts = components(mixture, row)
+        parts = components(mixture, row)
         weights = torch.softmax(mixture.logits[row], -1).numpy()
         cdf = lambda z: sum(w * float(p.cdf(z)) for w, p in zip(weights, parts))  # noqa: E731
         low, high = (LOW, HIGH) if family == "logit_normal" else (0.0, np.inf) if family == "lognormal" else (-np.inf, np.inf)
