@@ -32,6 +32,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from mdnkit import distributed
+
 Optimizer = Literal["adam", "lbfgs"]
 Batch = tuple[Tensor, Tensor, "Tensor | None"]  # x [N, F], y [N, D], row weights [M, N] or None
 _VALIDATION_CHUNK = 65_536  # rows per validation forward pass: memory stays flat
@@ -353,6 +355,7 @@ class TrainState:
     def __init__(self, module: nn.Module, config: TrainingConfig, generator: torch.Generator | None = None) -> None:
         self.module, self.config, self.generator = module, config, generator
         self.step_module = TrainStep(module)
+        self.parallel_step = distributed.data_parallel(self.step_module)  # itself on one process
         self.n = self.step_module.n_members
         if self.n > 1:
             unbatched = [name for name, value in module.state_dict().items()
@@ -521,7 +524,7 @@ class TrainState:
         if _has_noise(config):
             x, y = _perturbed(x, y, config, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        member_nll, reported = self.step_module(x, y, weights, self.member_inputs)
+        member_nll, reported = self.parallel_step(x, y, weights, self.member_inputs)
         loss_weights = self.loss_weights(member_nll)
         (member_nll.sum() if loss_weights is None else member_nll @ loss_weights).backward()
         if config.gradient_clip:
@@ -575,8 +578,11 @@ class TrainState:
             member_rows, n_steps, n_rows = member_rows + rows, n_steps + 1, n_rows + len(x)
         if n_steps == 0:
             raise ValueError("The batch source gave no batches for this epoch.")
-        if n_steps == 1:  # a full batch: its NLLs as they are
+        several = distributed.world()[1] > 1
+        if n_steps == 1 and not several:  # a full batch: its NLLs as they are
             return first
+        if several:  # every rank's rows: the same NLLs, hence the same decisions, on every rank
+            members, member_rows, reported, n_rows = distributed.summed(members, member_rows, reported, n_rows)
         return members / member_rows.clamp(min=1e-12), reported / n_rows
 
     @torch.no_grad()
@@ -585,7 +591,8 @@ class TrainState:
         self.module.eval()
         try:
             batches = list(batches) if isinstance(batches, (list, tuple)) else batches
-            if isinstance(batches, list) and len(batches) == 1:
+            several = distributed.world()[1] > 1
+            if isinstance(batches, list) and len(batches) == 1 and not several:
                 return self.step_module(*batches[0])
             members, reported, member_rows, scored_rows = 0.0, 0.0, 0.0, 0.0
             for x_chunk, y_chunk, w_chunk in batches:
@@ -594,6 +601,8 @@ class TrainState:
                 scored = len(x_chunk) if w_chunk is None else (w_chunk.sum(0) > 0).sum()
                 members, member_rows = members + member_nll * rows, member_rows + rows
                 reported, scored_rows = reported + nll * scored, scored_rows + scored
+            if several:
+                members, member_rows, reported, scored_rows = distributed.summed(members, member_rows, reported, scored_rows)
             return members / member_rows.clamp(min=1e-12), reported / max(float(scored_rows), 1.0)
         finally:
             self.module.train()
@@ -665,6 +674,10 @@ def train(
     like = next(module.parameters())
     batches = batch_source(x_train, y_train, train_weights, config.batch_size, like)
     validation = _validation_batches(x_val, y_val, val_weights, like)
+    if distributed.world()[1] > 1:  # a process group (torchrun): this rank's share of every batch
+        if config.optimizer == "lbfgs":
+            raise ValueError("optimizer='lbfgs' does not train data-parallel; use Adam or AdamW under torchrun.")
+        batches, validation = distributed.ShardedBatches(batches, state.generator), distributed.sharded_validation(validation)
     validate = validation is not None
     if validate and state.epoch > 0:
         # A continued run measures its start on this call's validation rows: on the same rows
@@ -775,4 +788,4 @@ def _split_holdout(
 def _progress_bar(config: TrainingConfig):
     from mdnkit._progress import epoch_bar
 
-    return epoch_bar(config.max_epochs, config.verbose)
+    return epoch_bar(config.max_epochs, config.verbose and distributed.world()[0] == 0)  # one bar: rank 0's
