@@ -72,3 +72,76 @@ def test_two_gloo_ranks_train_as_one_process_on_the_same_batches(tmp_path, n_mem
         np.testing.assert_allclose(got["history"], expected, rtol=1e-9)
         for name, value in weights.items():
             np.testing.assert_allclose(got[name], value, rtol=1e-8, atol=1e-10)
+
+
+# ---------------------------------------------------------------------- a lost rank, and torchrun
+def _rank_that_dies(rank: int, port: int, out: str) -> None:
+    """Rank 1 dies in its third epoch; rank 0 is fitting an MDNRegressor it would then save."""
+    from datetime import timedelta
+
+    from mdnkit import MDNRegressor
+    from mdnkit.training import TrainState
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=60))
+    if rank == 1:
+        original, calls = TrainState.train_epoch, []
+
+        def dying(self, batches):
+            calls.append(1)
+            if len(calls) == 3:
+                os._exit(17)  # no clean-up: as if killed
+            return original(self, batches)
+
+        TrainState.train_epoch = dying
+    x, y, _, _ = _data()
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=50, batch_size=16, input_noise=0.0,
+                         random_state=0).fit(x.numpy(), y.numpy()[:, 0])
+    if rank == 0:
+        model.save(out)
+
+
+@pytest.mark.slow  # two processes that import torch, and gloo noticing a lost peer: 10-60 s
+def test_a_lost_rank_ends_the_run_with_an_error_and_no_model_file(tmp_path):
+    out = tmp_path / "model.mdn"
+    context = mp.get_context("spawn")
+    port = _free_port()
+    processes = [context.Process(target=_rank_that_dies, args=(r, port, str(out))) for r in range(WORLD)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=240)
+    assert processes[1].exitcode == 17
+    assert processes[0].exitcode not in (0, None), "rank 0 should fail once its peer is gone"
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.slow  # torchrun with two ranks, and a single-process fit to compare with: 20-90 s
+def test_torchrun_fits_one_model_and_rank_0_writes_it(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    import mdnkit
+
+    x, y, _, _ = _data()
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": y[:, 0]}).to_csv(tmp_path / "d.csv", index=False)
+    fit = ["fit", "d.csv", "--target", "y", "--epochs", "8", "--hidden", "8", "--components", "2",
+           "--batch-size", "16", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(__import__("pathlib").Path(mdnkit.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    parallel = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+                               str(_free_port()), "-m", "mdnkit", *fit, "-o", "ddp.mdn"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert parallel.returncode == 0, parallel.stderr[-2000:]
+    single = subprocess.run([sys.executable, "-m", "mdnkit", *fit, "-o", "one.mdn"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp, one = mdnkit.load(tmp_path / "ddp.mdn"), mdnkit.load(tmp_path / "one.mdn")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "ddp.mdn", "one.mdn"]  # one file, from rank 0
+    # The command line's input noise is drawn per rank, so the runs differ by their noise (the exact
+    # equality without noise is the first test's): the same data, the same quality.
+    assert len(ddp.history_) == len(one.history_) == 8
+    assert abs(ddp.score(x.numpy(), y.numpy()[:, 0]) - one.score(x.numpy(), y.numpy()[:, 0])) < 0.1

@@ -405,6 +405,23 @@ def _chunks(args: argparse.Namespace, schema: Schema):
 
 # ---------------------------------------------------------------------- commands
 def cmd_fit(args: argparse.Namespace) -> int:
+    """``mdnkit fit``; under ``torchrun`` (``WORLD_SIZE > 1``) one data-parallel fit over the
+    ranks (:mod:`mdnkit.distributed`), of which rank 0 reports and writes the model file."""
+    from mdnkit import distributed
+
+    if not distributed.init_from_environment():
+        return _fit_command(args)
+    import torch.distributed as dist
+
+    if distributed.world()[0] != 0:
+        args.quiet = True
+    try:
+        return _fit_command(args)
+    finally:
+        dist.destroy_process_group()
+
+
+def _fit_command(args: argparse.Namespace) -> int:
     from mdnkit.tabular import DataError, Schema, check_output, drop_missing, read_table
 
     if args.bounds is not None and args.family != "logit_normal":
@@ -478,6 +495,10 @@ def _train(args: argparse.Namespace, model: Any, X: Any, y: Any = None) -> None:
 
 
 def _save(args: argparse.Namespace, model: Any, schema: Schema) -> None:
+    from mdnkit import distributed
+
+    if distributed.world()[0] != 0:  # every rank holds the same model; one file, from rank 0
+        return
     model.save(args.output, overwrite=args.force, metadata={"schema": schema.to_dict()})
     if not args.quiet:
         last = model.history_[-1] if model.history_ else {}

@@ -72,6 +72,14 @@ def data_parallel(step_module: nn.Module) -> nn.Module:
     return DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def decorrelate(generator: torch.Generator | None) -> None:
+    """Give each rank a noise stream of its own: one draw common to all ranks, plus the rank.
+    (The shuffle has its own copy of the generator: :class:`ShardedBatches`.)"""
+    if generator is not None and world()[1] > 1:
+        common = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        generator.manual_seed(common + world()[0])
+
+
 def _shard(batch: Batch, rank: int, size: int) -> Batch:
     x, y, weights = batch
     return x[rank::size], y[rank::size], None if weights is None else weights[:, rank::size]

@@ -678,6 +678,7 @@ def train(
         if config.optimizer == "lbfgs":
             raise ValueError("optimizer='lbfgs' does not train data-parallel; use Adam or AdamW under torchrun.")
         batches, validation = distributed.ShardedBatches(batches, state.generator), distributed.sharded_validation(validation)
+        distributed.decorrelate(state.generator)  # each rank its own noise for its own rows
     validate = validation is not None
     if validate and state.epoch > 0:
         # A continued run measures its start on this call's validation rows: on the same rows
