@@ -27,9 +27,9 @@ def bars(monkeypatch):
             self.epochs += n
             return super().update(n)
 
-        def set_description(self, desc=None, refresh=True):
+        def set_description_str(self, desc=None, refresh=True):
             self.descriptions.append(desc)
-            return super().set_description(desc, refresh)
+            return super().set_description_str(desc, refresh)
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
     return made

@@ -25,7 +25,9 @@ def fit_progress(verbose: bool, description: str = "fit") -> Iterator[None]:
         return
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=None, unit="epoch", desc=description, leave=False)
+    # No total: a search's trials add epochs beyond any one fit's max_epochs.
+    bar = tqdm(total=None, unit="epoch", desc=description, leave=False,
+               bar_format="{desc}: {n_fmt} epochs [{elapsed}, {rate_fmt}{postfix}]")
     token = _FIT_BAR.set(bar)
     try:
         yield
@@ -38,7 +40,7 @@ def stage(description: str) -> None:
     """Name what the current fit is doing, on its bar (nothing outside a fit or when quiet)."""
     bar = _FIT_BAR.get()
     if bar is not None:
-        bar.set_description(description, refresh=False)
+        bar.set_description_str(description, refresh=False)
 
 
 class _SharedBar:
