@@ -3,7 +3,7 @@
 Families without the Gaussian's fixed-point map (:mod:`mdnkit._modes`) still have a
 ``log_prob`` and, per component, a centre and a spread (``Mixture._bracket``). Their density is
 tabulated on a grid that resolves every component (65 points over ``±8`` spreads of each, as
-:func:`mdnkit.conformal.level_set` does); each grid point above both neighbours brackets a
+:func:`mdnkit._level_sets.level_set` does); each grid point above both neighbours brackets a
 local maximum, which golden-section search then locates to float64 precision. On the circle
 (von Mises) the grid is wrapped into one period and its ends are neighbours. A peak narrower
 than the grid's spacing (a quarter of its component's spread) between two grid points can be
