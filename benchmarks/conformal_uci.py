@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    results = []
+    results: list[dict[str, Any]] = []
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         data = load_dataset(args.root, name, args.splits)
         for split in range(data.n_splits):
@@ -155,12 +156,16 @@ def main(argv: list[str] | None = None) -> int:
                                     max_epochs=args.max_epochs, cv=args.cv)
             results.append({"dataset": name, "split": split, **result})
             print(f"{name} split {split}: {result['seconds']:.1f} s", file=sys.stderr)
-    rows = summarise(results)
-    print(format_table(rows, results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
-                                     "summary": rows}, indent=1))
+            _write(args, results)  # after every split: a long run stopped early keeps what it did
+    print(format_table(summarise(results), results))
     return 0
+
+
+def _write(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    document = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "summary": summarise(results)}
+    temporary = args.json.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=1))
+    temporary.replace(args.json)
 
 
 if __name__ == "__main__":
