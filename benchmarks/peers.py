@@ -23,6 +23,7 @@ epochs, at most 20000 steps) and ``linear``
     pip install -e ".[bench]"
     python benchmarks/peers.py --quick                          # smoke run: 1 split of yacht
     python benchmarks/peers.py --datasets yacht energy --splits 5 --json benchmarks/results/peers.json
+    python benchmarks/peers.py --report                         # reprint the table of the results file
 """
 
 from __future__ import annotations
@@ -365,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: split 0 of yacht")
     parser.add_argument("--json", type=Path, default=None, help=f"per-split results (default: {RESULTS}; none with --quick)")
     parser.add_argument("--resume", action="store_true", help="keep the results already in --json, run the rest")
+    parser.add_argument("--report", action="store_true", help="print the table of --json and fit nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        report(json.loads((args.json or RESULTS).read_text())["results"])
+        return 0
     import torch
 
     torch.set_num_threads(1)  # small models on a shared 2-core machine
@@ -391,10 +396,15 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 if path:
                     _write(path, results, {**meta, "load_average_1min_last": os.getloadavg()[0]})
+    report(results)
+    return 0
+
+
+def report(results: Sequence[dict[str, Any]]) -> None:
+    """Print the table and the winners, data sets and methods in a fixed order."""
     order = {n: i for i, n in enumerate(ALL_DATASETS)}
     rows = summarise(sorted(results, key=lambda r: (order.get(r["dataset"], 99), list(METHODS).index(r["method"]))))
     print("\n" + format_table(rows) + "\n\nlowest mean per column:\n" + "\n".join(winners(rows)))
-    return 0
 
 
 if __name__ == "__main__":
