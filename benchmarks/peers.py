@@ -169,8 +169,8 @@ def _catboost(X, y, X_test, seed, n_samples):
     from catboost import CatBoostRegressor
 
     fit, val = validation_split(len(X), seed)
-    model = CatBoostRegressor(loss_function="RMSEWithUncertainty", random_seed=seed, thread_count=1, verbose=False, allow_writing_files=False,
-                              early_stopping_rounds=50)
+    model = CatBoostRegressor(loss_function="RMSEWithUncertainty", random_seed=seed, thread_count=1, verbose=False,
+                              early_stopping_rounds=50, allow_writing_files=False)
     model, seconds = _timed(lambda: model.fit(X[fit], y[fit], eval_set=(X[val], y[val])))  # use_best_model
     raw = model.predict(X_test, prediction_type="RawFormulaVal")  # [n, 2]: mean, log sd
     return gaussian_forecast(raw[:, 0], np.exp(raw[:, 1])), seconds
