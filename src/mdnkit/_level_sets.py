@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
     from mdnkit.mixture import Mixture
 
 _GRID = torch.linspace(-8.0, 8.0, 65, dtype=torch.float64)  # per component, in its spreads; odd: holds 0
+
+
+def _check_coverage(coverage: float) -> float:
+    if isinstance(coverage, bool) or not isinstance(coverage, (int, float, np.floating)) or not 0 < coverage < 1:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage!r}.")
+    return float(coverage)
 
 
 def _widened_ends(dist: Mixture, log_level: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:

@@ -60,7 +60,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
-from mdnkit._level_sets import _mass, hpd_region, level_set
+from mdnkit._level_sets import _check_coverage, _mass, hpd_region, level_set
 from mdnkit._univariate import HighestDensityIntervals
 from mdnkit.mixture import Mixture
 
@@ -79,10 +79,6 @@ _BISECTIONS = 64  # halvings of a CV+ end's bracket: far below a float64 ulp of 
 
 
 # ---------------------------------------------------------------------- the conformal quantile
-def _check_coverage(coverage: float) -> float:
-    if isinstance(coverage, bool) or not isinstance(coverage, (int, float, np.floating)) or not 0 < coverage < 1:
-        raise ValueError(f"coverage must be in (0, 1), got {coverage!r}.")
-    return float(coverage)
 
 
 def conformal_rank(n: int, coverage: float) -> int:

@@ -221,11 +221,9 @@ class Mixture(Distribution):
         """The smallest set holding ``coverage`` of each 1-D density, as intervals: bisection on
         the density's level over its tabulated level sets (:func:`mdnkit.conformal.hpd_region`;
         on the circle for angles, where a set through ±π is two intervals)."""
-        from mdnkit._level_sets import hpd_region
+        from mdnkit._level_sets import _check_coverage, hpd_region
 
-        if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
-            raise ValueError(f"coverage must be in (0, 1), got {coverage!r}.")
-        return hpd_region(self, float(coverage))
+        return hpd_region(self, _check_coverage(coverage))
 
     def modes(self, max_iter: int = 500, tol: float = 1e-7):
         """Every local maximum of each 1-D density, by a grid search polished by golden-section
