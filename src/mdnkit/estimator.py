@@ -907,6 +907,17 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         with torch.no_grad():  # the module maps in and out of its units itself, in float64
             return cat([module(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
 
+    @torch.no_grad()
+    def _module_log_prob(self, module: nn.Module, X: np.ndarray, values: torch.Tensor) -> np.ndarray:
+        """``module``'s log-density of ``values [n, D]`` (float64) at checked rows ``X``, in
+        original units, ``(n,)``, a chunk at a time."""
+        device = next(module.parameters()).device
+        module.eval()
+        scores = [module.log_prob(torch.as_tensor(X[start:start + _PREDICT_CHUNK], dtype=torch.float64, device=device),
+                                  values[start:start + _PREDICT_CHUNK].to(device)).cpu()
+                  for start in range(0, len(X), _PREDICT_CHUNK)]
+        return torch.cat(scores).numpy()  # _check_X refuses zero rows
+
     def _cross_calibrate(self, X: Any, y: Any, cv: int) -> None:
         from mdnkit._cross_conformal import fit_folds
 
@@ -1000,11 +1011,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             self.novelty_.warn_if_novel(self._standardized_rows(X), stacklevel=2)
         widths = self._bin_widths
         half = None if widths is None else torch.from_numpy(widths / 2.0)
+        if half is None:
+            return self._module_log_prob(self.module_, X, values)
         scores = []
         for start in range(0, len(X), _PREDICT_CHUNK):  # one chunk's mixture at a time: flat memory
             rows = slice(start, start + _PREDICT_CHUNK)
             mixture, value = self._module_dist(self.module_, X[rows]), values[rows]
-            scores.append(mixture.log_prob(value) if half is None else mixture.interval_log_prob(value - half, value + half))
+            scores.append(mixture.interval_log_prob(value - half, value + half))
         return torch.cat(scores).numpy()  # _check_X refuses zero rows
 
     def predict_bin_probabilities(self, X: Any, values: Any, resolution: float | None = None) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mdnkit._gaussian_hot_path import component_major_density, component_major_log_prob
 from mdnkit.distributions import CovarianceType
 from mdnkit.families import FamilyName, make_family
 from mdnkit.mixture import Mixture, mixture_of_members
@@ -94,6 +95,39 @@ class MixtureHead(nn.Module):
         """``[*B, H] ->`` the family's mixture with batch shape ``B`` (``[M, *B, H]`` and
         ``(M, *B)`` for an ensemble head)."""
         return self.family.mixture(*self.params(features))
+
+    @property
+    def has_hot_path(self) -> bool:
+        """Whether :meth:`log_prob` has a component-major path: a Gaussian over one target."""
+        return self.family.name == "gaussian" and self.out_features == 1
+
+    def log_prob(self, features: Tensor, y: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """``log p(y)`` in the head's units: ``features [N, H]`` (``[M, N, H]`` for an ensemble
+        head) and ``y [N, D]`` -> ``[N]`` (``[M, N]``), what training and scoring spend their time on.
+
+        A Gaussian mixture over one target takes the component-major hot path
+        (:mod:`mdnkit._gaussian_hot_path`); any other head is ``self(features).log_prob(y)``.
+        ``dtype``: compute the density in this dtype (the head's output is cast), e.g. float64
+        for reported scores of a float32 network.
+        """
+        ensemble = self.n_members is not None
+        if not (self.has_hot_path and y.dim() == 2 and features.dim() == 2 + ensemble):
+            mixture = self(features)
+            return (mixture if dtype is None else mixture.to(dtype)).log_prob(y if dtype is None else y.to(dtype))
+        if dtype is not None:
+            # Scores: exactly the parameters forward() makes, component-major, in ``dtype``: the
+            # same numbers as self(features).log_prob(y) to the precision of ``dtype``.
+            logits, *parameters = self.params(features)  # [*B, N, K], [*B, N, K, 1 (, 1)]
+            logits, loc, scale = (t.reshape(logits.shape).transpose(-1, -2).to(dtype).contiguous()
+                                  for t in (logits, *parameters))
+            return component_major_density(logits, loc, scale, y[:, 0].to(dtype))
+        if ensemble:  # training: [M, 3K, N] = W[m]ᵀ h[m]ᵀ + b[m] at once (weights [M, H, 3K])
+            raw = torch.baddbmm(self.linear.bias.unsqueeze(-1), self.linear.weight.transpose(1, 2),
+                                features.transpose(1, 2))
+            raw[:, :self.n_components].add_(self.logit_mask.unsqueeze(-1))  # pruned: logit -inf
+        else:  # [3K, N]
+            raw = torch.addmm(self.linear.bias.unsqueeze(-1), self.linear.weight, features.t())
+        return component_major_log_prob(raw, y[:, 0], self.min_scale, self.n_components)
 
     @torch.no_grad()
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:
@@ -245,7 +279,7 @@ class MDN(DensityNetwork):
         """``(nll [1], nll)``: the mean NLL of standardised ``y [N, D]`` given ``x [N, F]`` (of
         the density, or of the bins: :meth:`target_log_prob`), as a one-member ensemble; with
         ``row_weights [1, N]`` a weighted mean."""
-        log_prob = self.target_log_prob(self.head(self.backbone(x)), y)  # [N]
+        log_prob = self.target_log_prob(self.head, self.backbone(x), y)  # [N]
         if row_weights is None:
             nll = -log_prob.mean()
         else:
@@ -349,9 +383,8 @@ class MDNEnsemble(DensityNetwork):
         for a member without rows), and each row is scored by the mixture of its members,
         ``-log(Σ_m w_mi p_m / Σ_m w_mi)``, averaged over the rows of some member.
         """
-        parameters = self.head.params(self.backbone(x)) if member_inputs else self.standardized_params(x)
-        members = self.family.mixture(*parameters)  # in the network's units
-        log_prob = self.target_log_prob(members, y).reshape(self.n_members, -1)  # [M, N]
+        features = self.backbone(x if member_inputs else x.expand(self.n_members, *x.shape))
+        log_prob = self.target_log_prob(self.head, features, y).reshape(self.n_members, -1)  # [M, N]
         if row_weights is None:
             member_nll = -log_prob.mean(1)
             ensemble_nll = -(torch.logsumexp(log_prob.detach(), 0) - math.log(self.n_members)).mean()

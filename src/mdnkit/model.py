@@ -16,6 +16,7 @@ output layer.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +28,7 @@ from mdnkit.transforms import Standardize
 
 if TYPE_CHECKING:  # annotations only
     from mdnkit.family import Family
+    from mdnkit.heads import MixtureHead
 
 __all__ = ["DensityNetwork"]
 
@@ -90,19 +92,38 @@ class DensityNetwork(nn.Module):
         """``x [*B, F]`` in original units -> the mixture of ``y`` in original units."""
         return self._combine(self.family.mixture(*self.params(x)))
 
+    def log_prob(self, x: Tensor, y: Tensor) -> Tensor:
+        """``log p(y | x)`` in original units and float64, ``x [N, F]``, ``y [N, D]`` -> ``[N]``:
+        ``self(x).log_prob(y)`` without building the mixture where the head has its hot path
+        (:meth:`~mdnkit.heads.MixtureHead.log_prob`), by the change of variables
+        ``log p(y) = log p_net((y - shift) / scale) - Σ log scale``.
+        """
+        if not self.head.has_hot_path:
+            return self(x).to(torch.float64).log_prob(y.to(torch.float64))
+        if self.x_transform is not None:
+            x = self.x_transform(x).to(self._dtype)
+        if self.y_transform is not None:
+            y = self.y_transform(y)
+        ensemble = self.head.n_members is not None
+        features = self.backbone(x.expand(self.n_members, *x.shape) if ensemble else x)
+        log_prob = self.head.log_prob(features, y, dtype=torch.float64)  # [(M,) N]
+        if ensemble:  # the members' equally weighted mixture
+            log_prob = torch.logsumexp(log_prob, 0) - math.log(self.n_members)
+        return log_prob - self.log_jacobian()
+
     def set_bin_half_width(self, half_width: np.ndarray | None) -> None:
         """Train on the probability of each target's bin ``y ± half_width`` (``[D]``, in the
         network's standardised units) instead of the density at ``y``; ``None`` for the density."""
         self.bin_half_width = None if half_width is None else torch.as_tensor(
             np.asarray(half_width, dtype=np.float64), device=next(self.parameters()).device)
 
-    def target_log_prob(self, mixture: Mixture, y: Tensor) -> Tensor:
-        """What training maximises for targets ``y [*B, D]`` in the mixture's units, ``[*B]``:
+    def target_log_prob(self, head: MixtureHead, features: Tensor, y: Tensor) -> Tensor:
+        """What training maximises for targets ``y [N, D]`` in the head's units, ``[(M,) N]``:
         ``log p(y)``, or with a bin half-width ``w`` the bin's ``log(F(y + w) - F(y - w))``."""
         if self.bin_half_width is None:
-            return mixture.log_prob(y)
+            return head.log_prob(features, y)
         # In float64: a bin narrow against a component's scale is a difference of close cdfs.
-        exact, value = mixture.to(torch.float64), y.to(torch.float64)
+        exact, value = head(features).to(torch.float64), y.to(torch.float64)
         width = self.bin_half_width.to(device=value.device, dtype=torch.float64)
         return exact.interval_log_prob(value - width, value + width).to(y.dtype)
 

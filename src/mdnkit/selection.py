@@ -230,6 +230,11 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         check_is_fitted(self, "best_estimator_")
         return self.best_estimator_.predict_dist(X)
 
+    def score_samples(self, X: Any, y: Any) -> np.ndarray:
+        """``best_estimator_.score_samples(X, y)``: the log-likelihood of each row, ``(n,)``."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.score_samples(X, y)
+
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         """Save ``best_estimator_``; :func:`mdnkit.load` returns it as an :class:`~mdnkit.MDNRegressor`
         (the search itself, ``cv_results_`` included, is not saved)."""
