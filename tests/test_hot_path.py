@@ -59,7 +59,9 @@ def test_gradient_matches_finite_differences():
 
 def test_far_rows_and_masked_components_stay_finite():
     """A row 1e4 scales from every component keeps a finite log-density and gradient, and a
-    component with logit -inf (pruned from an ensemble member) gets weight and gradient 0."""
+    component with logit -inf (pruned from an ensemble member) gets no weight: its share is
+    floored at e^-354 = 2.6e-154 (float64), so its gradients, that times (z² - 1) / σ at most
+    for rows 1e4 away, are below 1e-140."""
     raw = _raw((), 3, seed=6).detach()
     raw[0] = -math.inf  # component 0 pruned
     raw.requires_grad_()
@@ -67,7 +69,7 @@ def test_far_rows_and_masked_components_stay_finite():
     log_p = component_major_log_prob(raw, y, FLOOR, K)
     log_p.sum().backward()
     assert torch.isfinite(log_p).all() and torch.isfinite(raw.grad).all()
-    assert (raw.grad[[0, K, 2 * K]] == 0).all()  # the pruned component's logit, mean and scale
+    assert (raw.grad[[0, K, 2 * K]].abs() < 1e-140).all()  # the pruned component's logit, mean, scale
     kept = raw.detach()[[k for k in range(3 * K) if k % K != 0]]
     np.testing.assert_allclose(log_p.detach().numpy(), _reference(kept, y.numpy()), rtol=1e-12)
 
