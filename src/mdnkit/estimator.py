@@ -778,7 +778,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
 
     def _standardized_rows(self, X: np.ndarray) -> np.ndarray:
         """Standardised inputs as a table ``(n, prod(shape))``, as the novelty index sees them."""
-        return ((X - self.x_mean_) / self.x_scale_).reshape(len(X), -1)
+        shift, scale = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (self.x_mean_, self.x_scale_))
+        rows = torch.as_tensor(X, dtype=torch.float64) - shift  # torch, not NumPy: every core
+        return rows.div_(scale).reshape(len(X), -1).numpy()
 
     @torch.no_grad()
     def _record_component_usage(self, x: torch.Tensor | Iterable[torch.Tensor]) -> None:

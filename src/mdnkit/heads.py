@@ -118,7 +118,7 @@ class MixtureHead(nn.Module):
             # Scores: exactly the parameters forward() makes, component-major, in ``dtype``: the
             # same numbers as self(features).log_prob(y) to the precision of ``dtype``.
             logits, *parameters = self.params(features)  # [*B, N, K], [*B, N, K, 1 (, 1)]
-            logits, loc, scale = (t.reshape(logits.shape).transpose(-1, -2).to(dtype).contiguous()
+            logits, loc, scale = (t.reshape(logits.shape).transpose(-1, -2).to(dtype, memory_format=torch.contiguous_format)
                                   for t in (logits, *parameters))
             return component_major_density(logits, loc, scale, y[:, 0].to(dtype))
         if ensemble:  # training: [M, 3K, N] = W[m]ᵀ h[m]ᵀ + b[m] at once (weights [M, H, 3K])

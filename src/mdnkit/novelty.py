@@ -190,24 +190,29 @@ class InputNovelty:
             )
         return novel
 
-    def _surely_familiar(self, X: np.ndarray, n_anchors: int = 256, chunk: int = 4096) -> np.ndarray:
+    def _surely_familiar(self, X: np.ndarray, n_anchors: int = 256, chunk: int = 65536) -> np.ndarray:
         """Rows within ``(threshold - 1) · c_max`` of one of ``n_anchors`` spread reference rows."""
         radius = (self.threshold - 1.0) * self.calibration_[-1]
         if not np.isfinite(radius) or radius <= 0:
             return np.zeros(len(X), dtype=bool)
-        anchors = self.reference_[np.unique(np.linspace(0, len(self.reference_) - 1, n_anchors).astype(int))]
-        familiar = np.zeros(len(X), dtype=bool)
-        # Most rows lie within the radius of one of a few anchors: try 16 first, all only for the rest.
-        for few in (anchors[:: max(1, len(anchors) // 16)], anchors):
-            unclear = np.flatnonzero(~familiar)
-            for start in range(0, len(unclear), chunk):  # memory [chunk, anchors], not [n, anchors]
-                index = unclear[start:start + chunk]
-                rows = X[index]
-                squared = (rows**2).sum(1)[:, None] - 2 * rows @ few.T + (few**2).sum(1)[None, :]
-                familiar[index] = squared.min(1) <= radius**2 * (1 - 1e-9)
-            if familiar.all():
+        reference = torch.from_numpy(self.reference_)
+        spread = reference[np.unique(np.linspace(0, len(reference) - 1, n_anchors).astype(int))]
+        central = reference[(reference - reference.mean(0)).square().sum(1).argmin()]  # [p]
+        rows = torch.from_numpy(X)
+        row_norms = torch.linalg.vector_norm(rows, dim=1).square_()  # [n], without an [n, p] temporary
+        # Most rows lie within the radius of the most central reference row (one matrix-vector
+        # product), most others within that of one of 16 or 64 spread ones: all only for the
+        # rest. Torch, not NumPy: its float64 products use every core.
+        familiar = row_norms - 2 * (rows @ central) + central.square().sum() <= radius**2 * (1 - 1e-9)
+        for anchors in (spread[:: max(1, len(spread) // 16)], spread[:: max(1, len(spread) // 64)], spread):
+            unclear = (~familiar).nonzero().squeeze(1)
+            anchor_norms = anchors.square().sum(1)
+            for index in unclear.split(chunk):  # memory [chunk, anchors], not [n, anchors]
+                squared = torch.addmm(row_norms[index, None] + anchor_norms, rows[index], anchors.T, alpha=-2)
+                familiar[index] = squared.amin(1) <= radius**2 * (1 - 1e-9)
+            if bool(familiar.all()):
                 break
-        return familiar
+        return familiar.numpy()
 
     # ------------------------------------------------------------------ persistence
     def to_tensors(self) -> dict[str, torch.Tensor]:
