@@ -790,9 +790,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         total, peak, n_rows = 0.0, None, 0
         for chunk in (x.split(_PREDICT_CHUNK) if isinstance(x, torch.Tensor) else x):
             n_rows += len(chunk)
-            weights = self.module_.standardized_params(chunk)[0].softmax(-1)  # [(M,) n, K]
-            total = total + weights.sum(-2, dtype=torch.float64)
-            chunk_peak = weights.amax(-2)
+            weights = self.module_.component_weights(chunk)  # [(M,) K, n]
+            total = total + weights.sum(-1, dtype=torch.float64)
+            chunk_peak = weights.amax(-1)
             peak = chunk_peak if peak is None else torch.maximum(peak, chunk_peak)
         self.n_components_ = int(self.module_.head.n_components)
         self.component_weight_mean_ = (total / n_rows).cpu().numpy()

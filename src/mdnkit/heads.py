@@ -96,6 +96,17 @@ class MixtureHead(nn.Module):
         ``(M, *B)`` for an ensemble head)."""
         return self.family.mixture(*self.params(features))
 
+    def component_weights(self, features: Tensor) -> Tensor:
+        """Mixture weights ``π``, component-major: ``features [N, H]`` -> ``[K, N]`` (``[M, N, H]``
+        -> ``[M, K, N]`` for an ensemble head); a softmax over a leading ``K``, fast on CPUs."""
+        k = self.n_components
+        if self.n_members is None:
+            logits = torch.addmm(self.linear.bias[:k, None], self.linear.weight[:k], features.t())
+        else:
+            logits = torch.baddbmm(self.linear.bias[:, :k, None], self.linear.weight[..., :k].transpose(1, 2),
+                                   features.transpose(1, 2)) + self.logit_mask.unsqueeze(-1)
+        return logits.softmax(dim=-2)
+
     @property
     def has_hot_path(self) -> bool:
         """Whether :meth:`log_prob` has a component-major path: a Gaussian over one target."""

@@ -92,6 +92,12 @@ class DensityNetwork(nn.Module):
         """``x [*B, F]`` in original units -> the mixture of ``y`` in original units."""
         return self._combine(self.family.mixture(*self.params(x)))
 
+    def component_weights(self, x: Tensor) -> Tensor:
+        """Each component's weight at standardised inputs ``x [N, *shape]``, component-major:
+        ``[K, N]``, or ``[M, K, N]`` for an ensemble's members."""
+        ensemble = self.head.n_members is not None
+        return self.head.component_weights(self.backbone(x.expand(self.n_members, *x.shape) if ensemble else x))
+
     def log_prob(self, x: Tensor, y: Tensor) -> Tensor:
         """``log p(y | x)`` in original units and float64, ``x [N, F]``, ``y [N, D]`` -> ``[N]``:
         ``self(x).log_prob(y)`` without building the mixture where the head has its hot path
