@@ -51,6 +51,7 @@ NOISE_FACTORS = (0.0, 0.1, 0.25)
 AUTO_BATCH_STEPS = 32
 AUTO_BATCH_RANGE = (64, 256)
 _PREDICT_CHUNK = 65_536  # rows per forward pass at predict time: memory stays flat
+_USAGE_ROWS = 2**20  # most training rows the component-usage statistics are taken over
 DEAD_WEIGHT = 1e-3  # a component whose weight stays below this on every training input is dead
 
 
@@ -355,10 +356,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         dtype = torch.float32 if self.dtype == "float32" else torch.float64
         rows = np.random.default_rng(seed).permutation(len(X))
         val_rows, train_rows = rows[:n_val], rows[n_val:]
-        x_all = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=dtype, device=device)
+        x_all = _standardized(X, self.x_mean_, self.x_scale_, dtype, device)
         if novelty and not getattr(self, "_trial", False):
             self._fit_novelty(X, seed)
-        y_all = torch.as_tensor((y - self.y_mean_) / self.y_scale_, dtype=dtype, device=device)
+        y_all = _standardized(y, self.y_mean_, self.y_scale_, dtype, device)
         train_index = torch.as_tensor(train_rows, device=device)
         val_index = torch.as_tensor(val_rows, device=device)
 
@@ -731,8 +732,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.n_features_in_ = X.shape[1]
         self.input_shape_ = tuple(X.shape[1:])
         self.n_outputs_ = y.shape[1]
-        self.x_mean_ = X.mean(axis=0)
-        x_scale = X.std(axis=0)
+        # Torch, not NumPy: one pass on every core, where NumPy's std makes three (2.2 s for 1e7 x 8).
+        x_scale, x_mean = (t.numpy() for t in torch.std_mean(torch.as_tensor(X, dtype=torch.float64), dim=0, correction=0))
+        self.x_mean_ = x_mean
         self.x_scale_ = np.where(x_scale > 0, x_scale, 1.0)  # constant features pass through
         # The family's own change of units (shift and scale, or scale only, or the declared bounds).
         self.y_mean_, self.y_scale_ = self._target_family(y).target_units(y)
@@ -788,6 +790,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         (or an iterable of such chunks, a streamed table's)."""
         self.module_.eval()
         total, peak, n_rows = 0.0, None, 0
+        if isinstance(x, torch.Tensor) and len(x) > _USAGE_ROWS:  # evenly spaced rows: enough for the statistics
+            x = x[:: math.ceil(len(x) / _USAGE_ROWS)]
         for chunk in (x.split(_PREDICT_CHUNK) if isinstance(x, torch.Tensor) else x):
             n_rows += len(chunk)
             weights = self.module_.component_weights(chunk)  # [(M,) K, n]
@@ -1110,3 +1114,14 @@ def _feature_names(X: Any) -> np.ndarray | None:
     if columns is None or not all(isinstance(c, str) for c in columns):
         return None
     return np.asarray(columns, dtype=object)
+
+
+def _standardized(values: np.ndarray, shift: np.ndarray, scale: np.ndarray, dtype: torch.dtype,
+                  device: torch.device) -> torch.Tensor:
+    """``(values - shift) / scale`` in float64 then ``dtype`` on ``device``, a chunk at a time: no
+    float64 copy of the whole table (640 MB for 1e7 rows of 8 features)."""
+    out = torch.empty(values.shape, dtype=dtype)
+    for start in range(0, len(values), _PREDICT_CHUNK):
+        rows = slice(start, start + _PREDICT_CHUNK)
+        out[rows] = torch.from_numpy((values[rows] - shift) / scale)
+    return out.to(device)

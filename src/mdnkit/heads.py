@@ -218,7 +218,9 @@ def _spread_centres(y: np.ndarray, k: int, random_state: int | None) -> tuple[np
     Works on at most 5000 rows: a starting point needs no more, and k-means stays fast.
     """
     n, d = y.shape
-    sample = y[np.random.default_rng(random_state).permutation(n)[:5000]]
+    rng = np.random.default_rng(random_state)
+    # choice, not a permutation of every row, beyond 5000: 0.7 s for 1e7 rows.
+    sample = y[rng.permutation(n)] if n <= 5000 else y[rng.choice(n, 5000, replace=False)]
     if d == 1:
         centres = np.quantile(sample[:, 0], (np.arange(k) + 0.5) / k)[:, None]
     else:
