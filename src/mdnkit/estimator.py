@@ -503,7 +503,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     def _fit_novelty(self, X: np.ndarray, seed: int) -> None:
         # Where the training inputs lie, so predictions far from them can warn (NoveltyWarning).
         # Rebuilt by every fit, warm starts included: it describes the data the model last saw.
-        self.novelty_ = InputNovelty(random_state=seed).fit(self._standardized_rows(X))
+        novelty = InputNovelty(random_state=seed)
+        if len(X) > novelty.max_reference:  # its own subsample, drawn here: standardise only those rows
+            X = X[np.sort(np.random.default_rng(seed).choice(len(X), novelty.max_reference, replace=False))]
+        self.novelty_ = novelty.fit(self._standardized_rows(X))
 
     def _fit_rung(self, X: Any, y: Any) -> MDNRegressor:
         """``fit`` for a search's trial (a rung of successive halving): without the novelty index,
