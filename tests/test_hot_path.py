@@ -116,3 +116,35 @@ def test_other_families_take_the_general_path():
     features, y = torch.randn(10, 5, dtype=torch.float64), torch.randn(10, 1, dtype=torch.float64)
     assert not head.has_hot_path
     torch.testing.assert_close(head.log_prob(features, y), head(features).log_prob(y), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("n_members", [None, 3])
+def test_component_weights_are_the_softmax_of_the_logits(n_members):
+    torch.manual_seed(1)
+    head = MixtureHead(6, 1, K, n_members=n_members).double()
+    features = torch.randn(*(() if n_members is None else (n_members,)), 20, 6, dtype=torch.float64)
+    expected = head.params(features)[0].softmax(-1).transpose(-1, -2)  # [(M,) K, N]
+    torch.testing.assert_close(head.component_weights(features), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_targets_with_a_gradient_get_it():
+    """A learned target (the MDN as an output layer) is differentiated through autograd."""
+    torch.manual_seed(2)
+    head = MixtureHead(5, 1, K).double()
+    features = torch.randn(10, 5, dtype=torch.float64)
+    y = torch.randn(10, 1, dtype=torch.float64, requires_grad=True)
+    head.log_prob(features, y).sum().backward()
+    expected = torch.autograd.grad(head(features).log_prob(y).sum(), y)[0]
+    torch.testing.assert_close(y.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_reversed_and_read_only_inputs_fit_and_score():
+    from mdnkit import MDNRegressor
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 2)), rng.normal(size=300)
+    X.setflags(write=False)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X[::-1], y[::-1])
+    scores = model.score_samples(X[::-1], y[::-1])
+    np.testing.assert_allclose(scores, model.predict_dist(X[::-1]).log_prob(torch.from_numpy(y[::-1].copy())[:, None]).numpy(),
+                               rtol=1e-12)

@@ -35,6 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["component_major_density", "component_major_log_prob"]
 
@@ -85,7 +86,8 @@ def _log_sum_exp(values: Tensor) -> tuple[Tensor, Tensor]:
 
 class _MixtureLogProb(torch.autograd.Function):
     """``log p(y)`` with the closed-form backward of the module docstring (parameters only:
-    targets are data, and get no gradient)."""
+    targets are data, and get no gradient; :meth:`MixtureHead.log_prob` sends targets that need
+    one through autograd)."""
 
     @staticmethod
     def forward(ctx, raw: Tensor, y: Tensor, floor: float, k: int) -> Tensor:
@@ -99,6 +101,7 @@ class _MixtureLogProb(torch.autograd.Function):
         return (log_evidence - log_normaliser).squeeze(-2)  # [*B, N]
 
     @staticmethod
+    @once_differentiable  # the backward is written out, not itself differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         raw_scale, z, scale, responsibility, weight = ctx.saved_tensors
         grad = grad.unsqueeze(-2)  # [*B, 1, N]

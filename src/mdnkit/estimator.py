@@ -51,7 +51,6 @@ NOISE_FACTORS = (0.0, 0.1, 0.25)
 AUTO_BATCH_STEPS = 32
 AUTO_BATCH_RANGE = (64, 256)
 _PREDICT_CHUNK = 65_536  # rows per forward pass at predict time: memory stays flat
-_USAGE_ROWS = 2**20  # most training rows the component-usage statistics are taken over
 DEAD_WEIGHT = 1e-3  # a component whose weight stays below this on every training input is dead
 
 
@@ -644,8 +643,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.n_iter_ = self.history_[-1]["epoch"] if self.history_ else 0
         self.best_epoch_ = int(state.best_epochs[index])
         self.train_state_.epoch = self.n_iter_  # the member's own epochs, not the whole search's
-        x = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=next(self.module_.parameters()).dtype,
-                            device=next(self.module_.parameters()).device)
+        x = _standardized(X, self.x_mean_, self.x_scale_, next(self.module_.parameters()).dtype,
+                          next(self.module_.parameters()).device)
         self._record_component_usage(x)
         if not getattr(self, "_trial", False):
             self._fit_novelty(X, seed)
@@ -736,7 +735,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.input_shape_ = tuple(X.shape[1:])
         self.n_outputs_ = y.shape[1]
         # Torch, not NumPy: one pass on every core, where NumPy's std makes three (2.2 s for 1e7 x 8).
-        x_scale, x_mean = (t.numpy() for t in torch.std_mean(torch.as_tensor(X, dtype=torch.float64), dim=0, correction=0))
+        x_scale, x_mean = (t.numpy() for t in torch.std_mean(
+            torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)), dim=0, correction=0))
         self.x_mean_ = x_mean
         self.x_scale_ = np.where(x_scale > 0, x_scale, 1.0)  # constant features pass through
         # The family's own change of units (shift and scale, or scale only, or the declared bounds).
@@ -784,7 +784,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     def _standardized_rows(self, X: np.ndarray) -> np.ndarray:
         """Standardised inputs as a table ``(n, prod(shape))``, as the novelty index sees them."""
         shift, scale = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (self.x_mean_, self.x_scale_))
-        rows = torch.as_tensor(X, dtype=torch.float64) - shift  # torch, not NumPy: every core
+        rows = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)) - shift  # torch, not NumPy: every core
         return rows.div_(scale).reshape(len(X), -1).numpy()
 
     @torch.no_grad()
@@ -793,8 +793,6 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         (or an iterable of such chunks, a streamed table's)."""
         self.module_.eval()
         total, peak, n_rows = 0.0, None, 0
-        if isinstance(x, torch.Tensor) and len(x) > _USAGE_ROWS:  # evenly spaced rows: enough for the statistics
-            x = x[:: math.ceil(len(x) / _USAGE_ROWS)]
         for chunk in (x.split(_PREDICT_CHUNK) if isinstance(x, torch.Tensor) else x):
             n_rows += len(chunk)
             weights = self.module_.component_weights(chunk)  # [(M,) K, n]
@@ -911,7 +909,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
 
     def _module_dist(self, module: nn.Module, X: np.ndarray) -> GaussianMixture:
         """``module``'s distributions at checked rows ``X``, in original units, float64 on the CPU."""
-        x = torch.as_tensor(X, dtype=torch.float64, device=next(module.parameters()).device)
+        x = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float64, device=next(module.parameters()).device)
         module.eval()
         with torch.no_grad():  # the module maps in and out of its units itself, in float64
             return cat([module(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
@@ -922,7 +920,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         original units, ``(n,)``, a chunk at a time."""
         device = next(module.parameters()).device
         module.eval()
-        scores = [module.log_prob(torch.as_tensor(X[start:start + _PREDICT_CHUNK], dtype=torch.float64, device=device),
+        scores = [module.log_prob(torch.as_tensor(np.ascontiguousarray(X[start:start + _PREDICT_CHUNK]),
+                                                  dtype=torch.float64, device=device),
                                   values[start:start + _PREDICT_CHUNK].to(device)).cpu()
                   for start in range(0, len(X), _PREDICT_CHUNK)]
         return torch.cat(scores).numpy()  # _check_X refuses zero rows
@@ -953,7 +952,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         X = self._check_X(X)
         if getattr(self, "novelty_", None) is not None:
             self.novelty_.warn_if_novel(self._standardized_rows(X), stacklevel=2)
-        x = torch.as_tensor(X, dtype=torch.float64, device=next(self.module_.parameters()).device)
+        x = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float64, device=next(self.module_.parameters()).device)
         self.module_.eval()
         with torch.no_grad():
             if isinstance(self.module_, MDNEnsemble):

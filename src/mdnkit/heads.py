@@ -28,6 +28,7 @@ from mdnkit.model import DensityNetwork
 from mdnkit.networks import MLP, Activation, EnsembleLinear
 
 COVARIANCE_TYPES: tuple[str, ...] = get_args(CovarianceType)
+_HOT_PATH_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
 class MixtureHead(nn.Module):
@@ -122,7 +123,10 @@ class MixtureHead(nn.Module):
         for reported scores of a float32 network.
         """
         ensemble = self.n_members is not None
-        if not (self.has_hot_path and y.dim() == 2 and features.dim() == 2 + ensemble):
+        # float16's exponent range is too short for the hot path's floor; targets with a
+        # gradient (a learned target) need autograd's gradient for y.
+        if not (self.has_hot_path and y.dim() == 2 and features.dim() == 2 + ensemble
+                and features.dtype in _HOT_PATH_DTYPES and not y.requires_grad):
             mixture = self(features)
             return (mixture if dtype is None else mixture.to(dtype)).log_prob(y if dtype is None else y.to(dtype))
         if dtype is not None:

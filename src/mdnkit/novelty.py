@@ -198,7 +198,7 @@ class InputNovelty:
         reference = torch.from_numpy(self.reference_)
         spread = reference[np.unique(np.linspace(0, len(reference) - 1, n_anchors).astype(int))]
         central = reference[(reference - reference.mean(0)).square().sum(1).argmin()]  # [p]
-        rows = torch.from_numpy(X)
+        rows = torch.from_numpy(np.ascontiguousarray(X))
         row_norms = torch.linalg.vector_norm(rows, dim=1).square_()  # [n], without an [n, p] temporary
         # Most rows lie within the radius of the most central reference row (one matrix-vector
         # product), most others within that of one of 16 or 64 spread ones: all only for the
