@@ -915,15 +915,15 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             return cat([module(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
 
     @torch.no_grad()
-    def _module_log_prob(self, module: nn.Module, X: np.ndarray, values: torch.Tensor) -> np.ndarray:
-        """``module``'s log-density of ``values [n, D]`` (float64) at checked rows ``X``, in
-        original units, ``(n,)``, a chunk at a time."""
+    def _module_log_prob(self, module: nn.Module, standardized: np.ndarray, values: torch.Tensor) -> np.ndarray:
+        """``module``'s log-density of ``values [n, D]`` (float64, original units) at the
+        standardised rows of :meth:`_standardized_rows` (in their input shape), ``(n,)``, a
+        chunk at a time."""
         device = next(module.parameters()).device
         module.eval()
-        scores = [module.log_prob(torch.as_tensor(np.ascontiguousarray(X[start:start + _PREDICT_CHUNK]),
-                                                  dtype=torch.float64, device=device),
-                                  values[start:start + _PREDICT_CHUNK].to(device)).cpu()
-                  for start in range(0, len(X), _PREDICT_CHUNK)]
+        scores = [module.log_prob(torch.as_tensor(standardized[start:start + _PREDICT_CHUNK], device=device),
+                                  values[start:start + _PREDICT_CHUNK].to(device), standardized_inputs=True).cpu()
+                  for start in range(0, len(standardized), _PREDICT_CHUNK)]
         return torch.cat(scores).numpy()  # _check_X refuses zero rows
 
     def _cross_calibrate(self, X: Any, y: Any, cv: int) -> None:
@@ -1015,12 +1015,17 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         """
         X = self._check_X(X)
         values = torch.from_numpy(self._check_y(y, len(X)).astype(np.float64))
+        standardized = self._standardized_rows(X)  # once, for the novelty check and the network
         if getattr(self, "novelty_", None) is not None:
-            self.novelty_.warn_if_novel(self._standardized_rows(X), stacklevel=2)
+            self.novelty_.warn_if_novel(standardized, stacklevel=2)
         widths = self._bin_widths
         half = None if widths is None else torch.from_numpy(widths / 2.0)
+        if half is None and self.module_.head.has_hot_path:
+            return self._module_log_prob(self.module_, standardized.reshape(X.shape), values)
         if half is None:
-            return self._module_log_prob(self.module_, X, values)
+            return torch.cat([self._module_dist(self.module_, X[start:start + _PREDICT_CHUNK])
+                              .log_prob(values[start:start + _PREDICT_CHUNK])
+                              for start in range(0, len(X), _PREDICT_CHUNK)]).numpy()
         scores = []
         for start in range(0, len(X), _PREDICT_CHUNK):  # one chunk's mixture at a time: flat memory
             rows = slice(start, start + _PREDICT_CHUNK)

@@ -98,15 +98,23 @@ class DensityNetwork(nn.Module):
         ensemble = self.head.n_members is not None
         return self.head.component_weights(self.backbone(x.expand(self.n_members, *x.shape) if ensemble else x))
 
-    def log_prob(self, x: Tensor, y: Tensor) -> Tensor:
-        """``log p(y | x)`` in original units and float64, ``x [N, F]``, ``y [N, D]`` -> ``[N]``:
+    def log_prob(self, x: Tensor, y: Tensor, standardized_inputs: bool = False) -> Tensor:
+        """``log p(y | x)`` in original units and float64, ``x [N, *shape]``, ``y [N, D]`` -> ``[N]``:
         ``self(x).log_prob(y)`` without building the mixture where the head has its hot path
         (:meth:`~mdnkit.heads.MixtureHead.log_prob`), by the change of variables
         ``log p(y) = log p_net((y - shift) / scale) - Σ log scale``.
+
+        ``standardized_inputs``: ``x`` is already in the network's input units (float64), as
+        ``x_transform`` would make it (the estimator standardises once for its novelty check
+        too); only for a head with the hot path.
         """
         if not self.head.has_hot_path:
+            if standardized_inputs:
+                raise ValueError("standardized_inputs needs a head with the hot path (a Gaussian over one target).")
             return self(x).to(torch.float64).log_prob(y.to(torch.float64))
-        if self.x_transform is not None:
+        if standardized_inputs:
+            x = x.to(self._dtype)
+        elif self.x_transform is not None:
             x = self.x_transform(x).to(self._dtype)
         if self.y_transform is not None:
             y = self.y_transform(y)
