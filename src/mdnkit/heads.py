@@ -100,13 +100,18 @@ class MixtureHead(nn.Module):
     def component_weights(self, features: Tensor) -> Tensor:
         """Mixture weights ``π``, component-major: ``features [N, H]`` -> ``[K, N]`` (``[M, N, H]``
         -> ``[M, K, N]`` for an ensemble head); a softmax over a leading ``K``, fast on CPUs."""
-        k = self.n_components
+        return self._component_major(features, self.n_components).softmax(dim=-2)
+
+    def _component_major(self, features: Tensor, n_outputs: int | None = None) -> Tensor:
+        """The linear layer's first ``n_outputs`` outputs (all by default) as ``[(M,) n, N]``:
+        ``W hᵀ + b`` in one product; pruned members' logits ``-inf``."""
+        n = n_outputs or sum(self.split_sizes)
         if self.n_members is None:
-            logits = torch.addmm(self.linear.bias[:k, None], self.linear.weight[:k], features.t())
-        else:
-            logits = torch.baddbmm(self.linear.bias[:, :k, None], self.linear.weight[..., :k].transpose(1, 2),
-                                   features.transpose(1, 2)) + self.logit_mask.unsqueeze(-1)
-        return logits.softmax(dim=-2)
+            return torch.addmm(self.linear.bias[:n, None], self.linear.weight[:n], features.t())
+        raw = torch.baddbmm(self.linear.bias[:, :n, None], self.linear.weight[..., :n].transpose(1, 2),
+                            features.transpose(1, 2))  # the weights are [M, H, 3K]
+        raw[:, :self.n_components].add_(self.logit_mask.unsqueeze(-1))
+        return raw
 
     @property
     def has_hot_path(self) -> bool:
@@ -136,13 +141,7 @@ class MixtureHead(nn.Module):
             logits, loc, scale = (t.reshape(logits.shape).transpose(-1, -2).to(dtype, memory_format=torch.contiguous_format)
                                   for t in (logits, *parameters))
             return component_major_density(logits, loc, scale, y[:, 0].to(dtype))
-        if ensemble:  # training: [M, 3K, N] = W[m]ᵀ h[m]ᵀ + b[m] at once (weights [M, H, 3K])
-            raw = torch.baddbmm(self.linear.bias.unsqueeze(-1), self.linear.weight.transpose(1, 2),
-                                features.transpose(1, 2))
-            raw[:, :self.n_components].add_(self.logit_mask.unsqueeze(-1))  # pruned: logit -inf
-        else:  # [3K, N]
-            raw = torch.addmm(self.linear.bias.unsqueeze(-1), self.linear.weight, features.t())
-        return component_major_log_prob(raw, y[:, 0], self.min_scale, self.n_components)
+        return component_major_log_prob(self._component_major(features), y[:, 0], self.min_scale, self.n_components)
 
     @torch.no_grad()
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:
