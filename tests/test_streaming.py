@@ -262,3 +262,67 @@ def test_a_stream_refuses_bins_for_now(tmp_path):
     pq.write_table(pa.table({"x": np.arange(40.0), "y": np.arange(40.0) % 4}), tmp_path / "t.parquet")
     with pytest.raises(ValueError, match="target_resolution .* needs in-memory arrays"):
         MDNRegressor(target_resolution=1.0).fit(TableRows(tmp_path / "t.parquet", features=["x"], target="y"))
+
+
+# ---------------------------------------------------------------------------- shards for data-parallel ranks
+def _parts(tmp_path, sizes=(700, 1300, 450), row_group_size=100) -> tuple[str, np.ndarray]:
+    """A directory of Parquet files of uneven sizes; column ``a`` is each row's position."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    start, rng = 0, np.random.default_rng(3)
+    for i, n in enumerate(sizes):
+        positions = np.arange(start, start + n, dtype=np.float64)
+        pq.write_table(pa.table({"a": positions, "b": rng.normal(size=n), "y": rng.normal(size=n)}),
+                       folder / f"part-{i}.parquet", row_group_size=row_group_size)
+        start += n
+    return str(folder), np.arange(start)
+
+
+@pytest.mark.parametrize("n_ranks", [2, 3])
+def test_row_group_shards_cover_the_table_once_with_positions_kept(tmp_path, n_ranks):
+    from mdnkit._table_shards import assign_row_groups, row_groups
+
+    folder, positions = _parts(tmp_path)
+    rows = TableRows(folder, features=["a", "b"], target="y", batch_size=64)
+    groups = row_groups(rows.dataset)
+    assert [g.n_rows for g in groups] == [100] * 7 + [100] * 13 + [100] * 4 + [50]
+    shares = assign_row_groups(groups, n_ranks)
+    seen = []
+    for share in shares:
+        for first, x, _ in rows.shard(share).batches():
+            # Column a holds the position: every row arrives with its place in the whole table.
+            np.testing.assert_array_equal(x[:, 0], np.arange(first, first + len(x)))
+            seen.append(x[:, 0])
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), positions)  # each row once
+    sizes = [sum(g.n_rows for g in share) for share in shares]
+    assert max(sizes) - min(sizes) <= 100  # balanced to within one row group
+
+
+def test_steps_per_epoch_is_the_fewest_full_local_batches_and_a_starved_rank_is_refused(tmp_path):
+    from mdnkit._table_shards import assign_row_groups, row_groups, steps_per_epoch, training_rows
+
+    folder, positions = _parts(tmp_path)
+    groups = row_groups(TableRows(folder, features=["a", "b"], target="y").dataset)
+    shares = assign_row_groups(groups, 2)
+    counts = [training_rows(share, 0.1, 5) for share in shares]
+    held_out = validation_mask(positions, 0.1, 5)
+    assert sum(counts) == int((~held_out).sum())
+    assert steps_per_epoch(counts, 32, len(groups)) == min(counts) // 32
+    one_group = row_groups(TableRows(_write(tmp_path / "one.parquet", *_table(300), row_group_size=1000),
+                                     features=["a", "b"], target="y").dataset)
+    lonely = assign_row_groups(one_group, 2)
+    with pytest.raises(ValueError, match="Rank 1 of 2 gets 0 training rows.*1 row groups for 2 ranks"):
+        steps_per_epoch([training_rows(s, 0.1, 0) for s in lonely], 32, len(one_group))
+
+
+def test_shuffled_batches_stop_after_max_batches(table):
+    path, x, y = table
+    units = Standardizer(np.zeros(2), np.ones(2), np.zeros(1), np.ones(1))
+    rows = TableRows(path, features=["a", "b"], target="y")
+    import torch
+
+    full = list(ShuffledBatches(rows, units, 0.1, 0, 50).epoch(torch.Generator().manual_seed(0)))
+    capped = list(ShuffledBatches(rows, units, 0.1, 0, 50, max_batches=4).epoch(torch.Generator().manual_seed(0)))
+    assert len(full) > 4 and len(capped) == 4
+    for (a, _, _), (b, _, _) in zip(full, capped):
+        assert torch.equal(a, b)

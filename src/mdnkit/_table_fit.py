@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mdnkit import distributed
+from mdnkit._table_shards import assign_row_groups, row_groups, steps_per_epoch, training_rows
 from mdnkit.base import cuda_devices, resolve_device, seed_from
 from mdnkit.novelty import InputNovelty
 from mdnkit.streaming import (
@@ -79,8 +81,9 @@ def fit_table(model: MDNRegressor, rows: TableRows) -> MDNRegressor:
         model._noise(getattr(model, name), n_train, len(rows.features) + d) for name in ("input_noise", "target_noise"))
     config = model._training_config(patience)
     generator = torch.Generator(device=device).manual_seed(seed)
-    batches = ShuffledBatches(rows, units, fraction, seed, model.batch_size_, device, dtype)
-    validation = ValidationChunks(rows, units, fraction, seed, device, dtype) if n_val else None
+    own_rows, local_batch, steps = _rank_share(rows, model.batch_size_, fraction, seed)
+    batches = ShuffledBatches(own_rows, units, fraction, seed, local_batch, device, dtype, max_batches=steps)
+    validation = ValidationChunks(own_rows, units, fraction, seed, device, dtype) if n_val else None
     result = train(model.module_, batches, None, validation, config=config, generator=generator,
                    nll_offset=model._log_jacobian)
 
@@ -97,6 +100,26 @@ def fit_table(model: MDNRegressor, rows: TableRows) -> MDNRegressor:
         kept_epoch=model.best_epoch_ if n_val else model.n_iter_,
     )
     return model
+
+
+def _rank_share(rows: TableRows, batch_size: int | None, fraction: float,
+                seed: int) -> tuple[TableRows, int | None, int | None]:
+    """``(rows this rank reads, rows per local batch, steps per epoch)``.
+
+    On one process: every row, whole batches, no step limit. Under a process group, for a
+    Parquet table with minibatches: this rank's row groups (:mod:`mdnkit._table_shards`),
+    ``batch_size / ranks`` rows per local batch, so that a step is still one of ``batch_size``
+    rows, and the steps every rank can take. Otherwise (CSV, full batches) every rank reads
+    every row and training takes its share of each batch, as for in-memory data.
+    """
+    rank, n_ranks = distributed.world()
+    groups = row_groups(rows.dataset) if n_ranks > 1 and batch_size is not None else None
+    if groups is None:
+        return rows, batch_size, None
+    shares = assign_row_groups(groups, n_ranks)
+    local_batch = max(1, batch_size // n_ranks)
+    counts = [training_rows(share, fraction, seed) for share in shares]
+    return rows.shard(shares[rank]), local_batch, steps_per_epoch(counts, local_batch, len(groups))
 
 
 def _check_settings(model: MDNRegressor) -> None:

@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
 import pathlib
 from collections.abc import Callable, Iterator, Sequence
@@ -79,6 +81,7 @@ class TableRows:
         self.targets = [str(target)] if isinstance(target, str) else [str(name) for name in target]
         self.target_is_1d = isinstance(target, str)
         self.batch_size = int(batch_size)
+        self.row_groups = None  # all of them; a shard's own (RowGroup list) after shard()
         self._check_columns()
 
     def __repr__(self) -> str:
@@ -101,20 +104,40 @@ class TableRows:
                 raise ValueError(f"Column {name!r} is {kind}, not numeric: streamed tables take numeric and "
                                  "boolean columns only (encode text columns first).")
 
+    def shard(self, groups: list) -> TableRows:
+        """These rows restricted to some of the table's Parquet row groups
+        (:class:`~mdnkit._table_shards.RowGroup`, from :func:`~mdnkit._table_shards.row_groups`):
+        what one data-parallel rank reads. Row positions stay those of the whole table."""
+        shard = copy.copy(self)
+        shard.row_groups = list(groups)
+        return shard
+
     def batches(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(first_row, x (n, p), y (n, d))`` in float64, record batch by record batch, in the
-        table's order (pyarrow's ordered scan: ``first_row`` counts rows from the table's start)."""
-        columns = self.features + self.targets
+        table's order (pyarrow's ordered scan: ``first_row`` counts rows from the table's start);
+        a shard reads only its own row groups."""
         options = {}
         if isinstance(getattr(self.dataset, "format", None), ds.ParquetFileFormat):
             # Pre-buffering reads whole row groups ahead: 114 MiB of buffers against 43 MiB without,
             # reading a table of 262 144-row groups (pyarrow 26).
             options["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False)
-        first = 0
-        for batch in self.dataset.to_batches(columns=columns, batch_size=self.batch_size,
-                                             batch_readahead=_BATCH_READAHEAD,
-                                             fragment_readahead=_FRAGMENT_READAHEAD, use_threads=_READ_THREADS,
-                                             **options):
+        if self.row_groups is None:
+            yield from self._decoded(self.dataset, 0, options)
+            return
+        for group in self.row_groups:
+            yield from self._decoded(group.fragment, group.first_row, options)
+
+    def _decoded(self, source: ds.Dataset | ds.Fragment, first: int,
+                 options: dict) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """The record batches of a dataset or one fragment as float64 ``(first_row, x, y)``."""
+        columns = self.features + self.targets
+        read = dict(columns=columns, batch_size=self.batch_size, batch_readahead=_BATCH_READAHEAD, **options)
+        if isinstance(source, ds.Dataset):
+            read.update(fragment_readahead=_FRAGMENT_READAHEAD, use_threads=_READ_THREADS)
+        else:
+            read["schema"] = self.dataset.schema  # a fragment alone reads its file's own schema
+            read["use_threads"] = _READ_THREADS
+        for batch in source.to_batches(**read):
             if batch.num_rows == 0:
                 continue
             values = np.column_stack([_as_float(batch.column(j)) for j in range(len(columns))])  # [n, p + d]
@@ -329,6 +352,12 @@ class StandardizedRows:
         self.rows, self.units, self.fraction, self.seed = rows, units, fraction, seed
         self.validation, self.device, self.dtype = validation, torch.device(device), dtype
 
+    @property
+    def sharded(self) -> bool:
+        """Whether these are one data-parallel rank's own rows (a :meth:`TableRows.shard`): then
+        :func:`~mdnkit.training.train` takes its batches whole instead of a share of each."""
+        return self.rows.row_groups is not None
+
     def tensors(self) -> Iterator[tuple[Tensor, Tensor]]:
         """``(x [n, p], y [n, d])`` per record batch, on the device, in the network's units."""
         for first, x, y in self.rows.batches():
@@ -350,15 +379,22 @@ class ShuffledBatches(StandardizedRows):
     within a bounded window, not of all rows: rows from far apart in the table meet only across
     buffers, so a table sorted by its target should be shuffled on disk first.
     ``batch_size=None`` gives every training row as one batch (full batch: all in memory).
+    ``max_batches``: end every epoch after that many batches (data-parallel ranks must all take
+    the same number of steps, :func:`~mdnkit._table_shards.steps_per_epoch`).
     """
 
     def __init__(self, rows: TableRows, units: Standardizer, fraction: float, seed: int, batch_size: int | None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 buffer_rows: int = SHUFFLE_BUFFER) -> None:
+                 buffer_rows: int = SHUFFLE_BUFFER, max_batches: int | None = None) -> None:
         super().__init__(rows, units, fraction, seed, False, device, dtype)
         self.batch_size, self.buffer_rows = batch_size, max(int(buffer_rows), batch_size or 1)
+        self.max_batches = max_batches
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor, None]]:
+        batches = self._batches(generator)
+        yield from batches if self.max_batches is None else itertools.islice(batches, self.max_batches)
+
+    def _batches(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor, None]]:
         if self.batch_size is None:
             parts = list(self.tensors())
             yield torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]), None

@@ -595,6 +595,8 @@ class TrainState:
             if isinstance(batches, list) and len(batches) == 1 and not several:
                 return self.step_module(*batches[0])
             members, reported, member_rows, scored_rows = 0.0, 0.0, 0.0, 0.0
+            if several:  # a rank whose own rows hold no validation row still sums [M] with the others
+                members = member_rows = torch.zeros(self.n, dtype=torch.float64, device=next(self.module.parameters()).device)
             for x_chunk, y_chunk, w_chunk in batches:
                 member_nll, nll = self.step_module(x_chunk, y_chunk, w_chunk)
                 rows = torch.full_like(member_nll, len(x_chunk)) if w_chunk is None else w_chunk.sum(1)
@@ -677,7 +679,10 @@ def train(
     if distributed.world()[1] > 1:  # a process group (torchrun): this rank's share of every batch
         if config.optimizer == "lbfgs":
             raise ValueError("optimizer='lbfgs' does not train data-parallel; use Adam or AdamW under torchrun.")
-        batches, validation = distributed.ShardedBatches(batches, state.generator), distributed.sharded_validation(validation)
+        if not getattr(batches, "sharded", False):  # a rank's own rows already (a sharded table) stay whole
+            batches = distributed.ShardedBatches(batches, state.generator)
+        if not getattr(x_val, "sharded", False):
+            validation = distributed.sharded_validation(validation)
         distributed.decorrelate(state.generator)  # each rank its own noise for its own rows
     validate = validation is not None
     if validate and state.epoch > 0:
