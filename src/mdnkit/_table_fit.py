@@ -11,7 +11,9 @@ by passes over the table instead:
   binomial share ``validation_fraction`` instead of exactly ``ceil(fraction · n)`` rows, scored
   chunk by chunk every epoch;
 * component usage (``component_weight_mean_``, ``_max_``): one more pass over every row, so dead
-  components are judged on all of them, as in memory.
+  components are judged on all of them, as in memory;
+* under ``torchrun``, training and validation read only this rank's row groups of a Parquet
+  table, with the same number of steps on every rank (:mod:`mdnkit._table_shards`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ generator of its own, cloned from the run's), then takes its own share of every 
 ``rank, rank + W, ...`` of it (:class:`ShardedBatches`). DDP averages the gradients, so a step is
 the step of the whole minibatch (exactly so when its rows divide evenly among the ``W`` ranks);
 the epoch's and the validation's NLL sums are summed over the ranks (:func:`summed`), so early
-stopping, rollbacks and learning-rate decay decide alike on every rank. Outside a process group
-nothing here changes anything.
+stopping, rollbacks and learning-rate decay decide alike on every rank. A streamed Parquet table
+is the exception: each rank reads only its own row groups and takes its batches whole
+(:mod:`mdnkit._table_shards`). Outside a process group nothing here changes anything.
 
     torchrun --nproc_per_node=2 -m mdnkit fit data.csv --target y -o model.mdn
 """
