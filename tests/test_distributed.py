@@ -166,27 +166,31 @@ def _write_parts(folder) -> None:
 
 _STREAM_SETTINGS = dict(n_components=3, hidden_sizes=(16,), batch_size=64, max_epochs=6, input_noise=0.0,
                         random_state=0, device="cpu")
+_SCALERS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_")
+_FITTED = _SCALERS + ("component_weight_mean_", "component_weight_max_")
 
 
 def _streaming_rank(rank: int, port: int, folder: str, out: str, n_estimators: int) -> None:
     from mdnkit import MDNRegressor, TableRows
-    from mdnkit.streaming import ShuffledBatches
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    read, original = [], ShuffledBatches.epoch
+    read, whole, original = [], [], TableRows.batches
 
-    def recording(self, generator):  # the table positions of every row this rank trains on
-        read.extend((g.first_row, g.n_rows) for g in self.rows.row_groups or [])
-        return original(self, generator)
+    def recording(self):  # the row groups of every pass over the table: statistics, epochs, usage
+        if self.row_groups is None:
+            whole.append(1)
+        read.extend((g.first_row, g.n_rows) for g in self.row_groups or [])
+        return original(self)
 
-    ShuffledBatches.epoch = recording
+    TableRows.batches = recording
     try:
         model = MDNRegressor(**_STREAM_SETTINGS, n_estimators=n_estimators).fit(
             TableRows(folder, features=["a", "b"], target="y"))
-        np.savez(f"{out}.{rank}.npz", groups=np.array(sorted(set(read))),
+        fitted = {name: getattr(model, name) for name in _FITTED}
+        np.savez(f"{out}.{rank}.npz", groups=np.array(sorted(set(read))), whole_reads=len(whole),
                  history=np.array([[h["train_nll"], h["val_nll"]] for h in model.history_]),
-                 **{k: v.numpy() for k, v in model.module_.state_dict().items()})
+                 **fitted, **{k: v.numpy() for k, v in model.module_.state_dict().items()})
     finally:
         dist.destroy_process_group()
 
@@ -216,6 +220,7 @@ def test_two_ranks_read_their_own_row_groups_of_a_parquet_table_and_agree(tmp_pa
     groups = [set(map(tuple, r["groups"].tolist())) for r in ranks]
     assert not groups[0] & groups[1]
     assert sorted(first for first, _ in groups[0] | groups[1]) == list(range(0, 3050, 100))
+    assert [int(r["whole_reads"]) for r in ranks] == [0, 0]  # no pass read the whole table
     np.testing.assert_array_equal(ranks[0]["history"], ranks[1]["history"])
     for name in ranks[0].files:
         if name not in ("groups", "history"):
@@ -224,8 +229,18 @@ def test_two_ranks_read_their_own_row_groups_of_a_parquet_table_and_agree(tmp_pa
         warnings.simplefilter("ignore", ConvergenceWarning)  # 6 epochs: short on purpose
         single = MDNRegressor(**_STREAM_SETTINGS, n_estimators=n_estimators).fit(
             TableRows(str(folder), features=["a", "b"], target="y"))
-    ddp = copy.deepcopy(single)  # the same scalers (one statistics pass); rank 0's weights
+    for name in _SCALERS:  # the ranks' moments merge to those of one pass over every row
+        np.testing.assert_allclose(ranks[0][name], getattr(single, name), rtol=1e-12)
+    ddp = copy.deepcopy(single)  # the same scalers; rank 0's weights
     ddp.module_.load_state_dict({k: torch.as_tensor(ranks[0][k]) for k in ddp.module_.state_dict()})
+    # Component usage summed over the ranks equals the usage of those weights over every row.
+    import pyarrow.parquet as pq
+
+    x_all = np.concatenate([np.column_stack([pq.read_table(part)[name].to_numpy() for name in ("a", "b")])
+                            for part in sorted(folder.iterdir())])
+    ddp._record_component_usage(torch.as_tensor(ddp._standardized_rows(x_all), dtype=torch.float32))
+    for name in ("component_weight_mean_", "component_weight_max_"):
+        np.testing.assert_allclose(ranks[0][name], getattr(ddp, name), rtol=1e-5, atol=1e-7)
     rng = np.random.default_rng(9)
     x_test = rng.normal(size=(2000, 2))
     y_test = np.sin(2 * x_test[:, 0]) + 0.3 * rng.normal(size=2000)

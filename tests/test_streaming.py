@@ -326,3 +326,85 @@ def test_shuffled_batches_stop_after_max_batches(table):
     assert len(full) > 4 and len(capped) == 4
     for (a, _, _), (b, _, _) in zip(full, capped):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------- one pass per rank, merged
+def _scanned_part(values: np.ndarray, runs, seed: int, stream: int, size: int):
+    """What :func:`scan_part` gives for the rows of ``values`` in ``runs`` (``(start, stop)``
+    position ranges, one rank's row groups), offered in batches of at most 7 rows."""
+    from mdnkit.streaming import TablePart
+
+    reservoir, x, y = Reservoir(size, values.shape[1], seed, stream), Moments(), Moments()
+    n = 0
+    for start, stop in runs:
+        for first in range(start, stop, 7):
+            batch = values[first:min(first + 7, stop)]
+            x.update(batch[:, :-1])
+            y.update(batch[:, -1:])
+            reservoir.update(batch, first)
+            n += len(batch)
+    sample, index = reservoir.sample()
+    return TablePart(n, x, y, None, sample, index, np.zeros(values.shape[1], dtype=np.int64), None)
+
+
+_NAMES = type("Names", (), {"features": ["a", "b"], "targets": ["y"]})()
+# Three ranks' rows of a 60-row table: not contiguous, not from 0, one exactly the reservoir's size
+# (a reservoir that never replaced anything holds its rows in table order).
+_RANK_RUNS = [[(0, 10), (30, 45)], [(10, 18)], [(18, 30), (45, 60)]]
+
+
+def test_moments_of_rank_parts_merge_to_numpy_in_float64():
+    from mdnkit.streaming import merged_statistics
+
+    values = np.random.default_rng(2).normal(loc=[50.0, -1.0, 7.0], scale=[0.1, 2.0, 3.0], size=(60, 3))
+    parts = [_scanned_part(values, runs, 0, rank + 1, 8) for rank, runs in enumerate(_RANK_RUNS)]
+    merged = merged_statistics(parts, _NAMES, seed=0, reservoir_size=8)
+    assert merged.n_rows == 60
+    np.testing.assert_allclose(merged.x.mean, values[:, :2].mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(merged.x.std, values[:, :2].std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(merged.y.std, values[:, 2:].std(axis=0), rtol=1e-12)
+    assert len(merged.sample_index) == 8
+    np.testing.assert_array_equal(merged.sample_x, values[merged.sample_index, :2])  # rows keep their positions
+
+
+def test_samples_of_rank_parts_merge_to_a_uniform_sample():
+    """3000 seeded merges of three ranks' reservoirs of 8 rows (60 rows in all): each row's
+    inclusion count is Binomial(3000, 8/60) if the merged sample is uniform. Pearson's chi-square
+    over the 60 rows (59 degrees of freedom) fails at level 1e-4: one seed set in 10 000, and the
+    seeds are fixed. Taking each part's first slots instead of a random subset of them, or running
+    the reservoir on table positions instead of the rows it has seen, fails it by far."""
+    from mdnkit.streaming import merged_statistics
+
+    values = np.column_stack([np.arange(60.0)] * 3)
+    counts = np.zeros(60)
+    for seed in range(3000):
+        parts = [_scanned_part(values, runs, seed, rank + 1, 8) for rank, runs in enumerate(_RANK_RUNS)]
+        index = merged_statistics(parts, _NAMES, seed=seed, reservoir_size=8).sample_index
+        assert len(set(index.tolist())) == 8
+        counts[index] += 1
+    expected = 3000 * 8 / 60
+    statistic = ((counts - expected) ** 2 / expected).sum()
+    assert stats.chi2.sf(statistic, df=59) > 1e-4
+
+
+def test_errors_of_rank_parts_are_merged_into_one():
+    from mdnkit.streaming import merged_statistics
+
+    values = np.random.default_rng(0).normal(size=(60, 3))
+    parts = [_scanned_part(values, runs, 0, rank + 1, 8) for rank, runs in enumerate(_RANK_RUNS)]
+    parts[0].bad, parts[2].bad = np.array([0, 2, 0]), np.array([0, 3, 1])
+    with pytest.raises(ValueError, match=r"non-finite values in column 'b' \(5 rows\), 'y' \(1 rows\)"):
+        merged_statistics(parts, _NAMES, seed=0)
+    parts[0].bad = parts[2].bad = np.zeros(3, dtype=np.int64)
+    parts[1].target_error, parts[2].target_error = (14, "second"), (7, "first")
+    with pytest.raises(ValueError, match=r"^first \(rows counted from the record batch that starts at row 7"):
+        merged_statistics(parts, _NAMES, seed=0)
+
+
+def test_a_table_with_fewer_row_groups_than_ranks_is_refused_before_reading(tmp_path, monkeypatch):
+    from mdnkit import distributed
+
+    path = _write(tmp_path / "one.parquet", *_table(300), row_group_size=1000)
+    monkeypatch.setattr(distributed, "world", lambda: (0, 3))  # as if rank 0 of 3
+    with pytest.raises(ValueError, match="has 1 row groups for 3 ranks.*row_group_size"):
+        MDNRegressor(max_epochs=1).fit(TableRows(path, features=["a", "b"], target="y"))

@@ -12,8 +12,10 @@ by passes over the table instead:
   chunk by chunk every epoch;
 * component usage (``component_weight_mean_``, ``_max_``): one more pass over every row, so dead
   components are judged on all of them, as in memory;
-* under ``torchrun``, training and validation read only this rank's row groups of a Parquet
-  table, with the same number of steps on every rank (:mod:`mdnkit._table_shards`).
+* under ``torchrun``, every pass over a Parquet table reads only this rank's row groups
+  (:mod:`mdnkit._table_shards`): the statistics pass's parts are gathered and merged alike on
+  every rank (:func:`~mdnkit.streaming.merged_statistics`), the component usage is summed over
+  the ranks, and training takes the same number of steps on every rank.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from mdnkit import distributed
-from mdnkit._table_shards import assign_row_groups, row_groups, steps_per_epoch, training_rows
+from mdnkit._table_shards import RowGroup, assign_row_groups, row_groups, steps_per_epoch, training_rows
 from mdnkit.base import cuda_devices, resolve_device, seed_from
 from mdnkit.novelty import InputNovelty
 from mdnkit.streaming import (
@@ -34,6 +36,8 @@ from mdnkit.streaming import (
     TableRows,
     TableStatistics,
     ValidationChunks,
+    merged_statistics,
+    scan_part,
     scan_table,
     validation_mask,
 )
@@ -53,8 +57,9 @@ def fit_table(model: MDNRegressor, rows: TableRows) -> MDNRegressor:
     seed = seed_from(model.random_state)
     d = len(rows.targets)
     family = model._target_family(np.zeros((1, d)))
-    stats = scan_table(rows, seed=seed, check_targets=family.check_targets,
-                       log_targets=family.target_transform == "scale")
+    shares = _row_group_shares(rows)
+    own_rows = rows if shares is None else rows.shard(shares[distributed.world()[0]])
+    stats = _statistics(rows, own_rows, seed, family)
     _set_units(model, rows, stats, family)
     fraction = float(model.validation_fraction)
     n_val = _count_validation(stats.n_rows, fraction, seed)
@@ -83,9 +88,9 @@ def fit_table(model: MDNRegressor, rows: TableRows) -> MDNRegressor:
         model._noise(getattr(model, name), n_train, len(rows.features) + d) for name in ("input_noise", "target_noise"))
     config = model._training_config(patience)
     generator = torch.Generator(device=device).manual_seed(seed)
-    own_rows, local_batch, steps = _rank_share(rows, model.batch_size_, fraction, seed)
-    batches = ShuffledBatches(own_rows, units, fraction, seed, local_batch, device, dtype, max_batches=steps)
-    validation = ValidationChunks(own_rows, units, fraction, seed, device, dtype) if n_val else None
+    train_rows, local_batch, steps = _training_share(rows, shares, model.batch_size_, fraction, seed)
+    batches = ShuffledBatches(train_rows, units, fraction, seed, local_batch, device, dtype, max_batches=steps)
+    validation = ValidationChunks(train_rows, units, fraction, seed, device, dtype) if n_val else None
     result = train(model.module_, batches, None, validation, config=config, generator=generator,
                    nll_offset=model._log_jacobian)
 
@@ -93,9 +98,10 @@ def fit_table(model: MDNRegressor, rows: TableRows) -> MDNRegressor:
     model.history_ = result.history
     model.n_iter_ = result.history[-1]["epoch"] if result.history else 0
     model.best_epoch_ = result.best_epoch
-    every_row = StandardizedRows(rows, units, 0.0, seed, False, device, dtype)
+    every_row = StandardizedRows(own_rows, units, 0.0, seed, False, device, dtype)
     # Record batches cut to 16 384 rows: a forward pass of 65 536 rows held ~90 MiB more at its peak.
-    model._record_component_usage(piece for x, _ in every_row.tensors() for piece in x.split(_USAGE_CHUNK))
+    model._record_component_usage((piece for x, _ in every_row.tensors() for piece in x.split(_USAGE_CHUNK)),
+                                  across_ranks=shares is not None)
     model.novelty_ = InputNovelty(random_state=seed).fit(model._standardized_rows(stats.sample_x))
     model._warn_unfinished(
         result.interrupted, bool(n_val) and not result.stopped_early and model.n_iter_ - result.best_epoch < patience // 4,
@@ -104,24 +110,51 @@ def fit_table(model: MDNRegressor, rows: TableRows) -> MDNRegressor:
     return model
 
 
-def _rank_share(rows: TableRows, batch_size: int | None, fraction: float,
-                seed: int) -> tuple[TableRows, int | None, int | None]:
-    """``(rows this rank reads, rows per local batch, steps per epoch)``.
+def _row_group_shares(rows: TableRows) -> list[list[RowGroup]] | None:
+    """Each rank's row groups of a Parquet table under a process group; ``None`` (every rank
+    reads every row) on one process or for other formats.
+
+    Raises:
+        ValueError: Fewer row groups than ranks (some rank would get none).
+    """
+    n_ranks = distributed.world()[1]
+    groups = row_groups(rows.dataset) if n_ranks > 1 else None
+    if groups is None:
+        return None
+    if len(groups) < n_ranks:
+        raise ValueError(f"The table has {len(groups)} row groups for {n_ranks} ranks, and each rank reads its own: "
+                         "write it with smaller row groups (pyarrow.parquet.write_table(..., row_group_size=...)) "
+                         "or use fewer ranks.")
+    return assign_row_groups(groups, n_ranks)
+
+
+def _statistics(rows: TableRows, own_rows: TableRows, seed: int, family) -> TableStatistics:
+    """The statistics pass: over every row on one process; else over this rank's row groups
+    ``own_rows``, the parts gathered from every rank and merged alike on each (errors too, so
+    every rank raises the same one)."""
+    options = dict(seed=seed, check_targets=family.check_targets, log_targets=family.target_transform == "scale")
+    if own_rows.row_groups is None:
+        return scan_table(rows, **options)
+    part = scan_part(own_rows, stream=distributed.world()[0] + 1, **options)
+    return merged_statistics(distributed.gathered(part), rows, seed)
+
+
+def _training_share(rows: TableRows, shares: list[list[RowGroup]] | None, batch_size: int | None,
+                    fraction: float, seed: int) -> tuple[TableRows, int | None, int | None]:
+    """``(rows this rank trains on, rows per local batch, steps per epoch)``.
 
     On one process: every row, whole batches, no step limit. Under a process group, for a
-    Parquet table with minibatches: this rank's row groups (:mod:`mdnkit._table_shards`),
-    ``batch_size / ranks`` rows per local batch, so that a step is still one of ``batch_size``
-    rows, and the steps every rank can take. Otherwise (CSV, full batches) every rank reads
-    every row and training takes its share of each batch, as for in-memory data.
+    Parquet table with minibatches: this rank's row groups, ``batch_size / ranks`` rows per
+    local batch, so that a step is still one of ``batch_size`` rows, and the steps every rank
+    can take. Otherwise (CSV, full batches) every rank reads every row and training takes its
+    share of each batch, as for in-memory data.
     """
-    rank, n_ranks = distributed.world()
-    groups = row_groups(rows.dataset) if n_ranks > 1 and batch_size is not None else None
-    if groups is None:
+    if shares is None or batch_size is None:
         return rows, batch_size, None
-    shares = assign_row_groups(groups, n_ranks)
-    local_batch = max(1, batch_size // n_ranks)
+    local_batch = max(1, batch_size // len(shares))
     counts = [training_rows(share, fraction, seed) for share in shares]
-    return rows.shard(shares[rank]), local_batch, steps_per_epoch(counts, local_batch, len(groups))
+    own_rows = rows.shard(shares[distributed.world()[0]])
+    return own_rows, local_batch, steps_per_epoch(counts, local_batch, sum(map(len, shares)))
 
 
 def _check_settings(model: MDNRegressor) -> None:

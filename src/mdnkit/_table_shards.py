@@ -1,12 +1,13 @@
 """A streamed table split among data-parallel ranks: each rank reads only its own row groups.
 
 Under ``torchrun`` every rank of a streamed fit would otherwise read (and decode) the whole table
-every epoch and keep its share of each minibatch. A Parquet table is made of row groups, which
+in every pass and keep its share of each minibatch. A Parquet table is made of row groups, which
 pyarrow can read one by one from their metadata alone; :func:`assign_row_groups` gives them out
 so that every rank gets about the same number of rows (each next group to the rank with the
 fewest rows so far), and a rank reads only its groups (:meth:`TableRows.shard
 <mdnkit.streaming.TableRows.shard>`), keeping every row's position in the whole table so that the
-hash validation split and the reservoir see the same rows as on one process.
+hash validation split holds out the same rows as on one process. The statistics pass runs on
+each rank's groups and the parts are merged (:func:`~mdnkit.streaming.merged_statistics`).
 
 DDP needs every rank to take the same number of steps (a rank that stops early leaves the others
 waiting in an all-reduce): :func:`steps_per_epoch` counts each rank's training rows from the

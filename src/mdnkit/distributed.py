@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 Batch = tuple[Tensor, Tensor, "Tensor | None"]
+T = TypeVar("T")
 
 
 def world() -> tuple[int, int]:
@@ -60,6 +62,32 @@ def summed(*tensors: Tensor) -> list[Tensor]:
         size = torch.as_tensor(t).numel()
         out.append(flat[start:start + size].reshape(torch.as_tensor(t).shape).to(torch.as_tensor(t).dtype))
         start += size
+    return out
+
+
+def largest(tensor: Tensor) -> Tensor:
+    """``tensor``'s elementwise maximum over the ranks."""
+    import torch.distributed as dist
+
+    if world()[1] == 1:
+        return tensor
+    out = tensor.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
+def gathered(value: T) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` on one process).
+
+    Values travel by torch's object collective, which pickles them: they come from this job's
+    own ranks, never from a file.
+    """
+    import torch.distributed as dist
+
+    if world()[1] == 1:
+        return [value]
+    out: list = [None] * world()[1]
+    dist.all_gather_object(out, value)
     return out
 
 

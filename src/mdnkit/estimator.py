@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from mdnkit import _validation, rounding
+from mdnkit import _validation, distributed, rounding
 from mdnkit._progress import fit_progress, stage
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, resolve_device, seed_from
 from mdnkit.conformal import RecalibratedDistribution
@@ -788,9 +788,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         return rows.div_(scale).reshape(len(X), -1).numpy()
 
     @torch.no_grad()
-    def _record_component_usage(self, x: torch.Tensor | Iterable[torch.Tensor]) -> None:
+    def _record_component_usage(self, x: torch.Tensor | Iterable[torch.Tensor], across_ranks: bool = False) -> None:
         """Mean and max of every component's weight over the standardised inputs ``x [N, F]``
-        (or an iterable of such chunks, a streamed table's)."""
+        (or an iterable of such chunks, a streamed table's); ``across_ranks``: ``x`` is this
+        data-parallel rank's share of the rows, and the others hold the rest."""
         self.module_.eval()
         total, peak, n_rows = 0.0, None, 0
         for chunk in (x.split(_PREDICT_CHUNK) if isinstance(x, torch.Tensor) else x):
@@ -799,6 +800,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             total = total + weights.sum(-1, dtype=torch.float64)
             chunk_peak = weights.amax(-1)
             peak = chunk_peak if peak is None else torch.maximum(peak, chunk_peak)
+        if across_ranks:  # every rank has rows (_table_fit refuses fewer row groups than ranks)
+            total, n_rows = distributed.summed(total, torch.tensor(float(n_rows)))
+            peak = distributed.largest(peak)
         self.n_components_ = int(self.module_.head.n_components)
         self.component_weight_mean_ = (total / n_rows).cpu().numpy()
         self.component_weight_max_ = peak.double().cpu().numpy()

@@ -41,7 +41,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["Moments", "Reservoir", "ShuffledBatches", "StandardizedRows", "Standardizer", "TableRows",
-           "TableStatistics", "ValidationChunks", "open_dataset", "scan_table", "validation_mask"]
+           "TablePart", "TableStatistics", "ValidationChunks", "merged_statistics", "open_dataset", "scan_part",
+           "scan_table", "validation_mask"]
 
 READ_BATCH = 65_536  # rows per record batch read: a few MB per column batch
 SHUFFLE_BUFFER = 262_144  # rows shuffled together: ~10 MB of float32 for 9 columns
@@ -180,16 +181,20 @@ class Moments:
 
     def update(self, values: np.ndarray) -> None:
         """Add the rows of ``values (n, p)``."""
-        n = len(values)
-        if n == 0:
+        if len(values) == 0:
             return
         values = np.asarray(values, dtype=np.float64)
         mean = values.mean(axis=0)
-        m2 = np.square(values - mean).sum(axis=0)
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + np.square(delta) * (self.count * n / total)
+        self.merge(Moments(len(values), mean, np.square(values - mean).sum(axis=0)))
+
+    def merge(self, other: Moments) -> None:
+        """Add the rows ``other`` summarises (another batch's, or another rank's)."""
+        if other.count == 0:
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.count / total)
+        self.m2 = self.m2 + other.m2 + np.square(delta) * (self.count * other.count / total)
         self.count = total
 
     @property
@@ -205,23 +210,26 @@ class Reservoir:
     later replaces slot ``j ~ U{0..i}`` when ``j < size``, so every row ends in the sample with
     probability ``size / n``. Vectorised over a batch: a slot hit twice keeps the later row,
     exactly as row by row. No library streams a sample of a table (pyarrow samples nothing,
-    NumPy's ``choice`` needs all rows).
+    NumPy's ``choice`` needs all rows). ``stream``: another random stream for the same seed
+    (one per data-parallel rank; 0 on one process).
     """
 
-    def __init__(self, size: int, width: int, seed: int) -> None:
+    def __init__(self, size: int, width: int, seed: int, stream: int = 0) -> None:
         self.size, self.seen = int(size), 0
         self.rows = np.empty((self.size, width))  # [size, p]
         self.index = np.empty(self.size, dtype=np.int64)  # each kept row's position in the table
-        self.rng = np.random.default_rng([seed, 0x5EED])
+        self.rng = np.random.default_rng([seed, 0x5EED] + ([stream] if stream else []))
 
     def update(self, rows: np.ndarray, first: int) -> None:
-        """Offer ``rows (n, p)``, the table's rows ``first, first + 1, ...``."""
+        """Offer ``rows (n, p)``, the table's rows ``first, first + 1, ...`` (a rank's rows need
+        not start at 0 nor follow on: ``i`` above counts the rows offered so far)."""
+        offered = np.arange(self.seen, self.seen + len(rows))  # i, row by row
         positions = np.arange(first, first + len(rows))
-        fill = positions < self.size
-        self.rows[positions[fill]], self.index[positions[fill]] = rows[fill], positions[fill]
+        fill = offered < self.size
+        self.rows[offered[fill]], self.index[offered[fill]] = rows[fill], positions[fill]
         later = np.flatnonzero(~fill)
         if len(later):
-            slots = self.rng.integers(0, positions[later] + 1)  # j ~ U{0..i}, one per row
+            slots = self.rng.integers(0, offered[later] + 1)  # j ~ U{0..i}, one per row
             hit = slots < self.size
             slots, later = slots[hit], later[hit]
             # The last row to hit a slot keeps it: unique over the reversed order.
@@ -248,6 +256,21 @@ class TableStatistics:
     sample_index: np.ndarray  # [m], positions in the table
 
 
+@dataclass
+class TablePart:
+    """One pass over some of a table's rows (one rank's), before the parts are merged: what
+    :class:`TableStatistics` holds, plus what is wrong with the rows, to be raised once merged."""
+
+    n_rows: int
+    x: Moments
+    y: Moments
+    log_y: Moments | None
+    sample: np.ndarray  # [m, p + d], the reservoir's rows in slot order
+    sample_index: np.ndarray  # [m]
+    bad: np.ndarray  # [p + d], non-finite values per column
+    target_error: tuple[int, str] | None  # (first row of its batch, message) of the first refused batch
+
+
 def scan_table(
     rows: TableRows,
     reservoir_size: int = RESERVOIR_SIZE,
@@ -265,40 +288,96 @@ def scan_table(
         ValueError: Non-finite or missing values (naming each column and its count of bad rows),
             fewer than 2 rows, or what ``check_targets`` raises (with the batch's first row).
     """
+    part = scan_part(rows, reservoir_size, seed, check_targets, log_targets)
+    return merged_statistics([part], rows, seed)
+
+
+def scan_part(
+    rows: TableRows,
+    reservoir_size: int = RESERVOIR_SIZE,
+    seed: int = 0,
+    check_targets: Callable[[np.ndarray], None] | None = None,
+    log_targets: bool = False,
+    stream: int = 0,
+) -> TablePart:
+    """:func:`scan_table`'s pass over ``rows`` (a whole table, or one rank's row groups), which
+    records bad values instead of raising; ``stream``: the reservoir's random stream (the rank + 1)."""
     names = rows.features + rows.targets
-    x_moments, y_moments = Moments(), Moments()
-    log_moments = Moments() if log_targets else None
-    reservoir = Reservoir(reservoir_size, len(names), seed)
-    bad = np.zeros(len(names), dtype=np.int64)
-    n = 0
+    part = TablePart(0, Moments(), Moments(), Moments() if log_targets else None, np.empty((0, len(names))),
+                     np.empty(0, dtype=np.int64), np.zeros(len(names), dtype=np.int64), None)
+    reservoir = Reservoir(reservoir_size, len(names), seed, stream)
     for first, x, y in rows.batches():
+        part.n_rows += len(x)
         values = np.concatenate([x, y], axis=1)
         finite = np.isfinite(values)
         if not finite.all():
-            bad += (~finite).sum(axis=0)
-            n = first + len(x)
+            part.bad += (~finite).sum(axis=0)
             continue  # counted, to name every bad column at the end
-        if check_targets is not None and not bad.any():
+        if part.bad.any():
+            continue  # the fit is refused: only the bad values are still counted
+        if check_targets is not None:
             try:
                 check_targets(y)
             except ValueError as error:
-                raise ValueError(f"{error} (rows counted from the record batch that starts at row {first} "
-                                 "of the table)") from None
-        x_moments.update(x)
-        y_moments.update(y)
-        if log_moments is not None:
-            log_moments.update(np.log(y))
+                part.target_error = (first, str(error))
+                break  # refused: no need to read on
+        part.x.update(x)
+        part.y.update(y)
+        if part.log_y is not None:
+            part.log_y.update(np.log(y))
         reservoir.update(values, first)
-        n = first + len(x)
+    part.sample, part.sample_index = reservoir.sample()
+    return part
+
+
+def merged_statistics(parts: Sequence[TablePart], rows: TableRows, seed: int,
+                      reservoir_size: int = RESERVOIR_SIZE) -> TableStatistics:
+    """The statistics of the whole table from the passes over its parts (each rank's, in rank
+    order; the same result on every rank).
+
+    Moments merge exactly (Chan's rule). The samples merge into one uniform sample of
+    ``min(reservoir_size, rows)`` rows: how many come from each part is multivariate
+    hypergeometric in the parts' row counts, and each part gives a uniform subset of its own
+    uniform sample (its slot order is not random: a part of fewer rows than the reservoir holds
+    them in table order). One part is returned as it is.
+
+    Raises:
+        ValueError: As :func:`scan_table`, naming every bad column with its count over all parts.
+    """
+    names = rows.features + rows.targets
+    bad = np.sum([part.bad for part in parts], axis=0)
     if bad.any():
         detail = ", ".join(f"{name!r} ({count} rows)" for name, count in zip(names, bad) if count)
         raise ValueError(f"The table has missing or non-finite values in column {detail}; "
                          "drop or fill those rows first.")
-    if n < 2:
-        raise ValueError(f"The table has {n} row(s); fitting a conditional density needs at least 2.")
-    sample, index = reservoir.sample()
+    errors = sorted(part.target_error for part in parts if part.target_error is not None)
+    if errors:
+        first, message = errors[0]
+        raise ValueError(f"{message} (rows counted from the record batch that starts at row {first} of the table)")
+    n_rows = sum(part.n_rows for part in parts)
+    if n_rows < 2:
+        raise ValueError(f"The table has {n_rows} row(s); fitting a conditional density needs at least 2.")
+    merged = TablePart(0, Moments(), Moments(), None if parts[0].log_y is None else Moments(),
+                       parts[0].sample, parts[0].sample_index, bad, None)
+    for part in parts:
+        merged.x.merge(part.x)
+        merged.y.merge(part.y)
+        if merged.log_y is not None:
+            merged.log_y.merge(part.log_y)
+    if len(parts) > 1:
+        merged.sample, merged.sample_index = _merged_samples(parts, min(reservoir_size, n_rows), seed)
     p = len(rows.features)
-    return TableStatistics(n, x_moments, y_moments, log_moments, sample[:, :p], sample[:, p:], index)
+    return TableStatistics(n_rows, merged.x, merged.y, merged.log_y, merged.sample[:, :p], merged.sample[:, p:],
+                           merged.sample_index)
+
+
+def _merged_samples(parts: Sequence[TablePart], size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A uniform sample of ``size`` rows of all parts, from each part's uniform sample."""
+    rng = np.random.default_rng([seed, 0x5EED, 0x3E46E])
+    counts = rng.multivariate_hypergeometric([part.n_rows for part in parts], size)
+    picks = [rng.choice(len(part.sample_index), count, replace=False) for part, count in zip(parts, counts)]
+    return (np.concatenate([part.sample[pick] for part, pick in zip(parts, picks)]),
+            np.concatenate([part.sample_index[pick] for part, pick in zip(parts, picks)]))
 
 
 # ---------------------------------------------------------------------- the validation split
