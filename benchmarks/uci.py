@@ -267,6 +267,8 @@ CONFIGS: dict[str, Factory] = {
     "mdn-ensemble": _mdn(n_estimators=5),
     "default": _mdn(),
     "ensemble5": _ensemble(_mdn()),
+    # target_noise="auto": each level of the input-noise search is its target noise too.
+    "target-auto": _mdn(target_noise="auto"),
     # Candidates of the configuration search (notes: /work/notes/uci_experiments.md).
     "in0.1": _mdn(input_c=0.1),
     "in0.25": _mdn(input_c=0.25),

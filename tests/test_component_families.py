@@ -485,6 +485,8 @@ def test_fit_refuses_target_noise_for_a_restricted_support():
     X, y, _ = draw_rows("lognormal", 50, 0)
     with pytest.raises(ValueError, match="target_noise must be 0 for the lognormal family"):
         MDNRegressor(family="lognormal", target_noise=0.1, **TINY).fit(X, y)
+    # "auto" is whatever noise suits the family: none here.
+    assert MDNRegressor(family="lognormal", target_noise="auto", **TINY).fit(X, y).target_noise_ == 0.0
     with pytest.raises(ValueError, match="family_options must be a dict"):
         MDNRegressor(family="lognormal", family_options=[0, 1], **TINY).fit(X, y)
 

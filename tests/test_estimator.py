@@ -881,6 +881,38 @@ def test_auto_input_noise_fits_an_ensemble_at_the_chosen_level():
     np.testing.assert_allclose(model.score_samples(X, y), same.score_samples(X, y), rtol=1e-6)
 
 
+def test_auto_target_noise_joins_the_search_at_each_level(monkeypatch):
+    """target_noise="auto" with input_noise="auto": one pass in which each member's level is
+    both its input and its target noise; the kept network has the winner's level for both, and
+    an ensemble is fitted at it. Without target_noise="auto" the search leaves targets clean."""
+    configs = []
+    real_train = mdnkit.estimator.train
+
+    def recorded(module, *args, **kwargs):
+        configs.append(kwargs["config"])
+        return real_train(module, *args, **kwargs)
+
+    monkeypatch.setattr(mdnkit.estimator, "train", recorded)
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(300, 2)); y = X[:, 0] + 0.3 * rng.normal(size=300)
+    settings = dict(n_components=2, hidden_sizes=(8,), max_epochs=10, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MDNRegressor(target_noise="auto", **settings).fit(X, y)
+        levels = tuple(model.noise_selection_)
+        assert len(configs) == 1 and configs[0].input_noise == configs[0].target_noise == levels
+        assert levels[0] == 0.0 and len(levels) == 3
+        chosen = min(model.noise_selection_, key=model.noise_selection_.get)
+        assert model.input_noise_ == model.target_noise_ == model.train_state_.config.target_noise == chosen
+        configs.clear()
+        ensemble = MDNRegressor(target_noise="auto", n_estimators=2, **settings).fit(X, y)
+        assert configs[-1].target_noise == ensemble.target_noise_ == ensemble.input_noise_ == configs[-1].input_noise
+        assert ensemble.target_noise_ in ensemble.noise_selection_
+        configs.clear()
+        MDNRegressor(**settings).fit(X, y)
+    assert configs[0].target_noise == 0.0 and len(configs[0].input_noise) == 3
+
+
 def test_auto_noise_is_one_batched_pass_with_one_novelty_index(monkeypatch):
     """The levels train together, as members of one ensemble (one call of train), and the novelty
     index is built once, for the kept model; n_components="auto" builds it once too."""

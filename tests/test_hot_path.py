@@ -101,6 +101,24 @@ def test_head_log_prob_equals_its_mixture(covariance_type, n_members):
                                head(features.float()).to(torch.float64).log_prob(y), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("covariance_type", ["diagonal", "full"])
+def test_each_member_scores_its_own_targets(covariance_type):
+    """Targets ``[M, N, 1]`` (a target-noise search: each member its own noisy copy): member
+    ``m``'s log-density and gradient are those of its own mixture at its own targets."""
+    torch.manual_seed(0)
+    head = MixtureHead(6, 1, K, covariance_type, FLOOR, n_members=3).double()
+    features = torch.randn(3, 25, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 25, 1, dtype=torch.float64)
+    ours = head.log_prob(features, y)
+    # Member m at its own targets, through the shared-target path (tested against the mixture above).
+    expected = torch.stack([head(features).log_prob(y[m])[m] for m in range(3)])
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(head(features).log_prob(y), expected, rtol=1e-12, atol=1e-12)
+    (ours_grad,) = torch.autograd.grad(ours.sum(), features)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), features)
+    torch.testing.assert_close(ours_grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("network", [MDN(2, 1, K, (8,)), MDNEnsemble(2, 1, K, (8,), n_members=3)], ids=["mdn", "ensemble"])
 def test_network_log_prob_in_original_units(network):
     network.set_units(np.array([1.0, -2.0]), np.array([3.0, 0.5]), np.array([100.0]), np.array([20.0]))

@@ -426,6 +426,20 @@ def test_per_member_noise_draws_each_members_own_inputs_at_its_own_level():
     assert abs(float(torch.corrcoef(torch.stack([noisy[1].flatten(), noisy[2].flatten()]))[0, 1])) < 0.03
 
 
+def test_per_member_target_noise_draws_each_members_own_targets_at_its_own_level():
+    from mdnkit.training import _perturbed
+
+    x, y = torch.zeros(20_000, 2, dtype=torch.float64), torch.zeros(20_000, 1, dtype=torch.float64)
+    config = TrainingConfig(input_noise=0.0, target_noise=(0.0, 0.1, 0.5))
+    same_x, noisy = _perturbed(x, y, config, torch.Generator().manual_seed(0))
+    assert same_x is x and noisy.shape == (3, 20_000, 1)
+    assert torch.equal(noisy[0], y)
+    # The sample sd of 20,000 normals is within 3% of sigma with probability 1 - 1e-9.
+    for member, sigma in ((1, 0.1), (2, 0.5)):
+        assert float(noisy[member].std()) == pytest.approx(sigma, rel=0.03)
+    assert abs(float(torch.corrcoef(torch.stack([noisy[1].flatten(), noisy[2].flatten()]))[0, 1])) < 0.04
+
+
 def test_a_member_without_noise_trains_as_in_a_noise_free_run():
     """Members are trained as if alone: the level-0 member of a (0, 0.2, 0.5) run follows exactly
     the path it takes when no member has noise (full batch: the generator only draws noise),
@@ -437,7 +451,7 @@ def test_a_member_without_noise_trains_as_in_a_noise_free_run():
     runs = []
     for noise in ((0.0, 0.2, 0.5), 0.0):
         module = copy.deepcopy(start)
-        config = TrainingConfig(learning_rate=0.01, max_epochs=15, input_noise=noise, patience=100)
+        config = TrainingConfig(learning_rate=0.01, max_epochs=15, input_noise=noise, target_noise=noise, patience=100)
         result = train(module, x, y, x_val, y_val, config=config, generator=torch.Generator().manual_seed(0))
         runs.append((module, result))
     (searched, result), (plain, _) = runs
@@ -453,6 +467,9 @@ def test_one_noise_level_per_member_or_a_clear_error():
     x, y = _data(n=40)
     with pytest.raises(ValueError, match="input_noise has 2 levels for 3 members"):
         train(_ensemble(y.double()), x.double(), y.double(), config=TrainingConfig(max_epochs=1, input_noise=(0.1, 0.2)))
+    with pytest.raises(ValueError, match="target_noise has 4 levels for 3 members"):
+        train(_ensemble(y.double()), x.double(), y.double(),
+              config=TrainingConfig(max_epochs=1, target_noise=(0.0, 0.1, 0.2, 0.3)))
 
 
 def test_a_members_state_continues_as_that_member_alone():
@@ -470,7 +487,7 @@ def test_a_members_state_continues_as_that_member_alone():
         torch.testing.assert_close(alone.optimizer.state[single.backbone[0].weight][key],
                                    state.optimizer.state[first_layer][key][1].T, rtol=0, atol=0)
     torch.testing.assert_close(first_layer[1].T, single.backbone[0].weight, rtol=0, atol=0)  # weights restored
-    assert alone.config.input_noise == 0.1 and alone.learning_rates == [state.learning_rates[1]]
+    assert alone.config.input_noise == 0.1 and alone.config.target_noise == 0.0 and alone.learning_rates == [state.learning_rates[1]]
     assert alone.best_scores == [state.best_scores[1]] and alone.epoch == state.epoch == 8
     more = train(single, x, y, x_val, y_val, config=replace_config(alone.config, max_epochs=3), state=alone)
     assert len(more.history) == 3 and math.isfinite(more.history[-1]["val_nll"])

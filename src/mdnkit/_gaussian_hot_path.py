@@ -48,7 +48,7 @@ def component_major_log_prob(raw: Tensor, y: Tensor, floor: float, n_components:
     Args:
         raw: ``[*B, 3K, N]``: the logits, the means and the raw scales (``σ = softplus + floor``)
             of ``K`` components, each ``[*B, K, N]``.
-        y: ``[N]`` targets, in the units of ``raw``.
+        y: ``[N]`` targets, in the units of ``raw`` (or ``[*B, 1, N]``: each batch its own).
         floor: The scale floor.
         n_components: ``K``.
 

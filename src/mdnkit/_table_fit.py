@@ -85,7 +85,8 @@ def fit_table(model: MDNRegressor, rows: TableRows) -> MDNRegressor:
     # "auto" input noise is the rule of thumb 0.25 r: the in-memory search fits three levels,
     # three times the passes over a table this large.
     model.input_noise_, model.target_noise_ = (
-        model._noise(getattr(model, name), n_train, len(rows.features) + d) for name in ("input_noise", "target_noise"))
+        model._noise(setting, n_train, len(rows.features) + d)
+        for setting in (model.input_noise, model._target_noise_setting(d)))
     config = model._training_config(patience)
     generator = torch.Generator(device=device).manual_seed(seed)
     train_rows, local_batch, steps = _training_share(rows, shares, model.batch_size_, fraction, seed)

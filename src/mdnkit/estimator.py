@@ -93,8 +93,12 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             one with the best validation NLL (``noise_selection_``; an ensemble is then fitted at
             that level), so it costs about three fits: on UCI sets noise gained up to 0.3 nats
             on small sets and lost 4 nats on naval, a deterministic map, so no single level
-            suits all. Without a validation split it is ``0.25 r``. The levels used are
-            ``input_noise_`` and ``target_noise_`` (``target_noise="auto"`` is ``0.25 r``).
+            suits all. Without a validation split it is ``0.25 r``. ``target_noise="auto"``
+            with ``input_noise="auto"`` and a validation split joins that search: each level is
+            both the input and the target noise of one network, so 0 stays a choice (a fixed
+            ``0.25 r`` of target noise cost 1.7 nats on yacht, whose targets are nearly
+            deterministic); otherwise it is ``0.25 r``, and 0 for a family whose support noise
+            would leave. The levels used are ``input_noise_`` and ``target_noise_``.
         min_scale: Floor on every component's standard deviation, in standardised target units.
         gradient_clip: Maximum gradient norm (``None`` to turn clipping off).
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -311,12 +315,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
 
     def _fit_network(
         self, X: np.ndarray, y: np.ndarray, X_in: Any, y_in: Any, feature_names: np.ndarray | None,
-        member_noise: tuple[float, ...] | None = None, novelty: bool = True,
+        member_noise: tuple[float, ...] | None = None, novelty: bool = True, noisy_targets: bool = False,
     ) -> MDNRegressor:
         """The fit itself, on checked ``X (n, *shape)`` and ``y (n,)`` or ``(n, d)``.
 
         ``member_noise``: a noise search, one input-noise level per member (``n_estimators`` of
-        them), every member on the same validation rows. ``novelty=False`` skips the novelty
+        them), every member on the same validation rows; with ``noisy_targets`` each member's
+        target noise is its input noise too. ``novelty=False`` skips the novelty
         index (a search's trial fits: the kept model builds it once).
         """
         warm = self.warm_start and hasattr(self, "module_")
@@ -387,8 +392,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         # A warm start continues at the levels already chosen ("auto" chose them once).
         self.input_noise_, self.target_noise_ = (
             getattr(self, name + "_") if warm and isinstance(getattr(self, name), str) and hasattr(self, name + "_")
-            else self._noise(getattr(self, name), len(train_rows), math.prod(X.shape[1:]) + y.shape[1])
-            for name in ("input_noise", "target_noise")
+            else self._noise(setting, len(train_rows), math.prod(X.shape[1:]) + y.shape[1])
+            for name, setting in (("input_noise", self.input_noise), ("target_noise", self._target_noise_setting(y.shape[1])))
         )
         # A warm start continues the run itself: optimiser moments, schedules, early-stopping
         # record and the random stream, so 20 epochs and 20 more are one run of 40.
@@ -399,6 +404,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         config = self._training_config(patience)
         if member_noise is not None:
             self.input_noise_ = config.input_noise = tuple(member_noise)
+            if noisy_targets:
+                self.target_noise_ = config.target_noise = tuple(member_noise)
         if self.n_estimators > 1 and n_val and member_noise is None:
             holdout = torch.as_tensor(self._member_holdout(len(X), n_val, seed), device=device)
             result = train(self.module_, x_all, y_all, config=config, generator=generator,
@@ -585,9 +592,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
 
     def _fit_noise_auto(self, X: Any, y: Any) -> MDNRegressor:
         """``input_noise="auto"``: the levels of :data:`NOISE_FACTORS` trained in one batched pass,
-        as the members of one ensemble, each with its own input noise, schedule and early
-        stopping, all on the validation rows a single fit with this seed holds out; then the
-        level with the best validation NLL.
+        as the members of one ensemble, each with its own input noise (and, with
+        ``target_noise="auto"``, the same target noise), schedule and early stopping, all on the
+        validation rows a single fit with this seed holds out; then the level with the best
+        validation NLL.
 
         A single model is the winning member itself (its weights, curve and training state); an
         ensemble is then fitted at that level.
@@ -600,11 +608,15 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         n_train = len(X_checked) - self._n_validation(len(X_checked))
         seed = seed_from(self.random_state)
         levels = tuple(factor * n_train ** (-1.0 / (4 + n_dims)) for factor in NOISE_FACTORS)
-        stage(f"choosing the input noise ({len(levels)} levels in one pass)")
-        search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, random_state=seed)
+        noisy_targets = isinstance(self._target_noise_setting(n_dims - math.prod(X_checked.shape[1:])), str)
+        stage(f"choosing the {'input and target' if noisy_targets else 'input'} noise ({len(levels)} levels in one pass)")
+        search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, target_noise=0.0, random_state=seed)
+        if not noisy_targets:
+            search.set_params(target_noise=self.target_noise)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            search._fit_network(X_checked, y_checked, X, y, _feature_names(X), member_noise=levels, novelty=False)
+            search._fit_network(X_checked, y_checked, X, y, _feature_names(X), member_noise=levels, novelty=False,
+                                noisy_targets=noisy_targets)
         curves = search._member_history
         scores = {level: float(np.nanmin([epoch["val_nll"][m] for epoch in curves] or [np.nan]))
                   for m, level in enumerate(levels)}
@@ -614,9 +626,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             if not issubclass(warning.category, (ConvergenceWarning, TrainingInterrupted)):
                 warnings.warn(warning.message, warning.category, stacklevel=4)
         if self.n_estimators > 1 and not interrupted:
-            stage(f"fitting {self.n_estimators} members at input noise {levels[index]:.3g}")
+            stage(f"fitting {self.n_estimators} members at noise {levels[index]:.3g}")
+            chosen = {"input_noise": levels[index], **({"target_noise": levels[index]} if noisy_targets else {})}
             with _quiet_rounding():  # fit has warned once already
-                self._adopt(clone(self).set_params(input_noise=levels[index], random_state=seed).fit(X, y))
+                self._adopt(clone(self).set_params(**chosen, random_state=seed).fit(X, y))
         else:
             self._adopt_member(search, index, X_checked, seed)
             stopped = not search.train_state_.active[index]
@@ -635,6 +648,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             self.module_ = self.module_.member(index)
             self.train_state_ = state.member(index, self.module_, lambda: search.module_.member(index))
         self.input_noise_ = float(search.input_noise_[index])
+        if isinstance(search.target_noise_, tuple):
+            self.target_noise_ = float(search.target_noise_[index])
         self.history_ = [
             {**record, "train_nll": member["train_nll"][index], "val_nll": member["val_nll"][index],
              "learning_rate": member["learning_rate"][index]}
@@ -667,6 +682,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             probe._trial = True  # only its noise level is kept
             probe._fit_noise_auto(X, y)
             fixed["input_noise"], noise_selection = probe.input_noise_, probe.noise_selection_
+            fixed["target_noise"] = probe.target_noise_
         ensemble = self.n_estimators > 1
         if ensemble:  # search single networks (M times cheaper), then fit the ensemble on every row
             fixed["n_estimators"] = 1
@@ -679,7 +695,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             stage(f"fitting {self.n_estimators} members with K={int(winner.n_components)}")
             with _quiet_rounding():
                 winner = clone(self).set_params(
-                    n_components=int(winner.n_components), input_noise=fixed["input_noise"], random_state=seed,
+                    n_components=int(winner.n_components), input_noise=fixed["input_noise"],
+                    target_noise=fixed["target_noise"], random_state=seed,
                 ).fit(X, y)
         self._adopt(winner)
         self.selection_results_ = outcome.results
@@ -742,11 +759,17 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         # The family's own change of units (shift and scale, or scale only, or the declared bounds).
         self.y_mean_, self.y_scale_ = self._target_family(y).target_units(y)
 
+    def _target_noise_setting(self, n_targets: int) -> float | str:
+        """``target_noise``, where ``"auto"`` is 0 for a family whose support noise would leave."""
+        if isinstance(self.target_noise, str) and self._target_family(np.zeros((1, n_targets))).target_transform != "affine":
+            return 0.0
+        return self.target_noise
+
     def _target_family(self, y: np.ndarray):
         """The family for targets ``y [N, D]``, refusing target noise where it would leave the support."""
         family = make_family(self.family, 1, y.shape[1], **(self.family_options or {}))
-        if family.target_transform != "affine" and not (isinstance(self.target_noise, numbers.Real)
-                                                        and self.target_noise == 0):
+        if family.target_transform != "affine" and not (isinstance(self.target_noise, str)
+                                                        or self.target_noise == 0):
             raise ValueError(f"target_noise must be 0 for the {self.family} family: noise would move targets "
                              f"outside its support; got {self.target_noise!r}.")
         return family

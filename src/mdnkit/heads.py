@@ -120,7 +120,8 @@ class MixtureHead(nn.Module):
 
     def log_prob(self, features: Tensor, y: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """``log p(y)`` in the head's units: ``features [N, H]`` (``[M, N, H]`` for an ensemble
-        head) and ``y [N, D]`` -> ``[N]`` (``[M, N]``), what training and scoring spend their time on.
+        head) and ``y [N, D]`` (an ensemble head also takes each member's own ``[M, N, D]``, a
+        target-noise search) -> ``[N]`` (``[M, N]``), what training and scoring spend their time on.
 
         A Gaussian mixture over one target takes the component-major hot path
         (:mod:`mdnkit._gaussian_hot_path`); any other head is ``self(features).log_prob(y)``.
@@ -130,7 +131,7 @@ class MixtureHead(nn.Module):
         ensemble = self.n_members is not None
         # float16's exponent range is too short for the hot path's floor; targets with a
         # gradient (a learned target) need autograd's gradient for y.
-        if not (self.has_hot_path and y.dim() == 2 and features.dim() == 2 + ensemble
+        if not (self.has_hot_path and y.dim() in (2, 2 + ensemble) and features.dim() == 2 + ensemble
                 and features.dtype in _HOT_PATH_DTYPES and not y.requires_grad):
             mixture = self(features)
             return (mixture if dtype is None else mixture.to(dtype)).log_prob(y if dtype is None else y.to(dtype))
@@ -140,8 +141,8 @@ class MixtureHead(nn.Module):
             logits, *parameters = self.params(features)  # [*B, N, K], [*B, N, K, 1 (, 1)]
             logits, loc, scale = (t.reshape(logits.shape).transpose(-1, -2).to(dtype, memory_format=torch.contiguous_format)
                                   for t in (logits, *parameters))
-            return component_major_density(logits, loc, scale, y[:, 0].to(dtype))
-        return component_major_log_prob(self._component_major(features), y[:, 0], self.min_scale, self.n_components)
+            return component_major_density(logits, loc, scale, _rows_last(y).to(dtype))
+        return component_major_log_prob(self._component_major(features), _rows_last(y), self.min_scale, self.n_components)
 
     @torch.no_grad()
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:
@@ -447,3 +448,9 @@ class MDNEnsemble(DensityNetwork):
 
 
 __all__ = ["COVARIANCE_TYPES", "MDN", "MDNEnsemble", "MixtureHead", "mixture_of_members"]
+
+
+def _rows_last(y: Tensor) -> Tensor:
+    """One target ``[N, 1]`` as ``[N]``, or each member's ``[M, N, 1]`` as ``[M, 1, N]``: the
+    shapes that broadcast against component-major parameters ``[(M,) K, N]``."""
+    return y[:, 0] if y.dim() == 2 else y[..., 0].unsqueeze(-2)

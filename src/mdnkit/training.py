@@ -61,7 +61,7 @@ class TrainingConfig:
     weight_decay: float = 0.0
     gradient_clip: float | None = 10.0
     input_noise: float | tuple[float, ...] = 0.0  # a tuple: each member its own level (a noise search)
-    target_noise: float = 0.0
+    target_noise: float | tuple[float, ...] = 0.0  # a tuple: each member its own level, as input_noise
     max_rollbacks: int = 5
     verbose: bool = False
 
@@ -210,7 +210,7 @@ def _clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> None:
 
 
 def _has_noise(config: TrainingConfig) -> bool:
-    return config.target_noise > 0 or any(level > 0 for level in _levels(config.input_noise))
+    return any(level > 0 for level in (*_levels(config.input_noise), *_levels(config.target_noise)))
 
 
 def _levels(noise: float | tuple[float, ...]) -> tuple[float, ...]:
@@ -220,7 +220,8 @@ def _levels(noise: float | tuple[float, ...]) -> tuple[float, ...]:
 def _perturbed(x: Tensor, y: Tensor, config: TrainingConfig, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Noise regularisation (Rothfuss et al. 2019): fresh noise on the standardised x and y.
 
-    With one input-noise level per member the inputs become each member's own, ``[M, N, *F]``.
+    With one input-noise level per member the inputs become each member's own, ``[M, N, *F]``;
+    with one target-noise level per member the targets become each member's own, ``[M, N, D]``.
     """
     levels = _levels(config.input_noise)
     if len(levels) > 1:
@@ -228,8 +229,12 @@ def _perturbed(x: Tensor, y: Tensor, config: TrainingConfig, generator: torch.Ge
         x = x + scale * torch.randn((len(levels), *x.shape), generator=generator, device=x.device, dtype=x.dtype)
     elif levels[0] > 0:
         x = x + levels[0] * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    if config.target_noise > 0:
-        y = y + config.target_noise * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    levels = _levels(config.target_noise)
+    if len(levels) > 1:
+        scale = torch.tensor(levels, device=y.device, dtype=y.dtype).view(-1, *[1] * y.dim())
+        y = y + scale * torch.randn((len(levels), *y.shape), generator=generator, device=y.device, dtype=y.dtype)
+    elif levels[0] > 0:
+        y = y + levels[0] * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     return x, y
 
 
@@ -394,8 +399,9 @@ class TrainState:
         While a stopped member waited for the others its moments kept decaying, so this is the
         member's state at the end of the whole run, not of a run alone.
         """
-        levels = _levels(self.config.input_noise)
-        config = replace(self.config, input_noise=levels[index] if len(levels) > 1 else levels[0])
+        config = replace(self.config, **{
+            name: levels[index] if len(levels) > 1 else levels[0]
+            for name in ("input_noise", "target_noise") for levels in [_levels(getattr(self.config, name))]})
         state = TrainState(module, config, self.generator)
         if config.optimizer != "lbfgs" and self.optimizer.state:
             weights = [p.detach().clone() for p in self.parameters]
@@ -666,9 +672,10 @@ def train(
         if state.module is not module:
             raise ValueError("state belongs to another module; continue a run with its own module.")
         state.resume(config)
-    levels = _levels(config.input_noise)
-    if len(levels) > 1 and len(levels) != state.n:
-        raise ValueError(f"input_noise has {len(levels)} levels for {state.n} members; give one level or one per member.")
+    for name in ("input_noise", "target_noise"):
+        levels = _levels(getattr(config, name))
+        if len(levels) > 1 and len(levels) != state.n:
+            raise ValueError(f"{name} has {len(levels)} levels for {state.n} members; give one level or one per member.")
     if holdout is not None and not isinstance(x_train, Tensor):
         raise ValueError("holdout needs in-memory tensors; a batch source carries its own row_weights.")
     x_train, y_train, x_val, y_val, train_weights, val_weights = _split_holdout(
