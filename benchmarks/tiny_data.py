@@ -94,6 +94,9 @@ METHODS: dict[str, Callable[[np.ndarray, np.ndarray, int], object]] = {
     "mdnkit default": lambda X, y, seed: _mdn(X, y, seed),
     "mdnkit 5 members": lambda X, y, seed: _mdn(X, y, seed, n_estimators=5),
     "mdnkit target_noise=auto": lambda X, y, seed: _mdn(X, y, seed, target_noise="auto"),
+    "mdnkit input_noise=mixture": lambda X, y, seed: _mdn(X, y, seed, input_noise="mixture"),
+    "mdnkit mixture, target_noise=auto": lambda X, y, seed: _mdn(X, y, seed, input_noise="mixture",
+                                                                 target_noise="auto"),
     "ConditionalGMM (BIC)": bic_gmm,
 }
 

@@ -269,6 +269,9 @@ CONFIGS: dict[str, Factory] = {
     "ensemble5": _ensemble(_mdn()),
     # target_noise="auto": each level of the input-noise search is its target noise too.
     "target-auto": _mdn(target_noise="auto"),
+    # The three networks of the noise search kept as one weighted mixture (input_noise="mixture").
+    "input-noise-mixture": _mdn(input_noise="mixture"),
+    "noise-mixture": _mdn(input_noise="mixture", target_noise="auto"),
     # Candidates of the configuration search (notes: /work/notes/uci_experiments.md).
     "in0.1": _mdn(input_c=0.1),
     "in0.25": _mdn(input_c=0.25),

@@ -104,6 +104,15 @@ def test_sklearn_compatible_without_validation(estimator, check):
     check(estimator)
 
 
+@pytest.mark.slow  # the same checks through the noise mixture (an ensemble of three levels)
+@parametrize_with_checks(
+    [MDNRegressor(**TINY, input_noise="mixture", target_noise="auto")],
+    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_compatible_noise_mixture(estimator, check):
+    check(estimator)
+
+
 # ============================================================================ sklearn integration
 def test_clone_keeps_params_and_drops_fitted_state():
     model = _fitted("diagonal", 1)
@@ -911,6 +920,93 @@ def test_auto_target_noise_joins_the_search_at_each_level(monkeypatch):
         configs.clear()
         MDNRegressor(**settings).fit(X, y)
     assert configs[0].target_noise == 0.0 and len(configs[0].input_noise) == 3
+
+
+# ---------------------------------------------------------------------------- input_noise="mixture"
+def _stacking_optimum(log_likelihood: np.ndarray, prior_rows: float) -> np.ndarray:
+    """The weights maximising ``Σ_i log Σ_m w_m p_m(y_i) + prior_rows Σ_m log w_m`` by SciPy's
+    optimiser over softmax coordinates: an independent reference for the EM of mixture_weights."""
+    from scipy.optimize import minimize
+
+    def negative(z):
+        log_w = z - logsumexp(z)
+        return -(logsumexp(log_w[:, None] + log_likelihood, axis=0).sum() + prior_rows * log_w.sum())
+
+    z = minimize(negative, np.zeros(len(log_likelihood)), method="BFGS", options={"gtol": 1e-10}).x
+    return np.exp(z - logsumexp(z))
+
+
+def test_mixture_weights_are_the_dirichlet_posterior_mode():
+    rng = np.random.default_rng(0)
+    for n_rows, prior_rows in ((12, 1.0), (500, 1.0), (40, 0.0), (40, 5.0)):
+        log_likelihood = rng.normal(size=(3, n_rows)) + np.array([[0.5], [0.0], [-1.0]])
+        np.testing.assert_allclose(mdnkit.estimator.mixture_weights(log_likelihood, prior_rows),
+                                   _stacking_optimum(log_likelihood, prior_rows), atol=1e-6)
+    same = mdnkit.estimator.mixture_weights(np.zeros((4, 10)))
+    np.testing.assert_allclose(same, 0.25, rtol=1e-12)  # nothing tells the members apart
+    # A member far better on many rows takes nearly all the weight; on 3 rows the prior holds it near 1/M.
+    clear = np.vstack([np.zeros(3000), np.full(3000, -5.0)])
+    assert mdnkit.estimator.mixture_weights(clear)[0] > 0.999
+    assert 0.5 < mdnkit.estimator.mixture_weights(clear[:, :3])[0] < 0.85
+
+
+def _mixture_model(**settings) -> tuple[MDNRegressor, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    X = rng.uniform(-2, 2, size=(300, 2)); y = np.sin(2 * X[:, 0]) + (0.1 + 0.2 * (X[:, 1] > 0)) * rng.normal(size=300)
+    model = MDNRegressor(input_noise="mixture", target_noise="auto", n_components=2, hidden_sizes=(16,),
+                         max_epochs=30, random_state=0, **settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, y), X, y
+
+
+def test_noise_mixture_keeps_every_level_weighted_by_its_validation_likelihood():
+    """input_noise="mixture": the search's three networks are the model, each weighted by the
+    posterior mode of its likelihood of the validation rows; its density is their weighted mixture."""
+    model, X, y = _mixture_model()
+    assert isinstance(model.module_, mdnkit.MDNEnsemble) and model.module_.n_members == 3
+    assert model.input_noise_ == model.target_noise_ == tuple(model.noise_selection_) and model.input_noise_[0] == 0.0
+    members = [model.module_.member(m) for m in range(3)]
+    X_val, y_val = model.validation_rows_
+    with torch.no_grad():
+        held_out = np.stack([member.log_prob(torch.as_tensor(X_val), torch.as_tensor(y_val.reshape(len(y_val), -1))).numpy()
+                             for member in members])
+        fresh = np.stack([member.log_prob(torch.as_tensor(X), torch.as_tensor(y[:, None])).numpy() for member in members])
+    np.testing.assert_allclose(model.member_weights_, _stacking_optimum(held_out, 1.0), atol=1e-5)
+    expected = logsumexp(fresh + np.log(model.member_weights_)[:, None], axis=0)
+    np.testing.assert_allclose(model.score_samples(X, y), expected, rtol=1e-5)
+    np.testing.assert_allclose(model.predict_dist(X).log_prob(torch.as_tensor(y[:, None])).numpy(), expected, rtol=1e-5)
+    means = model.predict_members_dist(X).mean.numpy()[..., 0]  # [3, n]
+    weights = model.member_weights_[:, None]
+    spread = np.sqrt((weights * (means - (weights * means).sum(0)) ** 2).sum(0))
+    np.testing.assert_allclose(model.predict_epistemic_std(X), spread, rtol=1e-6)
+
+
+def test_a_noise_mixture_file_keeps_its_weights(tmp_path):
+    model, X, y = _mixture_model()
+    model.save(tmp_path / "mixture.mdn")
+    loaded = mdnkit.load(tmp_path / "mixture.mdn")
+    np.testing.assert_array_equal(loaded.member_weights_, model.member_weights_)
+    assert loaded.input_noise_ == model.input_noise_ and loaded.target_noise_ == model.target_noise_
+    np.testing.assert_allclose(loaded.score_samples(X, y), model.score_samples(X, y), rtol=1e-12)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"n_estimators": 2}, "needs n_estimators=1"),
+    ({"validation_fraction": 0.0}, "needs validation rows"),
+    ({"n_components": "auto"}, "needs a fixed n_components"),
+])
+def test_a_noise_mixture_says_what_it_needs(settings, message):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2)); y = X[:, 0] + rng.normal(size=50)
+    with pytest.raises(ValueError, match=message):
+        MDNRegressor(input_noise="mixture", max_epochs=2, **settings).fit(X, y)
+
+
+def test_a_noise_mixture_is_not_continued_by_warm_start():
+    model, X, y = _mixture_model()
+    with pytest.raises(ValueError, match="warm_start does not continue a noise mixture"):
+        model.set_params(warm_start=True).fit(X, y)
 
 
 def test_auto_noise_is_one_batched_pass_with_one_novelty_index(monkeypatch):

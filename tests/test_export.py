@@ -34,6 +34,8 @@ CASES = {  # name: (estimator settings, target dimension)
     "student_t-1d": ({"family": "student_t"}, 1),
     "student_t-2d": ({"family": "student_t"}, 2),
     "ensemble-2d": ({"n_estimators": 3, "covariance_type": "full"}, 2),
+    # One network per noise level, weighted by member_weights_ (unequal weights in the metadata).
+    "noise-mixture-1d": ({"input_noise": "mixture", "target_noise": "auto"}, 1),
 }
 
 
@@ -49,7 +51,7 @@ def rows(n: int, seed: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
 def models() -> dict[str, MDNRegressor]:
     fitted = {}
     for name, (settings, dim) in CASES.items():
-        fitted[name] = MDNRegressor(**TINY, **settings).fit(*rows(60, 0, dim))
+        fitted[name] = MDNRegressor(**{**TINY, **settings}).fit(*rows(60, 0, dim))
     return fitted
 
 
@@ -90,7 +92,8 @@ def reference_log_prob(outputs: list[np.ndarray], metadata: dict, y: np.ndarray)
     else:
         scale = p["scale"] if metadata["covariance_type"] == "diagonal" else p["scale"][..., None]
         component = stats.norm.logpdf(point, p["loc"], scale).sum(-1)
-    return logsumexp(log_weights + component, axis=(0, 2)) - np.log(metadata["n_members"])
+    members = metadata.get("member_weights") or [1.0 / metadata["n_members"]] * metadata["n_members"]
+    return logsumexp(log_weights + component + np.log(members)[:, None, None], axis=(0, 2))
 
 
 # ---------------------------------------------------------------------- ONNX
@@ -154,6 +157,10 @@ def test_metadata_describes_the_model(models, onnx_file):
     assert metadata["feature_names"] is None and metadata["target_names"] is None
     ensemble = export.export_metadata(models["ensemble-2d"])
     assert ensemble["n_members"] == 3 and ensemble["shapes"]["scale_tril"] == [3, "batch", 2, 2, 2]
+    assert ensemble["member_weights"] is None and metadata["member_weights"] is None  # equal weights
+    mixture = export.export_metadata(models["noise-mixture-1d"])
+    np.testing.assert_allclose(mixture["member_weights"], models["noise-mixture-1d"].member_weights_, rtol=1e-6)
+    assert mixture["n_members"] == 3 and len(set(mixture["member_weights"])) == 3
     student = export.export_metadata(models["student_t-1d"])
     assert student["parameter_names"] == ["logits", "df", "loc", "scale"]
     assert student["family_options"] == {"min_df": 2.0}

@@ -111,6 +111,12 @@ def test_nan_and_infinite_values_are_refused_by_column(tmp_path):
         MDNRegressor(max_epochs=1).fit(TableRows(path, features=["a", "b"], target="y"))
 
 
+def test_a_noise_mixture_needs_in_memory_rows(table):
+    path, _, _ = table
+    with pytest.raises(ValueError, match="input_noise='mixture' needs in-memory arrays"):
+        MDNRegressor(input_noise="mixture", max_epochs=1).fit(TableRows(path, features=["a", "b"], target="y"))
+
+
 def test_missing_text_and_doubled_columns_are_refused(table):
     path, x, y = table
     with pytest.raises(ValueError, match=r"no column \['c'\]"):

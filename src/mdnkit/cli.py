@@ -590,7 +590,8 @@ def _prediction_columns(args: argparse.Namespace, model: Any, schema: Schema, fr
     if args.modes:
         modes, log_density = model.predict_modes(X)
         modes = per_target(modes)  # (n, K, d)
-        n_slots = getattr(model, "n_components_", model.n_components) * getattr(model, "n_estimators", 1)
+        n_members = getattr(getattr(model, "module_", None), "n_members", getattr(model, "n_estimators", 1))
+        n_slots = getattr(model, "n_components_", model.n_components) * n_members
         for k in range(n_slots):  # a fixed set of columns whatever the chunk holds (an ensemble: M*K)
             for j, target in enumerate(schema.targets):
                 columns[f"{target}_mode{k + 1}"] = modes[:, k, j] if k < modes.shape[1] else np.nan

@@ -153,7 +153,7 @@ def _density(family: str, covariance_type: str) -> str:
         ("student_t", "diagonal"): "prod_d StudentT(y_d | df[..., k, d], loc[..., k, d], scale[..., k, d])",
     }.get((family, covariance_type), "see the family's documentation")
     return (f"log p(y|x) = logsumexp over members m and components k of (log_softmax(logits, axis=-1) + "
-            f"log p_k(y)) - log(n_members), with p_k(y) = {component}")
+            f"log p_k(y) + log w_m), with w_m = member_weights[m] (1/n_members when null) and p_k(y) = {component}")
 
 
 def export_metadata(model: Any) -> dict[str, Any]:
@@ -186,6 +186,8 @@ def export_metadata(model: Any) -> dict[str, Any]:
         "family": family.name, "family_options": family.options(), "covariance_type": params.covariance_type,
         "parameter_names": names, "shapes": shapes,
         "n_components": k, "n_members": m, "n_features": n_features, "n_outputs": d,
+        "member_weights": None if getattr(network, "member_log_weights", None) is None
+        else network.member_log_weights.double().exp().tolist(),
         "input": {"name": "x", "dtype": "float64", "shape": ["batch", *row]},
         "units": units, "density": _density(family.name, params.covariance_type),
     }
@@ -324,8 +326,9 @@ def mixture_from_outputs(outputs: Sequence[Any] | Mapping[str, Any], metadata: M
         metadata: The document of :func:`export_metadata` (e.g. :func:`read_onnx_metadata`).
 
     Returns:
-        Batch shape ``(B,)``: for an ensemble the equally weighted mixture of the members
-        (``M·K`` components, as ``module_(x)``).
+        Batch shape ``(B,)``: for an ensemble the mixture of the members, weighted by
+        ``member_weights`` (equally when it is null or absent: older files), ``M·K`` components,
+        as ``module_(x)``.
     """
     names = metadata["parameter_names"]
     if isinstance(outputs, Mapping):
@@ -336,7 +339,10 @@ def mixture_from_outputs(outputs: Sequence[Any] | Mapping[str, Any], metadata: M
     options = {**metadata["family_options"], "covariance_type": metadata["covariance_type"]}
     family = make_family(metadata["family"], metadata["n_components"], metadata["n_outputs"], **options)
     mixture = family.mixture(*tensors)
-    return mixture if metadata["n_members"] == 1 else mixture_of_members(mixture)
+    if metadata["n_members"] == 1:
+        return mixture
+    weights = metadata.get("member_weights")
+    return mixture_of_members(mixture, None, None if weights is None else torch.tensor(weights, dtype=torch.float64).log())
 
 
 # ---------------------------------------------------------------------- files

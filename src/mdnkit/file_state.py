@@ -50,7 +50,10 @@ class FileStateMixin:
             for record in self.history_
         ]
         fitted.update({name: [str(v) for v in getattr(self, name)] for name in _NAMES if hasattr(self, name)})
-        fitted.update({name: float(getattr(self, name)) for name in _NOISE if hasattr(self, name)})
+        # A noise mixture keeps one level per member.
+        fitted.update({name: np.asarray(getattr(self, name), dtype=float).tolist() for name in _NOISE if hasattr(self, name)})
+        if hasattr(self, "member_weights_"):
+            fitted["member_weights_"] = np.asarray(self.member_weights_, dtype=float).tolist()
         fitted.update({name: np.asarray(getattr(self, name)).tolist() for name in _USAGE if hasattr(self, name)})
         if hasattr(self, "n_components_"):
             fitted["n_components_"] = int(self.n_components_)
@@ -85,7 +88,10 @@ class FileStateMixin:
         for name in (n for n in _NAMES if n in fitted):
             setattr(estimator, name, np.asarray(fitted[name], dtype=object))
         for name in (n for n in _NOISE if n in fitted):
-            setattr(estimator, name, float(fitted[name]))
+            value = fitted[name]
+            setattr(estimator, name, tuple(float(v) for v in value) if isinstance(value, list) else float(value))
+        if "member_weights_" in fitted:
+            estimator.member_weights_ = np.asarray(fitted["member_weights_"], dtype=np.float64)
         for name in (n for n in _USAGE if n in fitted):
             setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))
         estimator.n_components_ = int(fitted.get("n_components_", estimator.n_components))
@@ -125,6 +131,8 @@ class FileStateMixin:
         module = self._build_module(self.n_features_in_, self.n_outputs_, n_components)
         module.to(dtype=torch.float32 if self.dtype == "float32" else torch.float64)
         module.set_units(self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
+        if "member_log_weights" in tensors:  # a weighted mixture of members: the slot its weights load into
+            module.set_member_weights(np.ones(module.n_members))
         # Files written before the network owned its units keep them in the header only.
         own_units = {name: value for name, value in module.state_dict().items() if "_transform." in name}
         module.load_state_dict({**own_units, **tensors}, strict=True)

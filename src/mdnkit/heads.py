@@ -311,7 +311,8 @@ class MDN(DensityNetwork):
 class MDNEnsemble(DensityNetwork):
     r"""``M`` independently initialised MDNs in batched layers; ``forward`` returns their mixture.
 
-    The prediction is the mixture of mixtures with ``M·K`` components and weights ``π_mk / M``:
+    The prediction is the mixture of mixtures with ``M·K`` components and weights ``π_mk / M``
+    (``π_mk w_m`` with member weights, :meth:`set_member_weights`):
 
     .. math:: p(y \mid x) = \frac1M \sum_{m=1}^{M} \sum_{k=1}^{K} \pi_{mk}(x)\,
               \mathcal N(y \mid \mu_{mk}(x), \Sigma_{mk}(x)),
@@ -364,7 +365,22 @@ class MDNEnsemble(DensityNetwork):
             self.backbone.out_features, out_features, n_components, covariance_type, min_scale, self.n_members,
             family=family, family_options=family_options,
         )
+        self.register_buffer("member_log_weights", None)  # None: every member weighs 1/M
         self._init_units()
+
+    @torch.no_grad()
+    def set_member_weights(self, weights: Tensor | np.ndarray | None) -> None:
+        """Weigh member ``m`` by ``weights[m]`` (``[M]``, non-negative, normalised here) in every
+        mixture of the members; ``None``: equal weights. Kept in the state dict when set."""
+        if weights is None:
+            self.member_log_weights = None
+            return
+        weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        if weights.shape != (self.n_members,) or not bool(torch.isfinite(weights).all() and (weights >= 0).all()) \
+                or float(weights.sum()) <= 0:
+            raise ValueError(f"member weights must be {self.n_members} non-negative numbers, not all 0; got {weights.tolist()}")
+        like = self.head.linear.weight
+        self.member_log_weights = (weights / weights.sum()).log().to(device=like.device, dtype=like.dtype)
 
     def standardized_params(self, x: Tensor) -> tuple[Tensor, ...]:
         """``x [*B, F] ->`` the members' ``(logits [M, *B, K], *parameters)`` in the network's units."""
@@ -378,7 +394,7 @@ class MDNEnsemble(DensityNetwork):
         return self.family.mixture(*self.params(x))
 
     def _combine(self, mixture: Mixture) -> Mixture:
-        return mixture_of_members(mixture, self.head.logit_mask)
+        return mixture_of_members(mixture, self.head.logit_mask, self.member_log_weights)
 
     def forward(self, x: Tensor) -> Mixture:
         """``x [*B, F] ->`` the mixture with batch shape ``B`` and ``M·K`` components (fewer
@@ -404,7 +420,7 @@ class MDNEnsemble(DensityNetwork):
         log_prob = self.target_log_prob(self.head, features, y).reshape(self.n_members, -1)  # [M, N]
         if row_weights is None:
             member_nll = -log_prob.mean(1)
-            ensemble_nll = -(torch.logsumexp(log_prob.detach(), 0) - math.log(self.n_members)).mean()
+            ensemble_nll = -self.mixed(log_prob.detach()).mean()
             return member_nll, ensemble_nll
         weighted = row_weights > 0
         member_nll = -torch.where(weighted, log_prob * row_weights, 0).sum(1) / row_weights.sum(1).clamp(min=1e-12)
@@ -414,6 +430,12 @@ class MDNEnsemble(DensityNetwork):
         # A masked mean, not boolean indexing: no device sync at every step on a GPU.
         ensemble_nll = -torch.where(scored, mixture - row_total.log(), 0).sum() / scored.sum().clamp(min=1)
         return member_nll, ensemble_nll
+
+    def mixed(self, log_prob: Tensor) -> Tensor:
+        """The members' mixture from each member's ``log p_m [M, N]``: ``log Σ_m w_m p_m -> [N]``."""
+        if self.member_log_weights is None:
+            return torch.logsumexp(log_prob, 0) - math.log(self.n_members)
+        return torch.logsumexp(log_prob + self.member_log_weights.to(log_prob).unsqueeze(-1), 0)
 
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:
         """The same data-driven head start for every member (:meth:`MixtureHead.initialize`);

@@ -281,15 +281,18 @@ def cat(parts: Sequence[Mixture], dim: int = 0) -> Mixture:
     return parts[0]._with_parameters(**{name: torch.cat([t[name] for t in tensors], dim) for name in names})
 
 
-def mixture_of_members(members: Mixture, logit_mask: Tensor | None = None) -> Mixture:
-    """The equally weighted mixture of a batch of mixtures, over its leading dimension.
+def mixture_of_members(
+    members: Mixture, logit_mask: Tensor | None = None, member_log_weights: Tensor | None = None,
+) -> Mixture:
+    """The mixture of a batch of mixtures over its leading dimension, equally weighted by default.
 
     Args:
         members: Batch shape ``(M, *B)`` with ``K`` components each.
         logit_mask: Optional ``[M, K]``; components where it is ``-inf`` are left out.
+        member_log_weights: Optional ``[M]``, ``log w_m`` with ``Σ w_m = 1``; ``None``: ``w_m = 1/M``.
 
     Returns:
-        Batch shape ``B``, ``M·K`` components (member-major), log-weights ``log π_mk - log M``.
+        Batch shape ``B``, ``M·K`` components (member-major), log-weights ``log π_mk + log w_m``.
     """
     n_members = members.batch_shape[0]
     position = len(members.batch_shape) - 1  # where the member axis goes: just before K
@@ -302,5 +305,9 @@ def mixture_of_members(members: Mixture, logit_mask: Tensor | None = None) -> Mi
         return merged if keep is None else merged.index_select(position, keep)
 
     parameters = {name: merge(t, 0) for name, t in members.parameters().items()}
-    parameters["logits"] = merge(members.log_weights, 0) - math.log(n_members)
+    if member_log_weights is None:
+        parameters["logits"] = merge(members.log_weights, 0) - math.log(n_members)
+    else:
+        shift = member_log_weights.to(members.log_weights).view(n_members, *[1] * (members.log_weights.dim() - 1))
+        parameters["logits"] = merge(members.log_weights + shift, 0)
     return members._with_parameters(**parameters)

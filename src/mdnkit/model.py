@@ -121,8 +121,8 @@ class DensityNetwork(nn.Module):
         ensemble = self.head.n_members is not None
         features = self.backbone(x.expand(self.n_members, *x.shape) if ensemble else x)
         log_prob = self.head.log_prob(features, y, dtype=torch.float64)  # [(M,) N]
-        if ensemble:  # the members' equally weighted mixture
-            log_prob = torch.logsumexp(log_prob, 0) - math.log(self.n_members)
+        if ensemble:  # the members' mixture
+            log_prob = self.mixed(log_prob)
         return log_prob - self.log_jacobian()
 
     def set_bin_half_width(self, half_width: np.ndarray | None) -> None:

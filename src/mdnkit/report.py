@@ -49,8 +49,13 @@ def _architecture(model: Any) -> str:
     kind = f"{model.n_outputs_}-D target" if model.n_outputs_ > 1 else "1-D target"
     covariance = f", {model.covariance_type} covariance" if model.n_outputs_ > 1 else ""
     n_components = getattr(model, "n_components_", model.n_components)
-    n_members = getattr(model, "n_estimators", 1)
+    n_members = getattr(getattr(model, "module_", None), "n_members", getattr(model, "n_estimators", 1))
     mixture = f"mixture of {n_components} Gaussians ({kind}{covariance})"
+    if hasattr(model, "member_weights_"):
+        levels = ", ".join(f"{level:.3g}" for level in model.input_noise_)
+        weights = ", ".join(f"{weight:.2f}" for weight in model.member_weights_)
+        return (f"mixture of {n_members} x (MLP {sizes} ({model.activation}) -> {mixture}), "
+                f"noise levels {levels} weighted {weights}")
     if n_members > 1:
         return f"ensemble of {n_members} x (MLP {sizes} ({model.activation}) -> {mixture})"
     return f"MLP {sizes} ({model.activation}) -> {mixture}"
