@@ -1007,6 +1007,54 @@ def test_a_noise_mixture_is_not_continued_by_warm_start():
     model, X, y = _mixture_model()
     with pytest.raises(ValueError, match="warm_start does not continue a noise mixture"):
         model.set_params(warm_start=True).fit(X, y)
+    single = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, input_noise=0.0, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="nor turn a network into one"):
+        single.set_params(warm_start=True, input_noise="mixture").fit(X, y)
+
+
+def test_unequal_member_weights_reach_every_prediction(tmp_path):
+    """Weights 0.7, 0.3, 0 set on a three-member ensemble: densities, the saved file and the
+    epistemic spread all follow them, against the members' own densities and the law of total
+    variance."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(200, 2)); y = X[:, 0] + 0.5 * rng.normal(size=200)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, n_estimators=3, input_noise=0.0,
+                         random_state=0).fit(X, y)
+    weights = np.array([0.7, 0.3, 0.0])
+    model.module_.set_member_weights(weights)
+    members = model.predict_members_dist(X)
+    member_log_prob = members.log_prob(torch.as_tensor(y[:, None])).numpy()  # [3, n]
+    with np.errstate(divide="ignore"):
+        expected = logsumexp(member_log_prob + np.log(weights)[:, None], axis=0)
+    np.testing.assert_allclose(model.score_samples(X, y), expected, rtol=1e-6)
+    np.testing.assert_allclose(model.predict_dist(X).log_prob(torch.as_tensor(y[:, None])).numpy(), expected, rtol=1e-6)
+    model.save(tmp_path / "weighted.mdn")
+    np.testing.assert_allclose(mdnkit.load(tmp_path / "weighted.mdn").score_samples(X, y), expected, rtol=1e-6)
+    within = (weights[:, None] * members.variance.numpy()[..., 0]).sum(0)
+    np.testing.assert_allclose(model.predict_epistemic_std(X) ** 2, model.predict_std(X) ** 2 - within,
+                               rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="member weights must be 3 non-negative numbers"):
+        model.module_.set_member_weights([1.0, -1.0, 0.5])
+
+
+def test_mixture_weights_ignore_what_no_member_explains():
+    """A NaN (a diverged member) counts as -inf, and a row no member explains carries no weight."""
+    log_likelihood = np.array([[0.0, np.nan, -1.0, -np.inf], [-1.0, -1.0, 0.0, -np.inf]])
+    expected = mdnkit.estimator.mixture_weights(np.array([[0.0, -np.inf, -1.0], [-1.0, -1.0, 0.0]]))
+    np.testing.assert_allclose(mdnkit.estimator.mixture_weights(log_likelihood), expected, rtol=1e-12)
+    np.testing.assert_allclose(mdnkit.estimator.mixture_weights(np.full((2, 3), -np.inf)), 0.5)
+
+
+def test_an_unfinished_noise_mixture_warns_and_reports_its_levels():
+    from mdnkit.report import _settings
+
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(200, 2)); y = X[:, 0] + 0.3 * rng.normal(size=200)
+    with pytest.warns(ConvergenceWarning, match="still improving"):
+        model = MDNRegressor(input_noise="mixture", n_components=2, hidden_sizes=(8,), max_epochs=3,
+                             random_state=0).fit(X, y)
+    rows = dict(_settings(model))
+    assert rows["input noise"] == ", ".join(f"{level:.3g}" for level in model.input_noise_) + " (mixture)"
 
 
 def test_auto_noise_is_one_batched_pass_with_one_novelty_index(monkeypatch):

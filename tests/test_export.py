@@ -129,6 +129,21 @@ def test_onnx_keeps_components_masked_in_one_member(models, tmp_path):
                                model.score_samples(X, y), rtol=0, atol=1e-5)
 
 
+def test_onnx_carries_unequal_member_weights(models, tmp_path):
+    onnxruntime = needs_onnx()
+    model = copy.deepcopy(models["ensemble-2d"])
+    model.module_.set_member_weights([0.6, 0.3, 0.1])
+    path = export.to_onnx(model, tmp_path / "weighted.onnx")
+    X, y = rows(10, 2, 2)
+    outputs = onnxruntime.InferenceSession(str(path)).run(None, {"x": X})
+    metadata = export.read_onnx_metadata(path)
+    np.testing.assert_allclose(metadata["member_weights"], [0.6, 0.3, 0.1], rtol=1e-6)
+    expected = model.score_samples(X, y)
+    np.testing.assert_allclose(reference_log_prob(outputs, metadata, y), expected, rtol=0, atol=1e-5)
+    rebuilt = export.mixture_from_outputs(outputs, metadata).log_prob(torch.as_tensor(y)).numpy()
+    np.testing.assert_allclose(rebuilt, expected, rtol=0, atol=1e-5)
+
+
 def test_onnx_batch_axis_takes_any_number_of_rows(onnx_file):
     onnxruntime = needs_onnx()
     session = onnxruntime.InferenceSession(str(onnx_file("diagonal-2d")))

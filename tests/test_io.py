@@ -190,7 +190,7 @@ def test_invalid_json(tmp_path: pathlib.Path) -> None:
 def test_newer_format_version(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "m.mdn"
     _write_raw_document(path, json.dumps({"format": "mdnkit", "format_version": 999, "mdnkit_version": "9.0"}))
-    with pytest.raises(mio.ModelFileError, match=r"newer mdnkit.*999.*version 2\b.*upgrade"):
+    with pytest.raises(mio.ModelFileError, match=rf"newer mdnkit.*999.*version {mio.FORMAT_VERSION}\b.*upgrade"):
         mio.read_model_file(path)
 
 

@@ -390,3 +390,9 @@ def test_best_estimator_keeps_the_users_max_epochs():
                             estimator_params={"hidden_sizes": (8,), "max_epochs": 10, "input_noise": 0.0},
                             random_state=0).fit(X, y)
     assert search.best_estimator_.get_params()["max_epochs"] == 10
+
+
+def test_a_search_refuses_noise_mixtures_before_training():
+    X, y = np.zeros((20, 1)), np.arange(20.0)
+    with pytest.raises(ValueError, match="MDNRegressorCV continues its candidates with warm starts"):
+        MDNRegressorCV(estimator_params={"input_noise": "mixture"}).fit(X, y)

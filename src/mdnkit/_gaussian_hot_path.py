@@ -63,7 +63,7 @@ def component_major_log_prob(raw: Tensor, y: Tensor, floor: float, n_components:
 
 @torch.no_grad()
 def component_major_density(logits: Tensor, loc: Tensor, scale: Tensor, y: Tensor) -> Tensor:
-    """``log p(y)`` from constrained parameters ``[*B, K, N]`` each and ``y [N]`` -> ``[*B, N]``
+    """``log p(y)`` from constrained parameters ``[*B, K, N]`` each and ``y [N]`` (or ``[*B, 1, N]``) -> ``[*B, N]``
     (no gradient: the scoring path)."""
     # In place on fresh temporaries: 4 ms less per 65 536 rows x 10 components in float64.
     z = (y - loc).div_(scale)

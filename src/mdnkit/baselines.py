@@ -338,7 +338,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         validation_fraction: float = 0.1,
         patience: int | None = None,
         weight_decay: float = 0.0,
-        input_noise: float | Literal["auto"] = "auto",
+        input_noise: float | Literal["auto", "mixture"] = "auto",
         target_noise: float | Literal["auto"] = 0.0,
         min_scale: float = 1e-3,
         gradient_clip: float | None = 10.0,

@@ -223,7 +223,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         validation_fraction: float = 0.1,
         patience: int | None = None,
         weight_decay: float = 0.0,
-        input_noise: float | Literal["auto"] = "auto",
+        input_noise: float | Literal["auto", "mixture"] = "auto",
         target_noise: float | Literal["auto"] = 0.0,
         min_scale: float = 1e-3,
         gradient_clip: float | None = 10.0,
@@ -351,9 +351,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                     f"warm_start: the model was fitted on {self.n_features_in_} features and "
                     f"{self.n_outputs_} targets, got {X.shape[1]} and {y.shape[1]}."
                 )
-            if hasattr(self, "member_weights_"):
-                raise ValueError("warm_start does not continue a noise mixture (input_noise='mixture'); "
-                                 "refit it with warm_start=False.")
+            if hasattr(self, "member_weights_") or self.input_noise == "mixture":
+                raise ValueError("warm_start does not continue a noise mixture (input_noise='mixture') nor turn "
+                                 "a network into one; refit with warm_start=False.")
             if getattr(self.module_, "n_members", 1) != self.n_estimators:
                 raise ValueError(
                     f"warm_start: the model was fitted with n_estimators="
@@ -672,15 +672,20 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self._adopt(search)
         del self._member_history
         X_val, y_val = self.validation_rows_
-        like = next(self.module_.parameters())
+        device = next(self.module_.parameters()).device
         self.module_.eval()
         with torch.no_grad():
-            members = self.module_.members(torch.as_tensor(X_val, dtype=torch.float64, device=like.device))
-            held_out = members.log_prob(torch.as_tensor(y_val.reshape(len(y_val), -1), dtype=torch.float64,
-                                                         device=like.device))
-        self.member_weights_ = mixture_weights(held_out.double().cpu().numpy())
+            held_out = torch.cat([
+                self.module_.members(x).log_prob(y).double().cpu() for x, y in zip(
+                    torch.as_tensor(X_val, dtype=torch.float64, device=device).split(_PREDICT_CHUNK),
+                    torch.as_tensor(y_val.reshape(len(y_val), -1), dtype=torch.float64, device=device).split(_PREDICT_CHUNK))
+            ], dim=1)  # [M, n_val]
+        self.member_weights_ = mixture_weights(held_out.numpy())
         self.module_.set_member_weights(self.member_weights_)
-        self._warn_unfinished(interrupted, False, kept_epoch=self.best_epoch_)
+        state = self.train_state_
+        improving = any(active and self.n_iter_ - best < self._patience(len(X) - len(X_val)) // 4
+                        for active, best in zip(state.active, state.best_epochs))
+        self._warn_unfinished(interrupted, improving, kept_epoch=self.best_epoch_)
         if not getattr(self, "_trial", False):
             self._fit_novelty(X, seed)
 
@@ -1018,8 +1023,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         ``-inf``) there.
 
         Returns:
-            A :class:`~mdnkit.distributions.GaussianMixture` with batch shape
-            ``(n_estimators, n)`` (``(1, n)`` for a single MDN) and event shape ``(d,)``.
+            A :class:`~mdnkit.distributions.GaussianMixture` with batch shape ``(M, n)``
+            (``M = n_estimators``, or 3 for a noise mixture; ``(1, n)`` for a single MDN) and
+            event shape ``(d,)``.
 
         Warns:
             NoveltyWarning: As :meth:`predict_dist`: far from the training inputs the members'
@@ -1050,7 +1056,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             ``(n,)`` for 1-D ``y``, else ``(n, d)``.
         """
         means = self.predict_members_dist(X).mean.numpy()  # [M, n, d]
-        weights = getattr(self, "member_weights_", np.full(len(means), 1.0 / len(means)))[:, None, None]
+        log_weights = getattr(self.module_, "member_log_weights", None)
+        weights = (np.full(len(means), 1.0 / len(means)) if log_weights is None
+                   else log_weights.double().exp().cpu().numpy())[:, None, None]
         centre = (weights * means).sum(axis=0)
         return self._shape_targets(np.sqrt((weights * (means - centre) ** 2).sum(axis=0)))
 
@@ -1178,10 +1186,27 @@ def mixture_weights(log_likelihood: np.ndarray, prior_rows: float = MIXTURE_PRIO
     al. 2018, shrunk towards ``1/M``): ``w_m <- (Σ_i r_im + prior_rows) / (N + M prior_rows)``
     with responsibilities ``r_im ∝ w_m p_m(y_i)``.
 
-    On a dozen rows the weights stay near ``1/M``; on thousands they follow the rows.
+    On a dozen rows the weights stay near ``1/M``; on thousands they follow the rows. A NaN
+    (a diverged member) counts as ``-inf``, and rows no member can explain are left out.
+
+    Args:
+        log_likelihood: ``[M, N]``, ``log p_m(y_i)`` of each density at each held-out row.
+        prior_rows: Pseudo-rows credited to each density (``0``: plain stacking).
+
+    Returns:
+        ``[M]``, non-negative, summing to 1.
+
+    Example:
+        >>> mixture_weights(np.log([[0.5, 0.5, 0.5], [0.1, 0.1, 0.1]]), prior_rows=1.0).round(3)
+        array([0.765, 0.235])
     """
+    log_likelihood = np.asarray(log_likelihood, dtype=np.float64)
+    log_likelihood = np.where(np.isnan(log_likelihood), -np.inf, log_likelihood)
+    log_likelihood = log_likelihood[:, np.isfinite(log_likelihood).any(axis=0)]
     n_members, n_rows = log_likelihood.shape
     weights = np.full(n_members, 1.0 / n_members)
+    if n_rows == 0:
+        return weights
     for _ in range(max_iterations):
         joint = np.log(weights)[:, None] + log_likelihood
         responsibility = np.exp(joint - np.logaddexp.reduce(joint, axis=0))

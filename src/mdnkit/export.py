@@ -17,8 +17,8 @@ the covariance type of the exported parameters, the parameter names and shapes, 
 ``F`` and ``D``, feature and target names, the units (recorded only: they are already applied in
 the graph) and the versions. ONNX files keep it in ``metadata_props`` under the key ``"mdnkit"``;
 ``torch.export`` archives as the extra file ``mdnkit.json``. The density is rebuilt from the
-outputs by logsumexp over components (and members): see :func:`mixture_from_outputs`, or the
-README for NumPy.
+outputs by logsumexp over components (and members, each weighted by ``member_weights[m]``, or
+``1/M`` when it is null): see :func:`mixture_from_outputs`, or the README for NumPy.
 
 Files are written atomically and an existing file is only replaced with ``overwrite=True``.
 ONNX export needs the ``export`` extra (``pip install 'mdnkit[export]'``: onnx, onnxscript).
@@ -64,7 +64,8 @@ EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torch")
 METADATA_KEY = "mdnkit"  # the metadata_props key of ONNX files
 METADATA_FILE = "mdnkit.json"  # the extra file of torch.export archives
 FORMAT_NAME = "mdnkit-export"
-FORMAT_VERSION = 1
+# 2: "member_weights" (null: equal weights), the weights of a noise mixture's members.
+FORMAT_VERSION = 2
 _INSTALL_HINT = "ONNX export needs onnx and onnxscript: pip install 'mdnkit[export]'"
 
 

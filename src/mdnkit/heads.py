@@ -409,12 +409,14 @@ class MDNEnsemble(DensityNetwork):
 
         ``member_nll[m] = mean_i -log p_m(y_i | x_i)``, whose sum is what training minimises and
         by which each member is stopped; ``ensemble_nll`` is the mean NLL of the mixture of
-        members, ``-mean_i log (1/M Σ_m p_m(y_i | x_i))`` (detached), what is reported.
+        members, ``-mean_i log (Σ_m w_m p_m(y_i | x_i))`` with ``w_m = 1/M`` or the member weights
+        (detached), what is reported.
 
         With ``row_weights [M, N]`` (``w_mi >= 0``, e.g. 1 where row ``i`` is one of member
         ``m``'s own rows) both are weighted: ``member_nll[m] = -Σ_i w_mi log p_m / Σ_i w_mi`` (0
         for a member without rows), and each row is scored by the mixture of its members,
-        ``-log(Σ_m w_mi p_m / Σ_m w_mi)``, averaged over the rows of some member.
+        ``-log(Σ_m w_mi p_m / Σ_m w_mi)``, averaged over the rows of some member (a deep
+        ensemble's holdouts; member weights do not enter there).
         """
         features = self.backbone(x if member_inputs else x.expand(self.n_members, *x.shape))
         log_prob = self.target_log_prob(self.head, features, y).reshape(self.n_members, -1)  # [M, N]

@@ -45,7 +45,8 @@ FORMAT_NAME = "mdnkit"
 # 2: the network keeps its own units (x_transform.* and y_transform.* tensors) and the document may
 # hold the saver's metadata. Files of version 1 still load; a release that reads only version 1
 # says the file is newer instead of failing on its tensors.
-FORMAT_VERSION = 2
+# 3: a noise mixture (input_noise="mixture"): one noise level per member and member weights.
+FORMAT_VERSION = 3
 _METADATA_KEY = "mdnkit"
 
 
@@ -282,7 +283,7 @@ def read_model_file(
         >>> path = write_model_file(pathlib.Path(tempfile.mkdtemp()) / "m.mdn", {"w": torch.ones(2)}, {})
         >>> tensors, document = read_model_file(path)
         >>> document["format_version"], tensors["w"].tolist()
-        (2, [1.0, 1.0])
+        (3, [1.0, 1.0])
     """
     source = pathlib.Path(path)
     if not source.exists():

@@ -87,7 +87,8 @@ def _settings(model: Any) -> list[tuple[str, str]]:
     for name, label in (("input_noise_", "input noise"), ("target_noise_", "target noise")):
         if hasattr(model, name) and (getattr(model, name) or getattr(model, name.rstrip("_")) == "auto"):
             setting = getattr(model, name.rstrip("_"))
-            rows.append((label, f"{getattr(model, name):.3g}" + (" (auto)" if setting == "auto" else "")))
+            levels = ", ".join(f"{level:.3g}" for level in np.atleast_1d(getattr(model, name)))
+            rows.append((label, levels + (f" ({setting})" if isinstance(setting, str) else "")))
     return rows
 
 

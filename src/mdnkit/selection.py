@@ -182,6 +182,9 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         if self.estimator_params is not None and not isinstance(self.estimator_params, Mapping):
             raise ValueError(f"estimator_params must be a dict or None, got {self.estimator_params!r}.")
         _check_names(fixed, valid, "estimator_params")
+        if fixed.get("input_noise") == "mixture":
+            raise ValueError("MDNRegressorCV continues its candidates with warm starts, which a noise mixture "
+                             "(input_noise='mixture') does not have; search with input_noise='auto'.")
         if "random_state" in fixed:
             raise ValueError(
                 "estimator_params must not set 'random_state': set it on MDNRegressorCV, which "
