@@ -223,19 +223,17 @@ def _perturbed(x: Tensor, y: Tensor, config: TrainingConfig, generator: torch.Ge
     With one input-noise level per member the inputs become each member's own, ``[M, N, *F]``;
     with one target-noise level per member the targets become each member's own, ``[M, N, D]``.
     """
-    levels = _levels(config.input_noise)
+    return _noised(x, _levels(config.input_noise), generator), _noised(y, _levels(config.target_noise), generator)
+
+
+def _noised(values: Tensor, levels: tuple[float, ...], generator: torch.Generator | None) -> Tensor:
+    """``values [N, ...]`` plus Gaussian noise of sd ``levels[0]``, or, with one level per
+    member, each member's own noisy copy ``[M, N, ...]``."""
+    like = dict(generator=generator, device=values.device, dtype=values.dtype)
     if len(levels) > 1:
-        scale = torch.tensor(levels, device=x.device, dtype=x.dtype).view(-1, *[1] * x.dim())
-        x = x + scale * torch.randn((len(levels), *x.shape), generator=generator, device=x.device, dtype=x.dtype)
-    elif levels[0] > 0:
-        x = x + levels[0] * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    levels = _levels(config.target_noise)
-    if len(levels) > 1:
-        scale = torch.tensor(levels, device=y.device, dtype=y.dtype).view(-1, *[1] * y.dim())
-        y = y + scale * torch.randn((len(levels), *y.shape), generator=generator, device=y.device, dtype=y.dtype)
-    elif levels[0] > 0:
-        y = y + levels[0] * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    return x, y
+        scale = torch.tensor(levels, device=values.device, dtype=values.dtype).view(-1, *[1] * values.dim())
+        return values + scale * torch.randn((len(levels), *values.shape), **like)
+    return values + levels[0] * torch.randn(values.shape, **like) if levels[0] > 0 else values
 
 
 def _make_optimizer(config: TrainingConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
