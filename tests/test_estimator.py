@@ -1180,3 +1180,22 @@ def test_score_samples_is_the_same_in_chunks(monkeypatch):
     np.testing.assert_allclose(whole, model.predict_dist(X).log_prob(torch.as_tensor(y)[:, None]).numpy(), rtol=1e-12)
     monkeypatch.setattr(estimator_module, "_PREDICT_CHUNK", 7)  # 8 chunks, the last of 1 row
     np.testing.assert_allclose(model.score_samples(X, y), whole, rtol=1e-12)
+
+
+def test_a_noise_mixture_of_rounded_targets_weighs_its_members_by_bin_probabilities():
+    """With target_resolution the members are weighted by the probability each gives the
+    validation rows' bins (SciPy's normal cdf of their components here), as the model is scored."""
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(300, 1)); y = np.round(2 * X[:, 0] + rng.normal(size=300))
+    model = MDNRegressor(input_noise="mixture", target_resolution=1.0, n_components=2, hidden_sizes=(8,),
+                         max_epochs=10, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    X_val, y_val = model.validation_rows_
+    members = model.predict_members_dist(X_val)
+    weights = torch.softmax(members.logits, -1).numpy()  # [M, n, K]
+    loc, scale = members.loc.numpy()[..., 0], members.scale.numpy()[..., 0]
+    value = y_val.reshape(-1)[None, :, None]
+    bins = (weights * (stats.norm.cdf(value + 0.5, loc, scale) - stats.norm.cdf(value - 0.5, loc, scale))).sum(-1)
+    np.testing.assert_allclose(model.member_weights_, _stacking_optimum(np.log(bins), 1.0), atol=1e-5)

@@ -668,15 +668,23 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
 
     def _adopt_mixture(self, search: MDNRegressor, X: np.ndarray, seed: int, interrupted: bool) -> None:
         """Keep every level of a noise search, each member weighted by :func:`mixture_weights`
-        of the members' log-likelihoods of the validation rows they were all stopped on."""
+        of the members' log-likelihoods of the validation rows they were all stopped on (their
+        bins' log-probabilities for rounded targets, as :meth:`score_samples` scores them)."""
         self._adopt(search)
         del self._member_history
         X_val, y_val = self.validation_rows_
         device = next(self.module_.parameters()).device
+        widths = self._bin_widths
+        half = None if widths is None else torch.as_tensor(widths / 2.0, dtype=torch.float64, device=device)
+
+        def member_scores(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # [M, rows]
+            members = self.module_.members(x)
+            return members.log_prob(y) if half is None else members.interval_log_prob(y - half, y + half)
+
         self.module_.eval()
         with torch.no_grad():
             held_out = torch.cat([
-                self.module_.members(x).log_prob(y).double().cpu() for x, y in zip(
+                member_scores(x, y).double().cpu() for x, y in zip(
                     torch.as_tensor(X_val, dtype=torch.float64, device=device).split(_PREDICT_CHUNK),
                     torch.as_tensor(y_val.reshape(len(y_val), -1), dtype=torch.float64, device=device).split(_PREDICT_CHUNK))
             ], dim=1)  # [M, n_val]
