@@ -615,21 +615,22 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         validation NLL.
 
         A single model is the winning member itself (its weights, curve and training state); an
-        ensemble is then fitted at that level.
+        ensemble is then fitted at that level; ``input_noise="mixture"`` keeps every member
+        (:meth:`_adopt_mixture`).
         """
         from sklearn.base import clone
 
         X_checked = _validation.as_float_matrix(X, "X", allow_1d=False, allow_nd=self.module is not None)
         y_checked = _validation.as_float_matrix(y, "y", allow_1d=True)
-        n_dims = math.prod(X_checked.shape[1:]) + (1 if y_checked.ndim == 1 else y_checked.shape[1])
+        n_targets = 1 if y_checked.ndim == 1 else y_checked.shape[1]
+        n_dims = math.prod(X_checked.shape[1:]) + n_targets
         n_train = len(X_checked) - self._n_validation(len(X_checked))
         seed = seed_from(self.random_state)
         levels = tuple(factor * n_train ** (-1.0 / (4 + n_dims)) for factor in NOISE_FACTORS)
-        noisy_targets = isinstance(self._target_noise_setting(n_dims - math.prod(X_checked.shape[1:])), str)
+        noisy_targets = isinstance(self._target_noise_setting(n_targets), str)
         stage(f"choosing the {'input and target' if noisy_targets else 'input'} noise ({len(levels)} levels in one pass)")
-        search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, target_noise=0.0, random_state=seed)
-        if not noisy_targets:
-            search.set_params(target_noise=self.target_noise)
+        search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, random_state=seed,
+                                        target_noise=0.0 if noisy_targets else self.target_noise)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             search._fit_network(X_checked, y_checked, X, y, _feature_names(X), member_noise=levels, novelty=False,

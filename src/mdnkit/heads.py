@@ -471,10 +471,10 @@ class MDNEnsemble(DensityNetwork):
         return mdn
 
 
-__all__ = ["COVARIANCE_TYPES", "MDN", "MDNEnsemble", "MixtureHead", "mixture_of_members"]
-
-
 def _rows_last(y: Tensor) -> Tensor:
     """One target ``[N, 1]`` as ``[N]``, or each member's ``[M, N, 1]`` as ``[M, 1, N]``: the
     shapes that broadcast against component-major parameters ``[(M,) K, N]``."""
     return y[:, 0] if y.dim() == 2 else y[..., 0].unsqueeze(-2)
+
+
+__all__ = ["COVARIANCE_TYPES", "MDN", "MDNEnsemble", "MixtureHead", "mixture_of_members"]
