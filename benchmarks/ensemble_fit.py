@@ -6,8 +6,8 @@ whose predictions are mixed by hand, ``log p(y|x) = logsumexp_m log p_m(y|x) - l
 the same settings and data; every member, batched or not, early-stops on its own validation NLL.
 The separate fits differ in seed, so each holds out different validation rows; so do the
 batched members (member 0 the rows of a single fit with the ensemble's seed). With the defaults
-(``input_noise="auto"``) both sides choose the noise inside ``fit``: once for the batched
-ensemble, once per separate fit.
+(``input_noise="auto"``, ``"select"`` for a separate fit, so that it is one network) both sides
+choose the noise inside ``fit``: once for the batched ensemble, once per separate fit.
 
 Data: the Edward MDN seed (inverted sinusoid, N=5000, 75/25 split, K=20, two hidden layers of 15
 ReLU units, learning rate 5e-3, batches of 256, at most 1000 epochs) and the UCI ``concrete``
@@ -94,7 +94,7 @@ def run_separate(data, params: dict, members: int, seed: int) -> dict[str, Any]:
     X_train, X_test, y_train, y_test = data
     seconds, epochs, log_probs = 0.0, [], []
     for m in range(members):
-        model = MDNRegressor(**params, random_state=seed * 1000 + m)
+        model = MDNRegressor(**params, input_noise="select", random_state=seed * 1000 + m)  # one network each
         seconds += timed_fit(model, X_train, y_train)
         epochs.append(model.n_iter_)
         log_probs.append(model.score_samples(X_test, y_test))

@@ -92,6 +92,8 @@ def bic_gmm(X: np.ndarray, y: np.ndarray, seed: int):
 
 METHODS: dict[str, Callable[[np.ndarray, np.ndarray, int], object]] = {
     "mdnkit default": lambda X, y, seed: _mdn(X, y, seed),
+    # One network at the best of the three noise levels (the default until 2026-12-03).
+    "mdnkit input_noise=select": lambda X, y, seed: _mdn(X, y, seed, input_noise="select"),
     "mdnkit 5 members": lambda X, y, seed: _mdn(X, y, seed, n_estimators=5),
     "mdnkit target_noise=auto": lambda X, y, seed: _mdn(X, y, seed, target_noise="auto"),
     "mdnkit input_noise=mixture": lambda X, y, seed: _mdn(X, y, seed, input_noise="mixture"),

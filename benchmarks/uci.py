@@ -266,6 +266,8 @@ CONFIGS: dict[str, Factory] = {
     # The library's defaults as one line: five batched members, input noise chosen inside fit.
     "mdn-ensemble": _mdn(n_estimators=5),
     "default": _mdn(),
+    # One network at the best of the noise search's levels (the default until 2026-12-03).
+    "select": _mdn(input_noise="select"),
     "ensemble5": _ensemble(_mdn()),
     # target_noise="auto": each level of the input-noise search is its target noise too.
     "target-auto": _mdn(target_noise="auto"),

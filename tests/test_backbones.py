@@ -98,11 +98,15 @@ def test_a_custom_backbone_ensembles_member_stands_alone(factory):
         torch.testing.assert_close(single(x).log_prob(target), members[index], rtol=1e-12, atol=1e-12)
 
 
-def test_auto_noise_with_a_custom_backbone_keeps_one_member():
+def test_noise_search_with_a_custom_backbone_keeps_one_member_or_all():
     X, y = _windows(150)
-    model = MDNRegressor(module=Conv1DFeatures, n_components=2, max_epochs=4, random_state=0).fit(X, y)
+    model = MDNRegressor(module=Conv1DFeatures, n_components=2, max_epochs=4, input_noise="select",
+                         random_state=0).fit(X, y)
     assert len(model.noise_selection_) == 3 and not isinstance(model.module_.backbone, StackedBackbone)
     assert np.isfinite(model.score(X, y))
+    mixture = MDNRegressor(module=Conv1DFeatures, n_components=2, max_epochs=4, random_state=0).fit(X, y)
+    assert isinstance(mixture.module_.backbone, StackedBackbone) and mixture.member_weights_.shape == (3,)
+    assert np.isfinite(mixture.score(X, y))
 
 
 def test_backbone_errors_name_what_is_wrong():

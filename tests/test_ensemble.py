@@ -123,8 +123,8 @@ def test_members_differ_and_their_spread_is_the_epistemic_std():
 
 def test_single_estimator_is_one_plain_mdn():
     X, y = _data()
-    default = MDNRegressor(**TINY).fit(X, y)
-    single = MDNRegressor(**TINY, n_estimators=1).fit(X, y)
+    default = MDNRegressor(**TINY, input_noise="select").fit(X, y)
+    single = MDNRegressor(**TINY, input_noise="select", n_estimators=1).fit(X, y)
     assert type(single.module_) is MDN
     np.testing.assert_array_equal(single.score_samples(X, y), default.score_samples(X, y))
     members = single.predict_members_dist(X[:5])
@@ -443,7 +443,8 @@ def _removed_weight_bound(before, after, removed_weight):
 @pytest.mark.parametrize("covariance_type, d_out", [("diagonal", 1), ("full", 2), ("isotropic", 2)])
 def test_single_mdn_dead_component_is_flagged_and_pruned(covariance_type, d_out):
     X, y = _data(d_out=d_out)
-    model = _with_forced_dead(MDNRegressor(covariance_type=covariance_type, **TINY).fit(X, y), X, y, {None: 1})
+    model = MDNRegressor(covariance_type=covariance_type, input_noise="select", **TINY)
+    model = _with_forced_dead(model.fit(X, y), X, y, {None: 1})
     np.testing.assert_array_equal(model.dead_components_, [False, True, False])
     assert model.component_weight_max_[1] < 1e-10 and model.component_weight_mean_.shape == (3,)
     X_test, y_test = _data(n=30, d_out=d_out, seed=5)
@@ -461,7 +462,7 @@ def test_single_mdn_dead_component_is_flagged_and_pruned(covariance_type, d_out)
 
 def test_pruning_live_components_keeps_the_renormalisation_bound(tmp_path):
     X, y = _data()
-    model = MDNRegressor(**TINY).fit(X, y)
+    model = MDNRegressor(**TINY, input_noise="select").fit(X, y)
     peak = model.component_weight_max_.copy()
     threshold = float(np.sort(peak)[1]) + 1e-9  # the two lightest go, though not dead
     X_test, y_test = _data(n=50, seed=6)

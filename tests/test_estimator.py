@@ -48,7 +48,7 @@ def _data(n: int = 120, d_out: int = 1, seed: int = 0):
 def _fitted(covariance_type: str, d_out: int) -> MDNRegressor:
     """A fitted tiny model per (covariance type, target dimension); tests must not modify it."""
     X, y = _data(d_out=d_out)
-    params = dict(TINY, n_components=3, max_epochs=15, learning_rate=0.02)
+    params = dict(TINY, n_components=3, max_epochs=15, learning_rate=0.02, input_noise="select")  # one network
     return MDNRegressor(covariance_type=covariance_type, **params).fit(X, y)
 
 
@@ -853,7 +853,7 @@ def test_auto_input_noise_keeps_the_level_with_the_best_validation_nll():
     X = rng.uniform(-1, 1, size=(400, 2))
     y = np.sin(3 * X[:, 0]) + X[:, 1] + 1e-3 * rng.normal(size=400)
     model = MDNRegressor(n_components=2, hidden_sizes=(32, 32), max_epochs=200, batch_size=None,
-                         learning_rate=1e-2, random_state=0)
+                         learning_rate=1e-2, input_noise="select", random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X, y)
@@ -862,7 +862,7 @@ def test_auto_input_noise_keeps_the_level_with_the_best_validation_nll():
     np.testing.assert_allclose(sorted(model.noise_selection_), [0.0, 0.1 * rule, 0.25 * rule], rtol=1e-12)
     best = min(model.noise_selection_, key=model.noise_selection_.get)
     assert model.input_noise_ == best == 0.0
-    assert model.get_params()["input_noise"] == "auto"
+    assert model.get_params()["input_noise"] == "select"
     best_val = np.nanmin([r["val_nll"] for r in model.history_])
     assert best_val == pytest.approx(model.noise_selection_[best])
 
@@ -907,7 +907,7 @@ def test_auto_target_noise_joins_the_search_at_each_level(monkeypatch):
     settings = dict(n_components=2, hidden_sizes=(8,), max_epochs=10, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = MDNRegressor(target_noise="auto", **settings).fit(X, y)
+        model = MDNRegressor(target_noise="auto", input_noise="select", **settings).fit(X, y)
         levels = tuple(model.noise_selection_)
         assert len(configs) == 1 and configs[0].input_noise == configs[0].target_noise == levels
         assert levels[0] == 0.0 and len(levels) == 3
@@ -980,6 +980,67 @@ def test_noise_mixture_keeps_every_level_weighted_by_its_validation_likelihood()
     weights = model.member_weights_[:, None]
     spread = np.sqrt((weights * (means - (weights * means).sum(0)) ** 2).sum(0))
     np.testing.assert_allclose(model.predict_epistemic_std(X), spread, rtol=1e-6)
+
+
+@cov_and_dim
+def test_default_noise_mixture_equals_an_independent_weighted_mixture(covariance_type, d_out):
+    """The default model is the noise search's three networks weighted by member_weights_: its
+    density, mean and std against SciPy from each member's raw parameters, and score_samples
+    equal to predict_dist's density to float64 precision (both renormalise the stored weights)."""
+    X, y = _data(d_out=d_out)
+    params = dict(TINY, n_components=3, max_epochs=15, learning_rate=0.02)
+    model = MDNRegressor(covariance_type=covariance_type, **params).fit(X, y)
+    assert model.get_params()["input_noise"] == "auto" and model.member_weights_.shape == (3,)
+    X_test, y_test = _data(n=10, d_out=d_out, seed=7)
+    rows = _as_rows(y_test)
+    x = torch.as_tensor((X_test - model.x_mean_) / model.x_scale_, dtype=torch.float32)
+    with torch.no_grad():
+        parameters = model.module_.standardized_params(x)  # each [M, n, K, ...]
+    scale_matrix = np.diag(model.y_scale_)
+    log_weights, locs, covariances = [], [], []
+    for member, member_weight in enumerate(model.member_weights_):
+        raw = model.module_.family.mixture(*(t[member] for t in parameters))
+        logits = raw.logits.double().numpy()
+        log_weights.append(logits - logsumexp(logits, axis=-1, keepdims=True) + np.log(member_weight))
+        locs.append(raw.loc.double().numpy() * model.y_scale_ + model.y_mean_)
+        covariances.append(scale_matrix @ _component_covariances(raw).astype(np.float64) @ scale_matrix)
+    log_weights, loc, covariance = (np.concatenate(parts, axis=1) for parts in (log_weights, locs, covariances))
+    expected = np.array([logsumexp([log_weights[i, k] + stats.multivariate_normal(loc[i, k], covariance[i, k]).logpdf(rows[i])
+                                    for k in range(loc.shape[1])]) for i in range(len(X_test))])
+    scores = model.score_samples(X_test, y_test)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)  # float32 networks
+    dist = model.predict_dist(X_test)
+    np.testing.assert_allclose(scores, dist.log_prob(torch.as_tensor(rows)).numpy(), rtol=1e-12, atol=1e-12)
+    weights = np.exp(log_weights)
+    mean = (weights[..., None] * loc).sum(1)
+    variance = (weights[..., None] * (np.diagonal(covariance, axis1=-2, axis2=-1) + (loc - mean[:, None]) ** 2)).sum(1)
+    np.testing.assert_allclose(_as_rows(model.predict(X_test)), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_as_rows(model.predict_std(X_test)), np.sqrt(variance), rtol=1e-5)
+
+
+def test_auto_noise_is_a_mixture_where_one_applies():
+    """input_noise="auto" keeps the search's three networks for one network with a validation split
+    and a fixed K; a warm start, an ensemble, n_components="auto" and the Gaussian baseline keep one
+    level (as "select"), and without a validation split it is the rule of thumb."""
+    from mdnkit.baselines import GaussianNetworkRegressor
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(120, 2)); y = X[:, 0] + 0.3 * rng.normal(size=120)
+    settings = dict(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mixture = MDNRegressor(**settings).fit(X, y)
+        assert mixture.member_weights_.shape == (3,) and mixture.input_noise_ == tuple(mixture.noise_selection_)
+        for other in ({"warm_start": True}, {"n_estimators": 2}, {"n_components": "auto"}, {"validation_fraction": 0.0}):
+            model = MDNRegressor(**{**settings, **other}).fit(X, y)
+            assert not hasattr(model, "member_weights_") and isinstance(model.input_noise_, float), other
+        baseline = GaussianNetworkRegressor(hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X, y)
+    assert not hasattr(baseline, "member_weights_") and baseline.predict_dist(X[:2]).n_components == 1
+    single = MDNRegressor(**settings, input_noise="select")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        single.fit(X, y)
+    assert type(single.module_).__name__ == "MDN" and single.input_noise_ in single.noise_selection_
 
 
 def test_a_noise_mixture_file_keeps_its_weights(tmp_path):
@@ -1077,9 +1138,13 @@ def test_auto_noise_is_one_batched_pass_with_one_novelty_index(monkeypatch):
     X = rng.normal(size=(200, 2)); y = X[:, 0] + 0.3 * rng.normal(size=200)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
+        model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, input_noise="select",
+                             random_state=0).fit(X, y)
         assert calls == {"train": [3], "novelty": 1}
         assert type(model.module_).__name__ == "MDN" and model.n_estimators == 1
+        calls.update(train=[], novelty=0)
+        mixture = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
+        assert calls == {"train": [3], "novelty": 1} and type(mixture.module_).__name__ == "MDNEnsemble"
         calls.update(train=[], novelty=0)
         MDNRegressor(n_components="auto", hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
     assert calls["train"][0] == 3 and set(calls["train"][1:]) == {1} and calls["novelty"] == 1
@@ -1093,7 +1158,7 @@ def test_auto_noise_keeps_the_winners_own_curve_and_weights():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = MDNRegressor(n_components=2, hidden_sizes=(16,), max_epochs=40, batch_size=None, learning_rate=1e-2,
-                             random_state=0).fit(X, y)
+                             input_noise="select", random_state=0).fit(X, y)
     best = model.noise_selection_[model.input_noise_]
     assert best == min(model.noise_selection_.values())
     assert min(r["val_nll"] for r in model.history_) == pytest.approx(best, abs=1e-12)
@@ -1110,7 +1175,8 @@ def test_warm_start_keeps_the_chosen_noise_and_a_fresh_fit_forgets_the_search(mo
     monkeypatch.setattr(mdnkit.estimator, "NOISE_FACTORS", (0.0,))
     rng = np.random.default_rng(3)
     X = rng.normal(size=(200, 2)); y = X[:, 0] + 0.2 * rng.normal(size=200)
-    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X, y)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, input_noise="select",
+                         random_state=0).fit(X, y)
     assert model.input_noise_ == 0.0 and set(model.noise_selection_) == {0.0}
     model.set_params(warm_start=True).fit(X, y)
     assert model.input_noise_ == 0.0

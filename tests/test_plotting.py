@@ -35,7 +35,8 @@ def model(data) -> MDNRegressor:
     X, y = data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # 60 epochs is short on purpose
-        return MDNRegressor(n_components=K, hidden_sizes=(16,), max_epochs=60, random_state=0).fit(X, y)
+        return MDNRegressor(n_components=K, hidden_sizes=(16,), max_epochs=60, input_noise="select",
+                            random_state=0).fit(X, y)
 
 
 @pytest.fixture(autouse=True)

@@ -50,8 +50,16 @@ def test_a_searching_ensemble_fit_draws_one_bar_for_every_epoch_it_trains(bars):
     # The noise probe, every rung of the K search and the final ensemble: more epochs than the kept fit's.
     assert bar.epochs > model.n_iter_
     said = " | ".join(d for d in bar.descriptions if d)
-    for words in ("choosing the input noise", "choosing n_components: K=", "fitting 2 members with K="):
+    for words in ("input noise: 3 levels in one pass, keeping the best", "choosing n_components: K=",
+                  "fitting 2 members with K="):
         assert words in said
+
+
+def test_a_noise_mixture_fit_says_what_it_keeps(bars):
+    X, y = _data()
+    MDNRegressor(n_components=2, hidden_sizes=(4,), max_epochs=3, verbose=True, random_state=0).fit(X, y)
+    (bar,) = bars
+    assert "input noise: 3 levels in one pass, kept as a weighted mixture" in " | ".join(d for d in bar.descriptions if d)
 
 
 def test_a_quiet_fit_draws_no_visible_bar(bars):

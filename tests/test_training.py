@@ -343,7 +343,7 @@ def test_ctrl_c_during_the_noise_search_keeps_the_best_level_so_far(monkeypatch)
     y = X[:, 0] + 0.1 * rng.normal(size=100)
     with pytest.warns(mdnkit.TrainingInterrupted, match="interrupted at epoch 5"):
         model = mdnkit.MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=30, batch_size=None,
-                                    random_state=0).fit(X, y)
+                                    input_noise="select", random_state=0).fit(X, y)
     assert len(calls) == 6 and len(model.noise_selection_) == 3  # one pass trained every level
     assert model.n_iter_ == 5 and len(model.history_) == 5
     assert model.input_noise_ == min(model.noise_selection_, key=model.noise_selection_.get)

@@ -325,6 +325,7 @@ class GaussianNetworkRegressor(MDNRegressor):
     family = "gaussian"
     family_options = None
     module = module_kwargs = None  # the MLP backbone
+    _mixes_noise_levels = False  # one heteroscedastic Gaussian, not a mixture of three networks
 
     def __init__(
         self,
@@ -338,7 +339,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         validation_fraction: float = 0.1,
         patience: int | None = None,
         weight_decay: float = 0.0,
-        input_noise: float | Literal["auto", "mixture"] = "auto",
+        input_noise: float | Literal["auto", "mixture", "select"] = "auto",
         target_noise: float | Literal["auto"] = 0.0,
         min_scale: float = 1e-3,
         gradient_clip: float | None = 10.0,

@@ -95,15 +95,17 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             standardised inputs and targets at every step (noise regularisation, Rothfuss et
             al., 2019), scaled by the rule of thumb ``r = n^(-1 / (4 + p + d))`` for ``n``
             training rows, ``p`` inputs and ``d`` targets (0.63 for 1000 rows, 10 inputs, 1 target).
-            ``input_noise="auto"`` fits one network per level ``0, 0.1 r, 0.25 r`` and keeps the
-            one with the best validation NLL (``noise_selection_``; an ensemble is then fitted at
-            that level), so it costs about three fits: on UCI sets noise gained up to 0.3 nats
-            on small sets and lost 4 nats on naval, a deterministic map, so no single level
-            suits all. Without a validation split it is ``0.25 r``. ``input_noise="mixture"``
-            keeps all three networks as one mixture (``member_weights_``, from their likelihood of
-            the validation rows by :func:`mixture_weights`), at no extra training: it needs
-            ``n_estimators=1``, a fixed ``n_components`` and a validation split. ``target_noise="auto"``
-            with ``input_noise="auto"`` and a validation split joins that search: each level is
+            A word searches the noise: one network per level ``0, 0.1 r, 0.25 r``, trained in one
+            batched pass on the same validation rows (``noise_selection_``), since on UCI sets
+            noise gained up to 0.3 nats on small sets and lost 4 nats on naval, a deterministic
+            map, so no single level suits all. ``"select"`` keeps the network with the best
+            validation NLL (an ensemble is then fitted at that level). ``"mixture"`` keeps all
+            three as one mixture (``member_weights_``, from their likelihood of the validation
+            rows by :func:`mixture_weights`), at no extra training but three networks' prediction
+            cost: it needs ``n_estimators=1``, a fixed ``n_components`` and a validation split.
+            ``"auto"`` is ``"mixture"`` where that applies and ``warm_start`` is off, else
+            ``"select"``; without a validation split every word is ``0.25 r``. ``target_noise="auto"``
+            with a searched input noise and a validation split joins that search: each level is
             both the input and the target noise of one network, so 0 stays a choice (a fixed
             ``0.25 r`` of target noise cost 1.7 nats on yacht, whose targets are nearly
             deterministic); otherwise it is ``0.25 r``, and 0 for a family whose support noise
@@ -184,7 +186,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             ``"auto"``, until :meth:`prune_components` removes some).
         selection_results_: With ``n_components="auto"``: the search's
             :attr:`~mdnkit.MDNRegressorCV.cv_results_` (not saved by :meth:`save`).
-        noise_selection_: With ``input_noise="auto"`` (or ``"mixture"``) and a validation split:
+        noise_selection_: With a searched ``input_noise`` (a word) and a validation split:
             ``{level: best validation NLL}`` of the trial fits (not saved by :meth:`save`).
         member_weights_: With ``input_noise="mixture"``: ``[L]``, the weight of each noise level's
             network in the model's mixture (levels in ``input_noise_``, a tuple).
@@ -210,6 +212,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         ((2,), (2, 5))
     """
 
+    # Whether input_noise="auto" keeps the noise search's networks as a mixture (a subclass whose
+    # model must stay one network, such as a Gaussian baseline, turns it off).
+    _mixes_noise_levels = True
+
     def __init__(
         self,
         n_components: int | Literal["auto"] = 5,
@@ -223,7 +229,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         validation_fraction: float = 0.1,
         patience: int | None = None,
         weight_decay: float = 0.0,
-        input_noise: float | Literal["auto", "mixture"] = "auto",
+        input_noise: float | Literal["auto", "mixture", "select"] = "auto",
         target_noise: float | Literal["auto"] = 0.0,
         min_scale: float = 1e-3,
         gradient_clip: float | None = 10.0,
@@ -514,7 +520,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         rows = getattr(self, "validation_rows_", None)
         if rows is None:
             why = (
-                "an ensemble's members hold out different rows" if getattr(self.module_, "n_members", 1) > 1
+                "an ensemble's members hold out different rows"
+                if getattr(self.module_, "n_members", 1) > 1 and not hasattr(self, "member_weights_")
                 else "it was fitted with validation_fraction=0" if self.validation_fraction == 0
                 else "a loaded model, or one fitted on a TableRows source, does not keep its training rows"
             )
@@ -576,7 +583,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         for name in ("learning_rate", "min_scale"):
             if not (isinstance(getattr(self, name), numbers.Real) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}.")
-        words = {"weight_decay": (), "input_noise": ("auto", "mixture"), "target_noise": ("auto",)}
+        words = {"weight_decay": (), "input_noise": ("auto", "mixture", "select"), "target_noise": ("auto",)}
         for name, allowed_words in words.items():
             value = getattr(self, name)
             if isinstance(value, str) and value in allowed_words:
@@ -608,15 +615,15 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.__dict__.update({name: value for name, value in vars(fitted).items() if name not in params})
 
     def _fit_noise_auto(self, X: Any, y: Any) -> MDNRegressor:
-        """``input_noise="auto"``: the levels of :data:`NOISE_FACTORS` trained in one batched pass,
+        """A searched ``input_noise``: the levels of :data:`NOISE_FACTORS` trained in one batched pass,
         as the members of one ensemble, each with its own input noise (and, with
         ``target_noise="auto"``, the same target noise), schedule and early stopping, all on the
         validation rows a single fit with this seed holds out; then the level with the best
         validation NLL.
 
-        A single model is the winning member itself (its weights, curve and training state); an
-        ensemble is then fitted at that level; ``input_noise="mixture"`` keeps every member
-        (:meth:`_adopt_mixture`).
+        A noise mixture (:meth:`_keeps_noise_mixture`) keeps every member (:meth:`_adopt_mixture`);
+        otherwise a single model is the winning member itself (its weights, curve and training
+        state), and an ensemble is then fitted at that level.
         """
         from sklearn.base import clone
 
@@ -628,7 +635,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         seed = seed_from(self.random_state)
         levels = tuple(factor * n_train ** (-1.0 / (4 + n_dims)) for factor in NOISE_FACTORS)
         noisy_targets = isinstance(self._target_noise_setting(n_targets), str)
-        stage(f"choosing the {'input and target' if noisy_targets else 'input'} noise ({len(levels)} levels in one pass)")
+        kept = "kept as a weighted mixture" if self._keeps_noise_mixture() else "keeping the best"
+        stage(f"{'input and target' if noisy_targets else 'input'} noise: {len(levels)} levels in one pass, {kept}")
         search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, random_state=seed,
                                         target_noise=0.0 if noisy_targets else self.target_noise)
         with warnings.catch_warnings(record=True) as caught:
@@ -643,7 +651,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         for warning in caught:  # a rollback's warning; the search's own convergence is the winner's
             if not issubclass(warning.category, (ConvergenceWarning, TrainingInterrupted)):
                 warnings.warn(warning.message, warning.category, stacklevel=4)
-        if self.input_noise == "mixture":
+        if self._keeps_noise_mixture():
             self._adopt_mixture(search, X_checked, seed, interrupted)
         elif self.n_estimators > 1 and not interrupted:
             stage(f"fitting {self.n_estimators} members at noise {levels[index]:.3g}")
@@ -657,6 +665,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                                   kept_epoch=self.best_epoch_)
         self.noise_selection_ = scores
         return self
+
+    def _keeps_noise_mixture(self) -> bool:
+        """Whether the noise search keeps every level: asked for, or ``"auto"`` where a mixture applies."""
+        if self.input_noise == "mixture":
+            return True
+        return (self.input_noise == "auto" and self._mixes_noise_levels and not self.warm_start
+                and self.n_estimators == 1 and self.validation_fraction > 0 and not isinstance(self.n_components, str))
 
     def _check_noise_mixture(self, table: bool) -> None:
         """What ``input_noise="mixture"`` needs, said before any training."""
@@ -738,7 +753,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         noise_selection = None
         if isinstance(self.input_noise, str):
             # Choose the noise once, with one mid-sized network, then search K at that level.
-            probe = clone(self).set_params(n_components=5, n_estimators=1, random_state=seed, verbose=False)
+            probe = clone(self).set_params(n_components=5, n_estimators=1, input_noise="select", random_state=seed,
+                                           verbose=False)
             probe._trial = True  # only its noise level is kept
             probe._fit_noise_auto(X, y)
             fixed["input_noise"], noise_selection = probe.input_noise_, probe.noise_selection_

@@ -437,7 +437,10 @@ class MDNEnsemble(DensityNetwork):
         """The members' mixture from each member's ``log p_m [M, N]``: ``log Σ_m w_m p_m -> [N]``."""
         if self.member_log_weights is None:
             return torch.logsumexp(log_prob, 0) - math.log(self.n_members)
-        return torch.logsumexp(log_prob + self.member_log_weights.to(log_prob).unsqueeze(-1), 0)
+        # Renormalised in log_prob's dtype: weights stored in float32 sum to 1 only to float32, and
+        # the members' mixture (a softmax over its logits) renormalises them too.
+        log_weights = self.member_log_weights.to(log_prob)
+        return torch.logsumexp(log_prob + (log_weights - log_weights.logsumexp(0)).unsqueeze(-1), 0)
 
     def initialize(self, y: Tensor, random_state: int | None = None) -> None:
         """The same data-driven head start for every member (:meth:`MixtureHead.initialize`);

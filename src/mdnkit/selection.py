@@ -184,7 +184,7 @@ class MDNRegressorCV(ConditionalDensityMixin, RegressorMixin, BaseEstimator):
         _check_names(fixed, valid, "estimator_params")
         if fixed.get("input_noise") == "mixture":
             raise ValueError("MDNRegressorCV continues its candidates with warm starts, which a noise mixture "
-                             "(input_noise='mixture') does not have; search with input_noise='auto'.")
+                             "(input_noise='mixture') does not have; search with input_noise='auto' or 'select'.")
         if "random_state" in fixed:
             raise ValueError(
                 "estimator_params must not set 'random_state': set it on MDNRegressorCV, which "
