@@ -11,7 +11,8 @@ original units:
 - RMSE of the predicted mean (the sample mean for sampling methods).
 - Fit seconds: ``fit`` alone, not prediction.
 
-Methods (``--methods``): ``mdn`` (``MDNRegressor()``), ``mdn-ens5`` (``MDNRegressor(n_estimators=5)``),
+Methods (``--methods``): ``mdn`` (``MDNRegressor()``), ``mdn-select`` (one network,
+``input_noise="select"``, the default until 2026-12-03), ``mdn-ens5`` (``MDNRegressor(n_estimators=5)``),
 ``ngboost`` (``NGBRegressor(Dist=Normal)``, 500 stages), ``ngboost-es`` (up to 2000 stages, the
 NGBoost paper's UCI budget, best stage on validation rows, patience 50), ``catboost``
 (``loss_function="RMSEWithUncertainty"``, 1000 iterations, best iteration on validation rows,
@@ -136,11 +137,11 @@ def _timed(fit: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def _mdn(n_estimators: int) -> Method:
+def _mdn(n_estimators: int, **settings: Any) -> Method:
     def method(X, y, X_test, seed, n_samples):
         from mdnkit import MDNRegressor
 
-        model, seconds = _timed(lambda: MDNRegressor(n_estimators=n_estimators, random_state=seed).fit(X, y))
+        model, seconds = _timed(lambda: MDNRegressor(n_estimators=n_estimators, random_state=seed, **settings).fit(X, y))
         return mixture_forecast(model.predict_dist(X_test)), seconds
 
     return method
@@ -259,7 +260,8 @@ def _linear(X, y, X_test, seed, n_samples):
 
 
 METHODS: dict[str, Method] = {
-    "mdn": _mdn(1), "mdn-ens5": _mdn(5), "ngboost": _ngboost(False), "ngboost-es": _ngboost(True),
+    "mdn": _mdn(1), "mdn-select": _mdn(1, input_noise="select"), "mdn-ens5": _mdn(5),
+    "ngboost": _ngboost(False), "ngboost-es": _ngboost(True),
     "catboost": _catboost, "treeffuser": _treeffuser, "flow": _flow, "linear": _linear,
 }
 # The import each method needs: a missing one skips that method, not the script.

@@ -73,7 +73,8 @@ def work(tmp_path_factory) -> pathlib.Path:
     fits = {
         "csv": start(["fit", "train.csv", "--target", "eruptions", "-o", "model.mdn", *TINY], folder),
         "parquet": start(["fit", "train.parquet", "--target", "eruptions", "--features", "waiting",
-                          "-o", "waiting.mdn", "--batch-size", "full", *TINY], folder, script=True),
+                          "-o", "waiting.mdn", "--batch-size", "full", "--input-noise", "select", *TINY],
+                         folder, script=True),
         "gaps": start(["fit", "gaps.csv", "--target", "eruptions", "-o", "gaps.mdn", "--drop-missing",
                        "--quiet", *TINY], folder),
         # waiting is recorded in whole minutes
@@ -100,6 +101,8 @@ def test_fit_writes_a_loadable_model_with_its_schema(work):
     assert (model.batch_size, model.batch_size_, model.learning_rate) == ("auto", 64, 3e-3)  # the defaults
     waiting = mdnkit.load(work / "waiting.mdn")
     assert waiting.metadata_["schema"]["features"] == ["waiting"] and waiting.batch_size_ is None  # --batch-size full
+    assert waiting.input_noise == "select" and not hasattr(waiting, "member_weights_")  # one network
+    assert model.input_noise == "auto" and model.member_weights_.shape == (3,)  # the default: the noise mixture
     gaps = (work / "fit_gaps.out").read_text()
     assert "dropped 2 row(s) with missing values, 158 left" in gaps
     assert "fit:" not in gaps and "saved" not in gaps  # --quiet, but the count is always said
@@ -279,6 +282,8 @@ BAD = {
                    "argument --hidden: expected positive integers"),
     "bad batch size": (["fit", "train.csv", "--target", "eruptions", "-o", "x.mdn", "--batch-size", "some"],
                        "argument --batch-size: expected a positive integer, 'auto' or 'full', got 'some'"),
+    "bad noise": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--input-noise", "some"],
+                  "argument --input-noise: expected auto, mixture, select or a number >= 0, got 'some'"),
     "bad resolution": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--target-resolution", "0"],
                        "argument --target-resolution: expected a positive number, got '0'"),
     "zero draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "0"],

@@ -5,6 +5,7 @@ fold models trained without their fold, files, errors."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -165,6 +166,21 @@ def test_cv_calibration_errors(cross):
             clone(model).fit(X, y).calibrate(X, y, cv=cv)
     with pytest.raises(ValueError, match=r"pass them, calibrate\(X, y, cv=K\)"):
         model.calibrate(cv=3)
+
+
+def test_fold_models_are_the_kind_of_model_calibrated():
+    """A noise mixture's folds are noise mixtures; a single network continued by a warm start
+    (input_noise="auto" with warm_start=True keeps one level) has single-network folds."""
+    from mdnkit.heads import MDN, MDNEnsemble
+
+    X, y = _data(60, 2)
+    settings = dict(n_components=1, hidden_sizes=(4,), max_epochs=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mixture = MDNRegressor(**settings).fit(X, y).calibrate(X, y, cv=2)
+        single = MDNRegressor(**settings, warm_start=True).fit(X, y).calibrate(X, y, cv=2)
+    assert all(isinstance(m, MDNEnsemble) and m.n_members == 3 for m in mixture.calibration_modules_)
+    assert type(single.module_) is MDN and all(type(m) is MDN for m in single.calibration_modules_)
 
 
 def test_a_split_calibration_replaces_a_cross_one():

@@ -105,6 +105,17 @@ def test_winner_trains_on_from_where_it_stopped():
     assert math.isfinite(search.validation_nll_) and search.refit_time_ > 0
 
 
+def test_candidates_and_the_refit_winner_are_single_networks():
+    """input_noise="auto" would make a fresh single fit a noise mixture; the search compares and
+    returns single networks (its candidates continue by warm starts), with refit too."""
+    X, y = _data()
+    for refit in (False, True):
+        search = MDNRegressorCV(param_grid={"n_components": [1, 2]}, budget=5, refit=refit, random_state=0,
+                                estimator_params={"max_epochs": 10, "hidden_sizes": (4,)}).fit(X, y)
+        model = search.best_estimator_
+        assert model.input_noise == "select" and not hasattr(model, "member_weights_"), refit
+
+
 def test_refit_fits_the_winner_afresh_on_every_row():
     X, y = _data()
     params = _search().get_params()

@@ -37,6 +37,8 @@ def fit_folds(model: Any, X: Any, y: Any, n_folds: Any) -> tuple[list[nn.Module]
         raise ValueError(f"cv must be an integer number of folds from 2 to the {len(X)} rows, got {n_folds!r}.")
     targets = y[:, 0] if model._y_is_1d else y
     template = clone(model).set_params(verbose=False, warm_start=False)
+    if model.input_noise == "auto":  # each fold the kind of model this one is, whatever made it
+        template.set_params(input_noise="mixture" if hasattr(model, "member_weights_") else "select")
     splits = KFold(int(n_folds), shuffle=True, random_state=seed_from(model.random_state)).split(X)
     modules, components, dists, held_out = [], [], [], []
     with warnings.catch_warnings(record=True) as caught:

@@ -154,8 +154,8 @@ class ConditionalDensityMixin:
         the model); refitting the model drops it.
 
         Without rows, the model's own validation rows of the last ``fit`` (where it keeps them: a
-        single network with ``validation_fraction > 0``). Those rows chose the kept epoch (and the
-        noise level), so the guarantee is no longer exact; the slight optimism that selection
+        single network or a noise mixture with ``validation_fraction > 0``). Those rows chose the
+        kept epoch (and the noise level, or the mixture's weights), so the guarantee is no longer exact; the slight optimism that selection
         leaves in their scores can only shrink the sets. Rows the model never saw are safer.
 
         ``cv=K`` (cross-conformal, CV+; Barber et al. 2021), for data too scarce to set rows

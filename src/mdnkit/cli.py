@@ -74,6 +74,19 @@ def _batch_size(text: str) -> int | Literal["auto"] | None:
     return value
 
 
+def _noise_setting(text: str) -> float | str:
+    """``--input-noise``: a word of ``MDNRegressor(input_noise=...)`` or a number >= 0."""
+    if text in ("auto", "mixture", "select"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected auto, mixture, select or a number >= 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -163,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="target column (repeat for a multivariate target)")
     fit.add_argument("--features", nargs="+", metavar="COL", help="feature columns (default: all others)")
     output_options(fit, "model file to write (e.g. model.mdn)")
-    fit.add_argument("--components", type=_positive_int, default=5, help="mixture components (default 5)")
+    fit.add_argument("--components", type=_positive_int, default=5, help="mixture components per network (default 5)")
     fit.add_argument("--estimators", type=_positive_int, default=1,
                      help="ensemble members, combined as one mixture (default 1)")
     fit.add_argument("--hidden", type=_hidden, default=(64, 64), metavar="SIZES",
@@ -183,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the targets were recorded on a grid of step H (e.g. 1 for integer scores): "
                           "train and score on the probability of each value's bin, not the density")
     fit.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size (default 0.003)")
+    fit.add_argument("--input-noise", type=_noise_setting, default="auto", metavar="auto|mixture|select|SD",
+                     help="noise on the standardised inputs: 'auto' (the default) trains three levels in one "
+                     "pass and keeps them as a weighted mixture for one network, 'select' keeps the best one, "
+                     "a number fixes it")
     fit.add_argument("--validation-fraction", type=_fraction, default=0.1,
                      help="rows held out for early stopping (default 0.1; 0 trains on all for --epochs)")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
@@ -472,7 +489,7 @@ def _model(args: argparse.Namespace) -> Any:
         validation_fraction=args.validation_fraction, device=args.device, verbose=not args.quiet,
         random_state=args.random_state, n_estimators=args.estimators, family=args.family,
         family_options=None if args.bounds is None else {"low": args.bounds[0], "high": args.bounds[1]},
-        target_resolution=args.target_resolution,
+        target_resolution=args.target_resolution, input_noise=args.input_noise,
     )
 
 

@@ -40,11 +40,12 @@ from mdnkit.training import Optimizer, TrainingConfig, TrainingInterrupted, trai
 # Factor of the noise rule of thumb h = c n^(-1/(4+dims)) (Rothfuss et al. 2019 use c = 0.5 and 1;
 # in benchmarks/uci.py c = 0.25 beat 0.1 and 0.5 on most sets, see the README).
 NOISE_RULE_OF_THUMB = 0.25
-# input_noise="auto" with a validation split tries these multiples of n^(-1/(4+dims)) and keeps
-# the one with the best validation NLL: on UCI, 0.25 helped most sets, 0.1 was best on yacht, and
-# any noise ruined naval (a smooth deterministic map: -7.2 nats without, -3.3 with 0.25).
+# A searched input_noise (a word) with a validation split trains these multiples of
+# n^(-1/(4+dims)) and keeps all of them as a mixture or the one with the best validation NLL: on
+# UCI, 0.25 helped most sets, 0.1 was best on yacht, and any noise ruined naval (a smooth
+# deterministic map: -7.2 nats without, -3.3 with 0.25), so no single level suits all.
 NOISE_FACTORS = (0.0, 0.1, 0.25)
-# input_noise="mixture" weighs the levels' networks by their held-out likelihood, each credited
+# A noise mixture weighs the levels' networks by their held-out likelihood, each credited
 # this many pseudo-rows (a Dirichlet prior): weights fitted freely on 12 validation rows overfit
 # (iris: 0.94 nats against 0.67 for equal weights), and equal weights cost yacht, whose targets
 # are nearly deterministic, 0.5 nats. Of 0 to 50 pseudo-rows, 1 had the least mean excess over
@@ -104,7 +105,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             rows by :func:`mixture_weights`), at no extra training but three networks' prediction
             cost: it needs ``n_estimators=1``, a fixed ``n_components`` and a validation split.
             ``"auto"`` is ``"mixture"`` where that applies and ``warm_start`` is off, else
-            ``"select"``; without a validation split every word is ``0.25 r``. ``target_noise="auto"``
+            ``"select"``; without a validation split ``"auto"`` and ``"select"`` are ``0.25 r``
+            (``"mixture"`` refuses). ``target_noise="auto"``
             with a searched input noise and a validation split joins that search: each level is
             both the input and the target noise of one network, so 0 stays a choice (a fixed
             ``0.25 r`` of target noise cost 1.7 nats on yacht, whose targets are nearly
@@ -116,7 +118,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         dtype: ``"float32"`` or ``"float64"`` for the network.
         verbose: Show a progress bar with the train / validation NLL.
         random_state: Seed for the weights, the split, the shuffling and the noise.
-        warm_start: Continue from the current weights when ``fit`` is called again.
+        warm_start: Continue from the current weights when ``fit`` is called again (one
+            network or an ensemble; not a noise mixture, which ``"auto"`` then does not make).
         n_estimators: Number ``M`` of MDNs in a deep ensemble (Lakshminarayanan et al. 2017).
             The members start from independent random weights (and the same data-driven head
             start), each is trained on its own NLL, all together in batched layers (one optimiser
@@ -167,8 +170,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             (:func:`~mdnkit.rounding.find_grid`).
 
     Attributes:
-        module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` when
-            ``n_estimators > 1`` (works on standardised data).
+        module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` for
+            ``n_estimators > 1`` or a noise mixture (the default; works on standardised data).
         history_: One dict per epoch: ``epoch``, ``train_nll``, ``val_nll``, ``learning_rate``,
             ``time`` (NLLs in nats per row, original units; for ``n_estimators > 1`` of the
             mixture of the members that train on each row, on the batches before each step,
@@ -188,13 +191,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             :attr:`~mdnkit.MDNRegressorCV.cv_results_` (not saved by :meth:`save`).
         noise_selection_: With a searched ``input_noise`` (a word) and a validation split:
             ``{level: best validation NLL}`` of the trial fits (not saved by :meth:`save`).
-        member_weights_: With ``input_noise="mixture"``: ``[L]``, the weight of each noise level's
-            network in the model's mixture (levels in ``input_noise_``, a tuple).
-        validation_rows_: ``(X_val, y_val)``, the rows a single network held out for early
-            stopping, as checked arrays; :meth:`calibrate` without rows uses them (not saved).
+        member_weights_: For a noise mixture: ``[L]``, the weight of each noise level's network in
+            the model's mixture (levels in ``input_noise_``, a tuple).
+        validation_rows_: ``(X_val, y_val)``, the rows a single network or a noise mixture held out
+            for early stopping, as checked arrays; :meth:`calibrate` without rows uses them (not saved).
         component_weight_mean_, component_weight_max_: Mean and maximum over the rows given to
             ``fit`` (validation rows included) of each component's weight ``π_k(x)``: ``(K,)``,
-            or ``(n_estimators, K)`` for an ensemble.
+            or ``(M, K)`` for an ensemble or a noise mixture of ``M`` networks.
         dead_components_: Booleans of the same shape: components whose weight stays below
             ``1e-3`` on every row (see :meth:`prune_components`).
         calibration_: After :meth:`calibrate`: the :class:`~mdnkit.conformal.Calibration` record
@@ -329,7 +332,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             return self._fit_auto(X_in, y_in)
         if isinstance(self.input_noise, str) and self.validation_fraction > 0 and searching:
             self._n_validation(len(X))  # too few rows: say so once, not from a trial fit
-            return self._fit_noise_auto(X_in, y_in)
+            return self._fit_noise_search(X_in, y_in)
         return self._fit_network(X, y, X_in, y_in, feature_names)
 
     def _fit_network(
@@ -358,8 +361,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                     f"{self.n_outputs_} targets, got {X.shape[1]} and {y.shape[1]}."
                 )
             if hasattr(self, "member_weights_") or self.input_noise == "mixture":
-                raise ValueError("warm_start does not continue a noise mixture (input_noise='mixture') nor turn "
-                                 "a network into one; refit with warm_start=False.")
+                raise ValueError("warm_start does not continue a noise mixture (the default input_noise='auto', or "
+                                 "'mixture') nor turn a network into one; refit with warm_start=False, or fit with "
+                                 "input_noise='select' for one network that warm starts continue.")
             if getattr(self.module_, "n_members", 1) != self.n_estimators:
                 raise ValueError(
                     f"warm_start: the model was fitted with n_estimators="
@@ -614,7 +618,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self._reset_fitted()
         self.__dict__.update({name: value for name, value in vars(fitted).items() if name not in params})
 
-    def _fit_noise_auto(self, X: Any, y: Any) -> MDNRegressor:
+    def _fit_noise_search(self, X: Any, y: Any) -> MDNRegressor:
         """A searched ``input_noise``: the levels of :data:`NOISE_FACTORS` trained in one batched pass,
         as the members of one ensemble, each with its own input noise (and, with
         ``target_noise="auto"``, the same target noise), schedule and early stopping, all on the
@@ -635,7 +639,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         seed = seed_from(self.random_state)
         levels = tuple(factor * n_train ** (-1.0 / (4 + n_dims)) for factor in NOISE_FACTORS)
         noisy_targets = isinstance(self._target_noise_setting(n_targets), str)
-        kept = "kept as a weighted mixture" if self._keeps_noise_mixture() else "keeping the best"
+        kept = "keeping all, weighted" if self._keeps_noise_mixture() else "keeping the best"
         stage(f"{'input and target' if noisy_targets else 'input'} noise: {len(levels)} levels in one pass, {kept}")
         search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, random_state=seed,
                                         target_noise=0.0 if noisy_targets else self.target_noise)
@@ -671,14 +675,18 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if self.input_noise == "mixture":
             return True
         return (self.input_noise == "auto" and self._mixes_noise_levels and not self.warm_start
-                and self.n_estimators == 1 and self.validation_fraction > 0 and not isinstance(self.n_components, str))
+                and self._noise_mixture_needs(table=False) is None)
+
+    def _noise_mixture_needs(self, table: bool) -> str | None:
+        """What a noise mixture needs and these settings (or a table source) lack; ``None``: nothing."""
+        return ("in-memory arrays (a table is not searched)" if table
+                else "validation rows to weigh the levels by; set validation_fraction > 0" if self.validation_fraction == 0
+                else "n_estimators=1 (it is an ensemble of one network per level)" if self.n_estimators != 1
+                else "a fixed n_components" if isinstance(self.n_components, str) else None)
 
     def _check_noise_mixture(self, table: bool) -> None:
         """What ``input_noise="mixture"`` needs, said before any training."""
-        needs = ("in-memory arrays (a table is not searched)" if table
-                 else "validation rows to weigh the levels by; set validation_fraction > 0" if self.validation_fraction == 0
-                 else "n_estimators=1 (it is an ensemble of one network per level)" if self.n_estimators != 1
-                 else "a fixed n_components" if isinstance(self.n_components, str) else None)
+        needs = self._noise_mixture_needs(table)
         if needs is not None:
             raise ValueError(f"input_noise='mixture' needs {needs}.")
 
@@ -752,11 +760,12 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         seed = seed_from(self.random_state)
         noise_selection = None
         if isinstance(self.input_noise, str):
-            # Choose the noise once, with one mid-sized network, then search K at that level.
+            # Choose the noise once, with one mid-sized network, then search K at that level
+            # ("select": a mixture has no single level to pass on).
             probe = clone(self).set_params(n_components=5, n_estimators=1, input_noise="select", random_state=seed,
                                            verbose=False)
             probe._trial = True  # only its noise level is kept
-            probe._fit_noise_auto(X, y)
+            probe._fit_noise_search(X, y)
             fixed["input_noise"], noise_selection = probe.input_noise_, probe.noise_selection_
             fixed["target_noise"] = probe.target_noise_
         ensemble = self.n_estimators > 1
@@ -1075,7 +1084,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         ``predict_std² = mean_m σ²_m + var_m μ_m`` (law of total variance, ``var_m`` over the
         ``M`` members with divisor ``M``, or weighted by ``member_weights_``); this returns
         ``sqrt(var_m μ_m)``, the epistemic part, which grows away from the training data. Zero
-        for a single network.
+        for a single network; for a noise mixture, whose networks share their initial weights,
+        the spread between noise levels, a narrower measure than an ensemble's.
 
         Returns:
             ``(n,)`` for 1-D ``y``, else ``(n, d)``.
@@ -1083,7 +1093,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         means = self.predict_members_dist(X).mean.numpy()  # [M, n, d]
         log_weights = getattr(self.module_, "member_log_weights", None)
         weights = (np.full(len(means), 1.0 / len(means)) if log_weights is None
-                   else log_weights.double().exp().cpu().numpy())[:, None, None]
+                   else torch.softmax(log_weights.double(), 0).cpu().numpy())[:, None, None]
         centre = (weights * means).sum(axis=0)
         return self._shape_targets(np.sqrt((weights * (means - centre) ** 2).sum(axis=0)))
 

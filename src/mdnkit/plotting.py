@@ -454,8 +454,9 @@ def plot_weights_and_scales(model: Any, x_grid: Any, axes: Any = None) -> np.nda
         axes: Two axes to draw on (weights, scales); a new figure with two rows when None.
 
     Returns:
-        A NumPy object array of the two axes; each holds ``K`` lines, component ``k`` labelled
-        ``f"k={k}"`` in the same colour on both.
+        A NumPy object array of the two axes; each holds one line per component of
+        ``predict_dist`` (``K``, or ``M·K`` for an ensemble or the default noise mixture),
+        component ``k`` labelled ``f"k={k}"`` in the same colour on both.
 
     Example:
         >>> from mdnkit import MDNRegressor

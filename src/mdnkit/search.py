@@ -94,6 +94,8 @@ def successive_halving(
     X_val, y_val = _take(X, holdout), _take(y, holdout)
 
     base.set_params(random_state=seed, warm_start=True)
+    if base.input_noise == "auto":  # candidates continue by warm starts: one network each, refit included
+        base.set_params(input_noise="select")
     steps_per_epoch = _steps_per_epoch(base, len(train))
     budget = _auto_budget(base, len(train)) if budget_setting == "auto" else int(budget_setting)
     if np.ndim(y) > 1 and np.shape(y)[1] > 1:
