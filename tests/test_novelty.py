@@ -184,3 +184,26 @@ def test_the_quick_clearance_never_misses_a_novel_row(dim) -> None:
     np.testing.assert_array_equal(novel, novelty.score(X) > novelty.threshold)
     assert 0 < novel.sum() < len(X)
     assert novelty._surely_familiar(X).mean() > 0.3  # the shortcut does clear rows
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1.0, 1.3, 2.0, 4.0])
+def test_every_quickly_cleared_row_is_within_the_threshold(threshold) -> None:
+    """The shortcut's certificate against a brute-force k-th neighbour distance (SciPy's cdist,
+    independent of the index): every row it clears has ``d(x) <= threshold · c_max``, with
+    ``c_max`` recomputed leave-one-out the same way; below a threshold of 1 (a rank) it clears
+    none. The threshold is changed after fitting, as a user may."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(7)
+    reference = rng.normal(size=(600, 3))
+    novelty = InputNovelty(n_neighbors=5).fit(reference)
+    novelty.threshold = threshold
+    X = rng.normal(size=(4000, 3)) * rng.uniform(0.5, 3.0, size=(4000, 1))
+    cleared = novelty._surely_familiar(X)
+    d_x = np.sort(cdist(X, reference), axis=1)[:, 4]  # the 5th nearest reference row
+    leave_one_out = np.sort(cdist(reference, reference), axis=1)[:, 5]  # column 0 is the row itself
+    if threshold < 1:
+        assert not cleared.any()
+        return
+    assert (d_x[cleared] <= threshold * leave_one_out.max() * (1 + 1e-12)).all()
+    assert cleared.mean() > 0.2  # and it does clear rows

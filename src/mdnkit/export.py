@@ -3,7 +3,10 @@
 What is exported is :meth:`~mdnkit.model.DensityNetwork.params`, tensors only: raw inputs
 ``x [B, F]`` (float64, original units) to ``(logits, *the family's parameters)`` in original
 units (float64), e.g. ``(logits [B, K], loc [B, K, D], scale [B, K, D])`` for diagonal Gaussians,
-with a leading member axis ``[M, B, ...]`` for an ensemble. The input and target scaling are
+with a leading member axis ``[M, B, ...]`` for an ensemble. The parameters are constrained in
+the network's dtype and cast to float64 after (``params(x, float64_constraints=False)``: ONNX
+Runtime has no float64 Softplus), so they differ from ``predict_dist``'s, constrained in float64,
+by the float32 rounding of a float32 network (about 1e-7 relative). The input and target scaling are
 inside the graph, so a consumer feeds raw rows and reads parameters in the target's units; no
 mdnkit or torch is needed to run an ONNX file (``onnxruntime`` is enough). The batch dimension
 is dynamic.
@@ -107,12 +110,12 @@ class ParamsModule(nn.Module):
         network = self.network
         if network.x_transform is None:  # no units: the network's own units and dtype
             return tuple(t.to(torch.float64) for t in network.params(x.to(network._dtype)))
-        if not self._isotropic:
-            return network.params(x)
+        if not self._isotropic:  # constrained in the network's dtype: ONNX Runtime has no float64 Softplus
+            return network.params(x, float64_constraints=False)
         z = network.x_transform(x).to(network._dtype)
         logits, loc, scale = (t.to(torch.float64) for t in network.standardized_params(z))
         shift, y_scale = network.y_transform.shift, network.y_transform.scale
-        # The same operations as GaussianMixture.affine, so the outputs equal params(x) exactly.
+        # The same operations as GaussianMixture.affine, so the outputs equal params(x, False) exactly.
         scale = scale * y_scale[0] if self.uniform_units else scale.unsqueeze(-1) * y_scale
         return logits, shift + y_scale * loc, scale
 
@@ -213,7 +216,7 @@ def to_exported_program(model: Any, example_rows: Any = None) -> torch.export.Ex
 
     Returns:
         A program taking ``x [B, F]`` float64 and returning the float64 tuple of
-        ``network.params(x)`` (``program.module()(x)`` runs it).
+        ``network.params(x, float64_constraints=False)`` (``program.module()(x)`` runs it).
 
     Raises:
         sklearn.exceptions.NotFittedError: An unfitted estimator.

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from mdnkit._gaussian_hot_path import component_major_density, component_major_log_prob
 from mdnkit.distributions import CovarianceType
+from mdnkit.family import positive
 from mdnkit.families import FamilyName, make_family
 from mdnkit.mixture import Mixture, mixture_of_members
 from mdnkit.model import DensityNetwork
@@ -84,13 +85,27 @@ class MixtureHead(nn.Module):
             self.linear = EnsembleLinear(in_features, sum(self.split_sizes), n_members)
             self.register_buffer("logit_mask", torch.zeros(n_members, k))
 
-    def params(self, features: Tensor) -> tuple[Tensor, ...]:
+    def params(self, features: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
         """``[*B, H] ->`` ``(logits [*B, K], *the family's parameters)``: tensors only, the path
-        for export and ``vmap`` (``[M, *B, H]`` and a leading ``M`` for an ensemble head)."""
-        logits, *raw = self.linear(features).split(self.split_sizes, dim=-1)
-        if self.n_members is not None:  # pruned components of single members: weight exactly 0
-            logits = logits + self.logit_mask.view(self.n_members, *[1] * (logits.dim() - 2), self.n_components)
+        for export and ``vmap`` (``[M, *B, H]`` and a leading ``M`` for an ensemble head).
+
+        ``dtype``: cast the linear layer's outputs to it before the family's constraints, e.g.
+        float64 for reported distributions; :meth:`log_prob` scores from the same outputs.
+        """
+        if dtype is None:
+            logits, *raw = self.linear(features).split(self.split_sizes, dim=-1)
+            if self.n_members is not None:  # pruned components of single members: weight exactly 0
+                logits = logits + self.logit_mask.view(self.n_members, *[1] * (logits.dim() - 2), self.n_components)
+        else:
+            logits, *raw = self._outputs_by_row(features).to(dtype).split(self.split_sizes, dim=-1)
         return (logits, *self.family.constrain(raw))
+
+    def _outputs_by_row(self, features: Tensor) -> Tensor:
+        """:meth:`_component_major` for any batch shape, seen row-major: ``[*B, H] -> [*B, 3K]``
+        (``[M, *B, H] -> [M, *B, 3K]``), a transposed view of the same product, not a copy."""
+        rows = features.reshape(-1, features.shape[-1]) if self.n_members is None \
+            else features.reshape(self.n_members, -1, features.shape[-1])
+        return self._component_major(rows).transpose(-1, -2).reshape(*features.shape[:-1], -1)
 
     def forward(self, features: Tensor) -> Mixture:
         """``[*B, H] ->`` the family's mixture with batch shape ``B`` (``[M, *B, H]`` and
@@ -136,12 +151,12 @@ class MixtureHead(nn.Module):
             mixture = self(features)
             return (mixture if dtype is None else mixture.to(dtype)).log_prob(y if dtype is None else y.to(dtype))
         if dtype is not None:
-            # Scores: exactly the parameters forward() makes, component-major, in ``dtype``: the
-            # same numbers as self(features).log_prob(y) to the precision of ``dtype``.
-            logits, *parameters = self.params(features)  # [*B, N, K], [*B, N, K, 1 (, 1)]
-            logits, loc, scale = (t.reshape(logits.shape).transpose(-1, -2).to(dtype, memory_format=torch.contiguous_format)
-                                  for t in (logits, *parameters))
-            return component_major_density(logits, loc, scale, _rows_last(y).to(dtype))
+            # Scores: the outputs params(features, dtype) constrains, component-major and cast to
+            # ``dtype`` first, so the same numbers as self.params(features, dtype)'s mixture to
+            # the precision of ``dtype``. A cast of the [3K, N] product, not three transposing
+            # ones: 6.7 against 14.6 ms per 65 536 rows in float64.
+            logits, loc, raw_scale = self._component_major(features).to(dtype).split(self.n_components, dim=-2)
+            return component_major_density(logits, loc, positive(raw_scale, self.min_scale), _rows_last(y).to(dtype))
         return component_major_log_prob(self._component_major(features), _rows_last(y), self.min_scale, self.n_components)
 
     @torch.no_grad()
@@ -288,9 +303,10 @@ class MDN(DensityNetwork):
                                 min_scale, family=family, family_options=family_options)
         self._init_units()
 
-    def standardized_params(self, x: Tensor) -> tuple[Tensor, ...]:
-        """``x [*B, F] ->`` ``(logits [*B, K], *parameters)`` in the network's units."""
-        return self.head.params(self.backbone(x))
+    def standardized_params(self, x: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
+        """``x [*B, F] ->`` ``(logits [*B, K], *parameters)`` in the network's units (in
+        ``dtype``: :meth:`MixtureHead.params`)."""
+        return self.head.params(self.backbone(x), dtype)
 
     def training_losses(self, x: Tensor, y: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(nll [1], nll)``: the mean NLL of standardised ``y [N, D]`` given ``x [N, F]`` (of
@@ -382,9 +398,10 @@ class MDNEnsemble(DensityNetwork):
         like = self.head.linear.weight
         self.member_log_weights = (weights / weights.sum()).log().to(device=like.device, dtype=like.dtype)
 
-    def standardized_params(self, x: Tensor) -> tuple[Tensor, ...]:
-        """``x [*B, F] ->`` the members' ``(logits [M, *B, K], *parameters)`` in the network's units."""
-        return self.head.params(self.backbone(x.expand(self.n_members, *x.shape)))
+    def standardized_params(self, x: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
+        """``x [*B, F] ->`` the members' ``(logits [M, *B, K], *parameters)`` in the network's
+        units (in ``dtype``: :meth:`MixtureHead.params`)."""
+        return self.head.params(self.backbone(x.expand(self.n_members, *x.shape)), dtype)
 
     def members(self, x: Tensor) -> Mixture:
         """Each member's mixture, ``x [*B, F]`` -> batch shape ``(M, *B)``, in original units.

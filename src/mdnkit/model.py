@@ -67,23 +67,30 @@ class DensityNetwork(nn.Module):
         self.x_transform = Standardize(x_shift, x_scale).to(device)
         self.y_transform = Standardize(y_shift, y_scale).to(device)
 
-    def standardized_params(self, x: Tensor) -> tuple[Tensor, ...]:
-        """``x [*B, F]`` in the network's units -> ``(logits, *parameters)`` in its units."""
+    def standardized_params(self, x: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
+        """``x [*B, F]`` in the network's units -> ``(logits, *parameters)`` in its units, the
+        head's outputs cast to ``dtype`` (when given) before they are constrained."""
         raise NotImplementedError
 
     def _combine(self, mixture: Mixture) -> Mixture:
         """The mixture :meth:`forward` returns from the one of :meth:`params`."""
         return mixture
 
-    def params(self, x: Tensor) -> tuple[Tensor, ...]:
+    def params(self, x: Tensor, float64_constraints: bool = True) -> tuple[Tensor, ...]:
         """``x [*B, F]`` in original units -> ``(logits, *the family's parameters)`` in original
         units (float64 when the network has units), each with batch shape ``B`` (``(M, *B)``
-        for an ensemble's members)."""
+        for an ensemble's members).
+
+        ``float64_constraints``: a network with units casts its head's outputs to float64 before
+        the family's constraints (a softplus, say), so these are the numbers :meth:`log_prob`
+        scores; False constrains in the network's dtype and casts after, as the exports do (ONNX
+        Runtime has no float64 Softplus).
+        """
         if self.x_transform is not None:
             x = self.x_transform(x).to(self._dtype)
-        parameters = self.standardized_params(x)
         if self.y_transform is None:
-            return parameters
+            return self.standardized_params(x)
+        parameters = self.standardized_params(x, torch.float64 if float64_constraints else None)
         mixture = self.family.mixture(*parameters).to(torch.float64)
         return tuple(mixture.affine(self.y_transform.shift, self.y_transform.scale).parameters().values())
 
