@@ -1265,3 +1265,16 @@ def test_a_noise_mixture_of_rounded_targets_weighs_its_members_by_bin_probabilit
     value = y_val.reshape(-1)[None, :, None]
     bins = (weights * (stats.norm.cdf(value + 0.5, loc, scale) - stats.norm.cdf(value - 0.5, loc, scale))).sum(-1)
     np.testing.assert_allclose(model.member_weights_, _stacking_optimum(np.log(bins), 1.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("d_out", [1, 2])
+def test_float32_rows_score_as_their_float64_values_and_stay_untouched(d_out) -> None:
+    """score_samples keeps a float32 table float32 and casts it a chunk at a time: the scores are
+    those of the same values in float64, exactly, and neither array is modified."""
+    model = _fitted("diagonal", d_out)
+    X, y = _data(n=300, d_out=d_out, seed=5)
+    X32 = X.astype(np.float32)
+    X64, before = X32.astype(np.float64), X32.copy()
+    np.testing.assert_array_equal(model.score_samples(X32, y), model.score_samples(X64, y))
+    np.testing.assert_array_equal(X32, before)
+    np.testing.assert_array_equal(X64, before.astype(np.float64))

@@ -8,6 +8,7 @@ a recurrent model.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -269,6 +270,27 @@ def test_mdn_as_output_layer_of_a_gru(covariance_type, d, tmp_path):
 
 
 # ---------------------------------------------------------------------------- MLP and errors
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("n_members", [None, 3])
+def test_in_place_activations_give_the_same_values_and_gradients(activation, n_members):
+    """The MLP applies ReLU and leaky ReLU in place; outputs and every parameter's gradient are
+    those of the same layers applied out of place (torch's own modules, inplace=False)."""
+    torch.manual_seed(0)
+    network = MLP(4, (8, 8), activation, n_members=n_members).double()
+    assert any(getattr(layer, "inplace", False) for layer in network) == (activation != "tanh")
+    reference = copy.deepcopy(network)
+    for layer in reference:
+        if hasattr(layer, "inplace"):
+            layer.inplace = False
+    x = torch.randn(*(() if n_members is None else (n_members,)), 5, 4, dtype=torch.float64)
+    ours, theirs = network(x), reference(x)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    assert torch.equal(ours, theirs)
+    for a, b in zip(network.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad)
+
+
 def test_mlp_without_hidden_layers_is_identity():
     mlp = MLP(4, ())
     x = torch.randn(3, 4)

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import safetensors.torch
+import torch
 
 from mdnkit import MDNRegressor, ModelFileError, load
 from mdnkit.io import read_model_file
@@ -65,6 +66,23 @@ def test_far_inputs_warn_with_a_count(model: MDNRegressor) -> None:
         model.predict_members_dist(FAR)
     with pytest.warns(NoveltyWarning, match="2 of 3"):
         model.predict_epistemic_std(FAR)
+
+
+def test_scores_warn_once_for_novel_rows_in_several_chunks(model: MDNRegressor) -> None:
+    """score_samples checks its rows a chunk (65 536 rows) at a time: one warning, with the count
+    over all chunks, at the caller's line, and the scores equal those of predict_dist."""
+    X, y = _data(70_000, seed=3)
+    X[[5, 69_000]] = FAR[1:]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = model.score_samples(X, y)
+    novelty = [w for w in caught if issubclass(w.category, NoveltyWarning)]
+    assert len(novelty) == 1 and str(novelty[0].message).startswith("2 of 70000 input rows")
+    assert novelty[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoveltyWarning)
+        expected = model.predict_dist(X).log_prob(torch.as_tensor(y).reshape(-1, 1)).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_novelty_score_checks_X(model: MDNRegressor) -> None:

@@ -27,13 +27,15 @@ _REMEDY: dict[str, str] = {
 
 
 def as_float_matrix(
-    data: Any, name: str, *, allow_1d: bool, stage: Stage = "fit", allow_nd: bool = False
+    data: Any, name: str, *, allow_1d: bool, stage: Stage = "fit", allow_nd: bool = False,
+    keep_float32: bool = False,
 ) -> np.ndarray:
     """Convert ``data`` to a float64 array of shape ``(n, p)`` (or ``(n,)`` when 1-D is allowed).
 
     ``stage`` names the call being checked (``fit``, ``predict`` or ``score``) for the advice on
     NaN and infinite values. ``allow_nd`` admits rows of any shape, ``(n, *shape)`` (inputs of a
-    user's own network: sequences, images).
+    user's own network: sequences, images). ``keep_float32``: a float32 array stays float32, for
+    callers that cast it a chunk at a time (no float64 copy of a large table).
 
     Raises:
         ValueError: Non-numeric columns (named), NaN or infinite values (rows counted per
@@ -51,10 +53,11 @@ def as_float_matrix(
         raise ValueError(f"MDNRegressor requires {name} to be passed, but {role} is None.")
     if sparse.issparse(data):
         raise ValueError(f"{name} is a sparse matrix; MDNRegressor needs dense data: pass {name}.toarray().")
-    if np.asarray(data).dtype.kind == "c":
+    given = np.asarray(data).dtype
+    if given.kind == "c":
         raise ValueError(f"Complex data not supported: {name} contains complex values; mdnkit models real-valued data.")
     try:
-        array = np.asarray(data, dtype=np.float64)
+        array = np.asarray(data, dtype=np.float32 if keep_float32 and given == np.float32 else np.float64)
     except (TypeError, ValueError) as error:
         raw = np.asarray(data, dtype=object)
         columns = _non_numeric_columns(raw)

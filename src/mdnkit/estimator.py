@@ -894,8 +894,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     def _standardized_rows(self, X: np.ndarray) -> np.ndarray:
         """Standardised inputs as a table ``(n, prod(shape))``, as the novelty index sees them."""
         shift, scale = (torch.as_tensor(np.asarray(v), dtype=torch.float64) for v in (self.x_mean_, self.x_scale_))
-        rows = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)) - shift  # torch, not NumPy: every core
-        return rows.div_(scale).reshape(len(X), -1).numpy()
+        # Torch, not NumPy: every core; one float64 copy, then in place, from float32 rows too.
+        rows = torch.from_numpy(np.ascontiguousarray(X)).to(torch.float64, copy=True)
+        return rows.sub_(shift).div_(scale).reshape(len(X), -1).numpy()
 
     @torch.no_grad()
     def _record_component_usage(self, x: torch.Tensor | Iterable[torch.Tensor], across_ranks: bool = False) -> None:
@@ -979,7 +980,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         return self
 
     # ------------------------------------------------------------------ predicting
-    def _check_X(self, X: Any) -> np.ndarray:
+    def _check_X(self, X: Any, keep_float32: bool = False) -> np.ndarray:
         check_is_fitted(self, "module_")
         names = _feature_names(X)
         fitted_names = getattr(self, "feature_names_in_", None)
@@ -988,7 +989,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 f"X has columns {list(names)}, but {type(self).__name__} was fitted with columns "
                 f"{list(fitted_names)} (same names in the same order are needed)."
             )
-        X = _validation.as_float_matrix(X, "X", allow_1d=False, stage="predict", allow_nd=self.module is not None)
+        X = _validation.as_float_matrix(X, "X", allow_1d=False, stage="predict", allow_nd=self.module is not None,
+                                        keep_float32=keep_float32)
         if X.shape[1:] != self._input_shape:
             if self.module is not None:
                 raise ValueError(f"X has rows of shape {X.shape[1:]}, but {type(self).__name__} was fitted "
@@ -1028,16 +1030,26 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         with torch.no_grad():  # the module maps in and out of its units itself, in float64
             return cat([module(chunk).to("cpu") for chunk in x.split(_PREDICT_CHUNK)])
 
-    @torch.no_grad()
-    def _module_log_prob(self, module: nn.Module, standardized: np.ndarray, values: torch.Tensor) -> np.ndarray:
-        """``module``'s log-density of ``values [n, D]`` (float64, original units) at the
-        standardised rows of :meth:`_standardized_rows` (in their input shape), ``(n,)``, a
-        chunk at a time."""
+    def _scored_in_chunks(self, X: np.ndarray, values: torch.Tensor) -> np.ndarray:
+        """The log-density of ``values [n, D]`` (float64, original units) at checked rows ``X``,
+        ``(n,)``, for a head with the hot path: each chunk standardised once, for the novelty
+        check and the network, and never the whole table (at 10⁷ rows two float64 copies of it
+        cost a fifth of the pass in page faults); one novelty warning for all the chunks."""
+        module, novelty = self.module_, getattr(self, "novelty_", None)
         device = next(module.parameters()).device
         module.eval()
-        scores = [module.log_prob(torch.as_tensor(standardized[start:start + _PREDICT_CHUNK], device=device),
-                                  values[start:start + _PREDICT_CHUNK].to(device), standardized_inputs=True).cpu()
-                  for start in range(0, len(standardized), _PREDICT_CHUNK)]
+        scores, n_novel, largest = [], 0, -math.inf
+        for start in range(0, len(X), _PREDICT_CHUNK):
+            rows = self._standardized_rows(X[start:start + _PREDICT_CHUNK])
+            if novelty is not None:
+                novel, top = novelty.flag_novel(rows)
+                n_novel, largest = n_novel + int(novel.sum()), max(largest, top)
+            inputs = torch.as_tensor(rows.reshape(-1, *X.shape[1:]), device=device)
+            with torch.no_grad():
+                scores.append(module.log_prob(inputs, values[start:start + _PREDICT_CHUNK].to(device),
+                                              standardized_inputs=True).cpu())
+        if novelty is not None:  # warns at the caller of score_samples
+            novelty.warn_about(n_novel, len(X), largest, stacklevel=3)
         return torch.cat(scores).numpy()  # _check_X refuses zero rows
 
     def _cross_calibrate(self, X: Any, y: Any, cv: int) -> None:
@@ -1135,15 +1147,14 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         component), unit-free and ``<= 0``; :meth:`score` is then the mean discrete
         log-probability, the quantity the model was trained on.
         """
-        X = self._check_X(X)
+        X = self._check_X(X, keep_float32=True)  # every path below casts to float64, a chunk at a time
         values = torch.from_numpy(self._check_y(y, len(X)).astype(np.float64))
-        standardized = self._standardized_rows(X)  # once, for the novelty check and the network
-        if getattr(self, "novelty_", None) is not None:
-            self.novelty_.warn_if_novel(standardized, stacklevel=2)
         widths = self._bin_widths
         half = None if widths is None else torch.from_numpy(widths / 2.0)
         if half is None and self.module_.head.has_hot_path:
-            return self._module_log_prob(self.module_, standardized.reshape(X.shape), values)
+            return self._scored_in_chunks(X, values)
+        if getattr(self, "novelty_", None) is not None:
+            self.novelty_.warn_if_novel(self._standardized_rows(X), stacklevel=2)
         if half is None:
             return torch.cat([self._module_dist(self.module_, X[start:start + _PREDICT_CHUNK])
                               .log_prob(values[start:start + _PREDICT_CHUNK])

@@ -29,6 +29,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+_IN_PLACE = {"relu", "leaky_relu"}  # inplace, with the same gradients as out of place
+
+
 class EnsembleLinear(nn.Module):
     """``M`` independent linear layers applied at once: ``y[m] = x[m] @ weight[m] + bias[m]``.
 
@@ -100,7 +103,10 @@ class MLP(nn.Sequential):
                 nn.Linear(width, int(size)) if n_members is None
                 else EnsembleLinear(width, int(size), n_members)
             )
-            layers += [linear, ACTIVATIONS[activation]()]
+            # In place where torch allows it (the linear output is not kept for its gradient):
+            # no fresh [N, H] tensor per layer, whose pages cost as much to fault in as ReLU.
+            act = ACTIVATIONS[activation]
+            layers += [linear, act(inplace=True) if activation in _IN_PLACE else act()]
             width = int(size)
         super().__init__(*layers)
         self.out_features = width

@@ -173,22 +173,33 @@ class InputNovelty:
         """
         self._check_fitted()
         X = _as_rows(X, "X", n_features=self.reference_.shape[1])
+        novel, largest = self.flag_novel(X)
+        self.warn_about(int(novel.sum()), len(X), largest, stacklevel=stacklevel + 1)
+        return novel
+
+    def flag_novel(self, X: np.ndarray) -> tuple[np.ndarray, float]:
+        """``(novel (n,) bool, largest novel score or -inf)`` for finite float64 rows ``X (n, p)``
+        (unchecked: the caller has checked them), without warning; for callers that check their
+        rows a chunk at a time and warn once with :meth:`warn_about`."""
         novel = np.zeros(len(X), dtype=bool)
         unclear = ~self._surely_familiar(X)
-        if unclear.any():
-            scores = self.score(X[unclear])
-            novel[unclear] = scores > self.threshold
-        if novel.any():
-            largest = float(scores.max())
+        if not unclear.any():
+            return novel, -math.inf
+        scores = self.score(X[unclear])
+        novel[unclear] = scores > self.threshold
+        return novel, float(scores.max()) if novel.any() else -math.inf
+
+    def warn_about(self, n_novel: int, n_rows: int, largest: float, *, stacklevel: int = 2) -> None:
+        """The :class:`NoveltyWarning` for ``n_novel`` novel rows of ``n_rows`` (none: no warning)."""
+        if n_novel:
             warnings.warn(
-                f"{int(novel.sum())} of {len(X)} input rows lie far outside the training inputs "
+                f"{n_novel} of {n_rows} input rows lie far outside the training inputs "
                 f"(novelty score above {self.threshold:g}, largest {largest:.3g}: "
                 "that many times as far from their nearest training rows as any training row is); "
                 "the predicted densities there are extrapolations. See novelty_score(X) for each row.",
                 NoveltyWarning,
                 stacklevel=stacklevel + 1,
             )
-        return novel
 
     def _surely_familiar(self, X: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Rows within ``threshold · c_max - d(a)`` of an anchor ``a`` (:meth:`_anchors`)."""
