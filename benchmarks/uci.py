@@ -262,6 +262,19 @@ def _noise_selected_ensemble(candidates: Sequence[float] = (0.0, 0.1, 0.25), siz
     return factory
 
 
+def _replicated_mixture(replicates: int) -> Factory:
+    """The default noise mixture with ``replicates`` networks per noise level, each replicate from
+    its own initial weights (``MDNRegressor._noise_replicates``, a candidate default)."""
+
+    def factory(n_train: int, n_features: int, seed: int):
+        from mdnkit import MDNRegressor
+
+        replicated = type("ReplicatedMixture", (MDNRegressor,), {"_noise_replicates": replicates})
+        return replicated(device="cpu", random_state=seed)
+
+    return factory
+
+
 CONFIGS: dict[str, Factory] = {
     # The library's defaults as one line: five batched members, input noise chosen inside fit.
     "mdn-ensemble": _mdn(n_estimators=5),
@@ -301,6 +314,10 @@ CONFIGS: dict[str, Factory] = {
     "lr1e-3_bs256": _mdn(learning_rate=1e-3, batch_size=256),
     "lr3e-3_bs256": _mdn(batch_size=256),
     "ens5_lr3e-3_bs256": _mdn(n_estimators=5, batch_size=256),
+    # Fewer steps for goal 1 of issue 13 (fit time): a larger rate, annealed by the plateau rule.
+    "lr1e-2": _mdn(learning_rate=1e-2),
+    # The noise mixture with three networks per level (nine in one pass; README, Defaults).
+    "noise-mixture-x3": _replicated_mixture(3),
 }
 
 

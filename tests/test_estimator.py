@@ -1278,3 +1278,41 @@ def test_float32_rows_score_as_their_float64_values_and_stay_untouched(d_out) ->
     np.testing.assert_array_equal(model.score_samples(X32, y), model.score_samples(X64, y))
     np.testing.assert_array_equal(X32, before)
     np.testing.assert_array_equal(X64, before.astype(np.float64))
+
+
+def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
+    """With ``_noise_replicates = 2`` (the issue-13 candidate's hook) a noise mixture trains two
+    networks per level in one pass: replicate r of every level starts from the same weights, the
+    two replicates from different ones; a level's score is its better network's; every network is
+    weighted, and the default (one per level) is unchanged."""
+    starts, results = [], []
+    real_train = mdnkit.estimator.train
+
+    def recording_train(module, *args, **kwargs):
+        starts.append([p.detach().clone() for p in module.parameters()])
+        results.append(real_train(module, *args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(mdnkit.estimator, "train", recording_train)
+
+    class Replicated(MDNRegressor):
+        _noise_replicates = 2
+
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(120, 2)); y = X[:, 0] + 0.3 * rng.normal(size=120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = Replicated(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X, y)
+    levels = sorted(model.noise_selection_)
+    assert model.input_noise_ == (levels[0], levels[0], levels[1], levels[1], levels[2], levels[2])
+    assert model.member_weights_.shape == (6,) and abs(model.member_weights_.sum() - 1) < 1e-12
+    first = starts[0][0]  # the backbone's first weight, [M, in, out]
+    assert all(torch.equal(first[m], first[m % 2]) for m in range(6)) and not torch.equal(first[0], first[1])
+    curves = results[0].member_history
+    for i, level in enumerate(levels):
+        assert model.noise_selection_[level] == min(epoch["val_nll"][m] for epoch in curves for m in (2 * i, 2 * i + 1))
+    plain = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain.fit(X, y)
+    assert plain.member_weights_.shape == (3,)

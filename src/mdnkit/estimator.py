@@ -218,6 +218,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     # Whether input_noise="auto" keeps the noise search's networks as a mixture (a subclass whose
     # model must stay one network, such as a Gaussian baseline, turns it off).
     _mixes_noise_levels = True
+    # Networks per noise level in a noise mixture, each replicate from its own initial weights
+    # (shared by its levels). 1 is the default; 3 is a measured candidate for issue 13 (README,
+    # Defaults), set by a subclass in benchmarks/uci.py and benchmarks/tiny_data.py.
+    _noise_replicates = 1
 
     def __init__(
         self,
@@ -338,13 +342,15 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     def _fit_network(
         self, X: np.ndarray, y: np.ndarray, X_in: Any, y_in: Any, feature_names: np.ndarray | None,
         member_noise: tuple[float, ...] | None = None, novelty: bool = True, noisy_targets: bool = False,
+        replicates: int = 1,
     ) -> MDNRegressor:
         """The fit itself, on checked ``X (n, *shape)`` and ``y (n,)`` or ``(n, d)``.
 
         ``member_noise``: a noise search, one input-noise level per member (``n_estimators`` of
-        them), every member on the same validation rows; with ``noisy_targets`` each member's
-        target noise is its input noise too. ``novelty=False`` skips the novelty
-        index (a search's trial fits: the kept model builds it once).
+        them), every member on the same validation rows, level-major with ``replicates``
+        networks per level; with ``noisy_targets`` each member's target noise is its input noise
+        too. ``novelty=False`` skips the novelty index (a search's trial fits: the kept model
+        builds it once).
         """
         warm = self.warm_start and hasattr(self, "module_")
         self._y_is_1d = y.ndim == 1
@@ -397,12 +403,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             with torch.random.fork_rng(devices=cuda_devices()):
                 torch.manual_seed(seed)
                 self.module_ = self._build_module(X.shape[1], y.shape[1]).to(device=device, dtype=dtype)
-            if member_noise is not None and len(member_noise) > 1:
-                # Common random numbers: every level starts from the same weights, so that the
-                # levels' scores differ by their noise, not by the luck of an initialisation.
+            if member_noise is not None and len(member_noise) > replicates:
+                # Common random numbers: every level starts from the same weights (replicate r of
+                # each level from replicate r's), so that the levels' scores differ by their
+                # noise, not by the luck of an initialisation.
                 with torch.no_grad():
                     for value in self.module_.parameters():
-                        value.copy_(value[:1].expand_as(value))
+                        value.copy_(value[:replicates].repeat(len(member_noise) // replicates, *[1] * (value.dim() - 1)))
             self.module_.set_units(self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
             self.module_.initialize(y_all[train_index], random_state=seed)
             self.history_: list[dict[str, float]] = []
@@ -637,20 +644,23 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         n_dims = math.prod(X_checked.shape[1:]) + n_targets
         n_train = len(X_checked) - self._n_validation(len(X_checked))
         seed = seed_from(self.random_state)
-        levels = tuple(factor * n_train ** (-1.0 / (4 + n_dims)) for factor in NOISE_FACTORS)
+        replicates = self._noise_replicates if self._keeps_noise_mixture() else 1
+        levels = tuple(factor * n_train ** (-1.0 / (4 + n_dims)) for factor in NOISE_FACTORS for _ in range(replicates))
         noisy_targets = isinstance(self._target_noise_setting(n_targets), str)
         kept = "keeping all, weighted" if self._keeps_noise_mixture() else "keeping the best"
-        stage(f"{'input and target' if noisy_targets else 'input'} noise: {len(levels)} levels in one pass, {kept}")
+        each = f" x {replicates} networks" if replicates > 1 else ""
+        stage(f"{'input and target' if noisy_targets else 'input'} noise: {len(NOISE_FACTORS)} levels{each} in one pass, {kept}")
         search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, random_state=seed,
                                         target_noise=0.0 if noisy_targets else self.target_noise)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             search._fit_network(X_checked, y_checked, X, y, _feature_names(X), member_noise=levels, novelty=False,
-                                noisy_targets=noisy_targets)
+                                noisy_targets=noisy_targets, replicates=replicates)
         curves = search._member_history
-        scores = {level: float(np.nanmin([epoch["val_nll"][m] for epoch in curves] or [np.nan]))
-                  for m, level in enumerate(levels)}
-        index = int(np.nanargmin(list(scores.values())))
+        member_scores = [float(np.nanmin([epoch["val_nll"][m] for epoch in curves] or [np.nan])) for m in range(len(levels))]
+        scores = {level: float(np.nanmin(member_scores[i:i + replicates]))  # a level's best network
+                  for i, level in zip(range(0, len(levels), replicates), levels[::replicates])}
+        index = int(np.nanargmin(member_scores))
         interrupted = any(issubclass(w.category, TrainingInterrupted) for w in caught)
         for warning in caught:  # a rollback's warning; the search's own convergence is the winner's
             if not issubclass(warning.category, (ConvergenceWarning, TrainingInterrupted)):
