@@ -1299,7 +1299,8 @@ def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
         _noise_replicates = 2
 
     rng = np.random.default_rng(12)
-    X = rng.normal(size=(120, 2)); y = X[:, 0] + 0.3 * rng.normal(size=120)
+    X = rng.normal(size=(120, 2))
+    y = X[:, 0] + 0.3 * rng.normal(size=120)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = Replicated(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X, y)
@@ -1315,4 +1316,9 @@ def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         plain.fit(X, y)
-    assert plain.member_weights_.shape == (3,)
+    assert plain.member_weights_.shape == (3,) and len(set(plain.input_noise_)) == 3
+    first = starts[-1][0]  # one network per level, all from the same weights
+    assert all(torch.equal(first[m], first[0]) for m in range(3))
+    curves = results[-1].member_history
+    assert [plain.noise_selection_[level] for level in plain.input_noise_] == \
+        [min(epoch["val_nll"][m] for epoch in curves) for m in range(3)]

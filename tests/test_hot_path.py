@@ -171,3 +171,13 @@ def test_reversed_and_read_only_inputs_fit_and_score():
     scores = model.score_samples(X[::-1], y[::-1])
     np.testing.assert_allclose(scores, model.predict_dist(X[::-1]).log_prob(torch.from_numpy(y[::-1].copy())[:, None]).numpy(),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_members", [None, 3])
+def test_float64_parameters_of_no_rows_are_empty(n_members):
+    """params(features, float64) on zero rows gives empty parameters of the right shapes, as the
+    float32 path does (a reshape of an empty product must name its sizes)."""
+    head = MixtureHead(6, 1, K, "diagonal", FLOOR, n_members)
+    features = torch.zeros(*(() if n_members is None else (n_members,)), 0, 6)
+    for exact, rounded in zip(head.params(features, torch.float64), head.params(features), strict=True):
+        assert exact.shape == rounded.shape and exact.numel() == 0 and exact.dtype == torch.float64

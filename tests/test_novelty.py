@@ -187,7 +187,8 @@ def test_the_quick_clearance_never_misses_a_novel_row(dim) -> None:
 
 
 @pytest.mark.parametrize("threshold", [0.5, 1.0, 1.3, 2.0, 4.0])
-def test_every_quickly_cleared_row_is_within_the_threshold(threshold) -> None:
+@pytest.mark.parametrize("dim", [3, 8])
+def test_every_quickly_cleared_row_is_within_the_threshold(threshold, dim) -> None:
     """The shortcut's certificate against a brute-force k-th neighbour distance (SciPy's cdist,
     independent of the index): every row it clears has ``d(x) <= threshold · c_max``, with
     ``c_max`` recomputed leave-one-out the same way; below a threshold of 1 (a rank) it clears
@@ -195,10 +196,10 @@ def test_every_quickly_cleared_row_is_within_the_threshold(threshold) -> None:
     from scipy.spatial.distance import cdist
 
     rng = np.random.default_rng(7)
-    reference = rng.normal(size=(600, 3))
+    reference = rng.normal(size=(600, dim))
     novelty = InputNovelty(n_neighbors=5).fit(reference)
     novelty.threshold = threshold
-    X = rng.normal(size=(4000, 3)) * rng.uniform(0.5, 3.0, size=(4000, 1))
+    X = rng.normal(size=(4000, dim)) * rng.uniform(0.5, 3.0, size=(4000, 1))
     cleared = novelty._surely_familiar(X)
     d_x = np.sort(cdist(X, reference), axis=1)[:, 4]  # the 5th nearest reference row
     leave_one_out = np.sort(cdist(reference, reference), axis=1)[:, 5]  # column 0 is the row itself
@@ -206,4 +207,27 @@ def test_every_quickly_cleared_row_is_within_the_threshold(threshold) -> None:
         assert not cleared.any()
         return
     assert (d_x[cleared] <= threshold * leave_one_out.max() * (1 + 1e-12)).all()
-    assert cleared.mean() > 0.2  # and it does clear rows
+    assert cleared.mean() > 0.1  # and it does clear rows
+
+
+def test_the_shortcut_allows_for_rounding_far_from_the_origin() -> None:
+    """Far from the origin |x|² - 2 x·a + |a|² rounds by about 1e-6 here, as much as the squared
+    radius: rows just outside the central anchor's certified ball (a tight cluster 1e4 from the
+    origin; six rows far away set c_max) must not be cleared, by SciPy's direct distances."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(8)
+    cluster = 1e-9 * rng.normal(size=(50, 8))
+    far_group = np.zeros((6, 8))
+    far_group[:, 0] = 10.0 + 1e-3 * np.arange(6)
+    novelty = InputNovelty(n_neighbors=5).fit(1e4 + np.vstack([cluster, far_group]))
+    anchor, reach = novelty._anchors()
+    room = novelty.threshold * novelty.calibration_[-1] - float(reach[0])
+    directions = rng.normal(size=(2000, 8))
+    directions[:, 0] = -np.abs(directions[:, 0])  # away from the far group
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    X = anchor[0].numpy() + directions * room * (1 + rng.uniform(1e-4, 1e-2, size=(2000, 1)))
+    d_x = np.sort(cdist(X - 1e4, novelty.reference_ - 1e4), axis=1)[:, 4]  # exact differences
+    outside = d_x > novelty.threshold * novelty.calibration_[-1]
+    assert outside.all()  # every row is novel in truth
+    assert not novelty._surely_familiar(X)[outside].any()

@@ -30,7 +30,8 @@ def as_float_matrix(
     data: Any, name: str, *, allow_1d: bool, stage: Stage = "fit", allow_nd: bool = False,
     keep_float32: bool = False,
 ) -> np.ndarray:
-    """Convert ``data`` to a float64 array of shape ``(n, p)`` (or ``(n,)`` when 1-D is allowed).
+    """Convert ``data`` to a float64 (or, with ``keep_float32``, float32) array of shape
+    ``(n, p)`` (or ``(n,)`` when 1-D is allowed).
 
     ``stage`` names the call being checked (``fit``, ``predict`` or ``score``) for the advice on
     NaN and infinite values. ``allow_nd`` admits rows of any shape, ``(n, *shape)`` (inputs of a

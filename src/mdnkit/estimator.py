@@ -409,7 +409,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 # noise, not by the luck of an initialisation.
                 with torch.no_grad():
                     for value in self.module_.parameters():
-                        value.copy_(value[:replicates].repeat(len(member_noise) // replicates, *[1] * (value.dim() - 1)))
+                        repeats = (len(member_noise) // replicates, *[1] * (value.dim() - 1))
+                        value.copy_(value[:replicates].repeat(*repeats))
             self.module_.set_units(self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
             self.module_.initialize(y_all[train_index], random_state=seed)
             self.history_: list[dict[str, float]] = []
@@ -649,7 +650,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         noisy_targets = isinstance(self._target_noise_setting(n_targets), str)
         kept = "keeping all, weighted" if self._keeps_noise_mixture() else "keeping the best"
         each = f" x {replicates} networks" if replicates > 1 else ""
-        stage(f"{'input and target' if noisy_targets else 'input'} noise: {len(NOISE_FACTORS)} levels{each} in one pass, {kept}")
+        noised = "input and target" if noisy_targets else "input"
+        stage(f"{noised} noise: {len(NOISE_FACTORS)} levels{each} in one pass, {kept}")
         search = clone(self).set_params(n_estimators=len(levels), input_noise=0.0, random_state=seed,
                                         target_noise=0.0 if noisy_targets else self.target_noise)
         with warnings.catch_warnings(record=True) as caught:
@@ -657,8 +659,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             search._fit_network(X_checked, y_checked, X, y, _feature_names(X), member_noise=levels, novelty=False,
                                 noisy_targets=noisy_targets, replicates=replicates)
         curves = search._member_history
-        member_scores = [float(np.nanmin([epoch["val_nll"][m] for epoch in curves] or [np.nan])) for m in range(len(levels))]
-        scores = {level: float(np.nanmin(member_scores[i:i + replicates]))  # a level's best network
+        member_scores = [float(np.nanmin([epoch["val_nll"][m] for epoch in curves] or [np.nan]))
+                         for m in range(len(levels))]
+        scores = {level: _best_of(member_scores[i:i + replicates])  # a level's best network
                   for i, level in zip(range(0, len(levels), replicates), levels[::replicates])}
         index = int(np.nanargmin(member_scores))
         interrupted = any(issubclass(w.category, TrainingInterrupted) for w in caught)
@@ -1043,8 +1046,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     def _scored_in_chunks(self, X: np.ndarray, values: torch.Tensor) -> np.ndarray:
         """The log-density of ``values [n, D]`` (float64, original units) at checked rows ``X``,
         ``(n,)``, for a head with the hot path: each chunk standardised once, for the novelty
-        check and the network, and never the whole table (at 10⁷ rows two float64 copies of it
-        cost a fifth of the pass in page faults); one novelty warning for all the chunks."""
+        check and the network, never the whole table at once (whole float64 copies of a large
+        table cost more in page faults than they save); one novelty warning for all the chunks."""
         module, novelty = self.module_, getattr(self, "novelty_", None)
         device = next(module.parameters()).device
         module.eval()
@@ -1272,6 +1275,11 @@ def mixture_weights(log_likelihood: np.ndarray, prior_rows: float = MIXTURE_PRIO
         if converged:
             break
     return weights
+
+
+def _best_of(scores: Sequence[float]) -> float:
+    """The lowest of ``scores`` that is not NaN (NaN if all are), without NumPy's all-NaN warning."""
+    return min((score for score in scores if not math.isnan(score)), default=math.nan)
 
 
 def default_patience(batch_size: int | None, n_train: int) -> int:

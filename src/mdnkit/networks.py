@@ -105,8 +105,8 @@ class MLP(nn.Sequential):
             )
             # In place where torch allows it (the linear output is not kept for its gradient):
             # no fresh [N, H] tensor per layer, whose pages cost as much to fault in as ReLU.
-            act = ACTIVATIONS[activation]
-            layers += [linear, act(inplace=True) if activation in _IN_PLACE else act()]
+            nonlinearity = ACTIVATIONS[activation]
+            layers += [linear, nonlinearity(inplace=True) if activation in _IN_PLACE else nonlinearity()]
             width = int(size)
         super().__init__(*layers)
         self.out_features = width
