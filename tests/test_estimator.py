@@ -1043,6 +1043,23 @@ def test_auto_noise_is_a_mixture_where_one_applies():
     assert type(single.module_).__name__ == "MDN" and single.input_noise_ in single.noise_selection_
 
 
+def test_a_noise_mixture_reports_its_own_validation_nll(tmp_path):
+    """A noise mixture's networks each keep their own best epoch, so the curve's value at one epoch
+    is not the kept model's: validation_nll_ is the weighted mixture's NLL of the validation rows,
+    as score() computes it by another path, kept in the file and shown by mdnkit info."""
+    from mdnkit.report import describe_model
+    from mdnkit.tabular import Schema
+
+    model, X, y = _mixture_model()
+    assert abs(model.validation_nll_ + model.score(*model.validation_rows_)) < 1e-9
+    model.save(tmp_path / "mixture.mdn")
+    loaded = mdnkit.load(tmp_path / "mixture.mdn")
+    assert loaded.validation_nll_ == model.validation_nll_
+    text = describe_model(loaded, Schema(["a", "b"], ["y"]), "mixture.mdn")
+    assert f"kept each network's best epoch, the last {model.best_epoch_}" in text
+    assert f"validation NLL of the kept model {model.validation_nll_:.4f}" in text
+
+
 def test_a_noise_mixture_file_keeps_its_weights(tmp_path):
     model, X, y = _mixture_model()
     model.save(tmp_path / "mixture.mdn")

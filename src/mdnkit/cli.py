@@ -513,6 +513,7 @@ def _train(args: argparse.Namespace, model: Any, X: Any, y: Any = None) -> None:
 
 def _save(args: argparse.Namespace, model: Any, schema: Schema) -> None:
     from mdnkit import distributed
+    from mdnkit.report import kept_weights
 
     if distributed.world()[0] != 0:  # every rank holds the same model; one file, from rank 0
         return
@@ -522,7 +523,7 @@ def _save(args: argparse.Namespace, model: Any, schema: Schema) -> None:
         val = last.get("val_nll", math.nan)
         nll = "NLL" if args.target_resolution is None else "bin NLL"  # -log P(bin): no units
         print(
-            f"saved {args.output}: {model.n_iter_} epochs, kept epoch {model.best_epoch_}, "
+            f"saved {args.output}: {model.n_iter_} epochs, kept {kept_weights(model)}, "
             f"train {nll} {last.get('train_nll', math.nan):.4f}"
             + (f", validation {nll} {_best_val(model):.4f}" if np.isfinite(val) else "")
         )
@@ -576,6 +577,9 @@ def _calibration_split(X: np.ndarray, y: np.ndarray, fraction: float, seed: int,
 
 
 def _best_val(model: Any) -> float:
+    """The kept model's validation NLL: a noise mixture's own, else the curve's at the kept epoch."""
+    if hasattr(model, "validation_nll_"):
+        return float(model.validation_nll_)
     for record in model.history_:
         if record["epoch"] == model.best_epoch_:
             return float(record["val_nll"])

@@ -193,6 +193,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             ``{level: best validation NLL}`` of the trial fits (not saved by :meth:`save`).
         member_weights_: For a noise mixture: ``[L]``, the weight of each noise level's network in
             the model's mixture (levels in ``input_noise_``, a tuple).
+        validation_nll_: For a noise mixture: the weighted mixture's NLL of its validation rows
+            (each network at its own best epoch; the weights were fitted on these rows, so it is
+            optimistic). The curve in ``history_`` is the search's, its networks equally weighted.
         validation_rows_: ``(X_val, y_val)``, the rows a single network or a noise mixture held out
             for early stopping, as checked arrays; :meth:`calibrate` without rows uses them (not saved).
         component_weight_mean_, component_weight_max_: Mean and maximum over the rows given to
@@ -727,6 +730,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             ], dim=1)  # [M, n_val]
         self.member_weights_ = mixture_weights(held_out.numpy())
         self.module_.set_member_weights(self.member_weights_)
+        self.validation_nll_ = _mixture_nll(held_out, self.member_weights_)
         state = self.train_state_
         improving = any(active and self.n_iter_ - best < self._patience(len(X) - len(X_val)) // 4
                         for active, best in zip(state.active, state.best_epochs))
@@ -1275,6 +1279,13 @@ def mixture_weights(log_likelihood: np.ndarray, prior_rows: float = MIXTURE_PRIO
         if converged:
             break
     return weights
+
+
+def _mixture_nll(log_likelihoods: torch.Tensor, weights: np.ndarray) -> float:
+    """Mean negative log-likelihood of the mixture of members weighted by ``weights [M]``, from
+    each member's float64 ``log_likelihoods [M, n]`` of ``n`` rows (NaN: no density there)."""
+    log_weights = torch.as_tensor(weights, dtype=torch.float64).log()  # a weight of 0: -inf
+    return float(-torch.logsumexp(log_likelihoods.nan_to_num(nan=-math.inf) + log_weights[:, None], dim=0).mean())
 
 
 def _best_of(scores: Sequence[float]) -> float:

@@ -54,6 +54,8 @@ class FileStateMixin:
         fitted.update({name: np.asarray(getattr(self, name), dtype=float).tolist() for name in _NOISE if hasattr(self, name)})
         if hasattr(self, "member_weights_"):
             fitted["member_weights_"] = np.asarray(self.member_weights_, dtype=float).tolist()
+        if hasattr(self, "validation_nll_"):  # files from before 2026-12-03 have none
+            fitted["validation_nll_"] = float(self.validation_nll_)
         fitted.update({name: np.asarray(getattr(self, name)).tolist() for name in _USAGE if hasattr(self, name)})
         if hasattr(self, "n_components_"):
             fitted["n_components_"] = int(self.n_components_)
@@ -92,6 +94,8 @@ class FileStateMixin:
             setattr(estimator, name, tuple(float(v) for v in value) if isinstance(value, list) else float(value))
         if "member_weights_" in fitted:
             estimator.member_weights_ = np.asarray(fitted["member_weights_"], dtype=np.float64)
+        if "validation_nll_" in fitted:
+            estimator.validation_nll_ = float(fitted["validation_nll_"])
         for name in (n for n in _USAGE if n in fitted):
             setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))
         estimator.n_components_ = int(fitted.get("n_components_", estimator.n_components))

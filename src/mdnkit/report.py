@@ -61,14 +61,24 @@ def _architecture(model: Any) -> str:
     return f"MLP {sizes} ({model.activation}) -> {mixture}"
 
 
+def kept_weights(model: Any) -> str:
+    """Which weights a fit kept: ``"epoch 98"``; a noise mixture's networks each keep their own best."""
+    if hasattr(model, "member_weights_"):
+        return f"each network's best epoch, the last {model.best_epoch_}"
+    return f"epoch {model.best_epoch_}"
+
+
 def _history_summary(model: Any) -> dict[str, Any]:
+    """The training's figures; for a noise mixture, whose networks each keep their own best epoch,
+    ``kept`` says so and the validation NLL is the weighted mixture's (``validation_nll_``)."""
     history = model.history_
     last = history[-1] if history else {}
     best = next((r for r in history if r["epoch"] == model.best_epoch_), {})
     return {
-        "epochs": len(history), "best_epoch": model.best_epoch_,
+        "epochs": len(history), "best_epoch": model.best_epoch_, "kept": kept_weights(model),
         "final_train_nll": last.get("train_nll", math.nan), "final_val_nll": last.get("val_nll", math.nan),
-        "best_val_nll": best.get("val_nll", math.nan), "seconds": last.get("time", math.nan),
+        "best_val_nll": getattr(model, "validation_nll_", best.get("val_nll", math.nan)),
+        "seconds": last.get("time", math.nan),
     }
 
 
@@ -106,9 +116,9 @@ def describe_model(model: Any, schema: Schema, path: str) -> str:
         shape = "x".join(map(str, r["shape"]))
         lines.append(f"  {r['name']:<{width}}  {shape:<10} {r['count']:>7}  {r['dtype']:<8} {r['mean']:>9.4f} {r['std']:>9.4f}")
     h = _history_summary(model)
-    lines += ["", f"training: {h['epochs']} epochs in {h['seconds']:.1f} s, kept epoch {h['best_epoch']}",
+    lines += ["", f"training: {h['epochs']} epochs in {h['seconds']:.1f} s, kept {h['kept']}",
               f"  final train NLL {h['final_train_nll']:.4f}, final validation NLL {h['final_val_nll']:.4f}, "
-              f"validation NLL at the kept epoch {h['best_val_nll']:.4f}"]
+              f"validation NLL of the kept model {h['best_val_nll']:.4f}"]
     dead = np.asarray(getattr(model, "dead_components_", []), dtype=bool)
     if dead.any():
         where = ", ".join(map(str, np.argwhere(dead).tolist())) if dead.ndim > 1 else ", ".join(map(str, np.flatnonzero(dead)))
@@ -364,7 +374,7 @@ def build_report(model: Any, schema: Schema, frame: Any, X: np.ndarray, y: np.nd
     h = _history_summary(model)
     parts.append(
         "<section><h2>Training</h2>"
-        f"<p class='note'>{h['epochs']} epochs in {h['seconds']:.1f} s; the weights of epoch {h['best_epoch']} were kept "
+        f"<p class='note'>{h['epochs']} epochs in {h['seconds']:.1f} s; the weights of {h['kept']} were kept "
         f"(validation NLL {h['best_val_nll']:.4f}); final training NLL {h['final_train_nll']:.4f}.</p>"
         + (_img(_plot(plotting.plot_history, model), "training curves") if model.history_ else "")
         + "</section>"
