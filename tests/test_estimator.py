@@ -1299,14 +1299,17 @@ def test_float32_rows_score_as_their_float64_values_and_stay_untouched(d_out) ->
 
 def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
     """With ``_noise_replicates = 2`` (the issue-13 candidate's hook) a noise mixture trains two
-    networks per level in one pass: replicate r of every level starts from the same weights, the
-    two replicates from different ones; a level's score is its better network's; every network is
-    weighted, and the default (one per level) is unchanged."""
-    starts, results = [], []
+    networks per level in one pass: replicate r of every level starts from the same weights and
+    holds out the same rows (replicate 0 a single fit's), the two replicates differ in both; a
+    level's score is its better network's; each replicate's levels share half the weight, and
+    validation_nll_ is the mean of the replicates' own mixtures' NLLs of their own rows; the
+    default (one per level) is unchanged."""
+    starts, results, holdouts = [], [], []
     real_train = mdnkit.estimator.train
 
     def recording_train(module, *args, **kwargs):
         starts.append([p.detach().clone() for p in module.parameters()])
+        holdouts.append(kwargs.get("holdout"))
         results.append(real_train(module, *args, **kwargs))
         return results[-1]
 
@@ -1329,6 +1332,18 @@ def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
     curves = results[0].member_history
     for i, level in enumerate(levels):
         assert model.noise_selection_[level] == min(epoch["val_nll"][m] for epoch in curves for m in (2 * i, 2 * i + 1))
+    holdout = holdouts[0].cpu().numpy()  # [6, 120] booleans
+    assert all((holdout[m] == holdout[m % 2]).all() for m in range(6)) and (holdout[0] != holdout[1]).any()
+    X_val, y_val = model.validation_rows_
+    np.testing.assert_array_equal(np.sort(X[holdout[0]][:, 0]), np.sort(X_val[:, 0]))  # the same rows
+    np.testing.assert_allclose([model.member_weights_[r::2].sum() for r in range(2)], [0.5, 0.5], rtol=1e-12)
+    own = []
+    for r in range(2):  # each replicate's weighted mixture of its three networks, on its own rows
+        members = model.predict_members_dist(X[holdout[r]])
+        log_p = members.log_prob(torch.as_tensor(y[holdout[r]])[:, None]).numpy()[r::2]  # [3, rows]
+        weights = 2 * model.member_weights_[r::2]
+        own.append(-np.mean(np.log(np.exp(log_p).T @ weights)))
+    assert abs(model.validation_nll_ - np.mean(own)) < 1e-9
     plain = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

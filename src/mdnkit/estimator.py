@@ -195,7 +195,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             the model's mixture (levels in ``input_noise_``, a tuple).
         validation_nll_: For a noise mixture: the weighted mixture's NLL of its validation rows
             (each network at its own best epoch; the weights were fitted on these rows, so it is
-            optimistic). The curve in ``history_`` is the search's, its networks equally weighted.
+            optimistic; with several networks per level, the mean over the replicates of each
+            one's mixture on its own rows). The curve in ``history_`` is the search's, its
+            networks equally weighted.
         validation_rows_: ``(X_val, y_val)``, the rows a single network or a noise mixture held out
             for early stopping, as checked arrays; :meth:`calibrate` without rows uses them (not saved).
         component_weight_mean_, component_weight_max_: Mean and maximum over the rows given to
@@ -221,9 +223,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     # Whether input_noise="auto" keeps the noise search's networks as a mixture (a subclass whose
     # model must stay one network, such as a Gaussian baseline, turns it off).
     _mixes_noise_levels = True
-    # Networks per noise level in a noise mixture, each replicate from its own initial weights
-    # (shared by its levels). 1 is the default; 3 is a measured candidate for issue 13 (README,
-    # Defaults), set by a subclass in benchmarks/uci.py and benchmarks/tiny_data.py.
+    # Networks per noise level in a noise mixture, each replicate with its own initial weights and
+    # validation rows (shared by its levels). 1 is the default; 3 is a measured candidate for
+    # issue 13 (README, Defaults), set by a subclass in benchmarks/uci.py and tiny_data.py.
     _noise_replicates = 1
 
     def __init__(
@@ -350,9 +352,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         """The fit itself, on checked ``X (n, *shape)`` and ``y (n,)`` or ``(n, d)``.
 
         ``member_noise``: a noise search, one input-noise level per member (``n_estimators`` of
-        them), every member on the same validation rows, level-major with ``replicates``
-        networks per level; with ``noisy_targets`` each member's target noise is its input noise
-        too. ``novelty=False`` skips the novelty index (a search's trial fits: the kept model
+        them), every member on the same validation rows; level-major with ``replicates``
+        networks per level, replicate r of every level holding out replicate r's own rows
+        (replicate 0's are a single fit's); with ``noisy_targets`` each member's target noise
+        is its input noise too. ``novelty=False`` skips the novelty index (a search's trial fits: the kept model
         builds it once).
         """
         warm = self.warm_start and hasattr(self, "module_")
@@ -443,8 +446,12 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             self.input_noise_ = config.input_noise = tuple(member_noise)
             if noisy_targets:
                 self.target_noise_ = config.target_noise = tuple(member_noise)
-        if self.n_estimators > 1 and n_val and member_noise is None:
-            holdout = torch.as_tensor(self._member_holdout(len(X), n_val, seed), device=device)
+        replicated = member_noise is not None and replicates > 1  # each replicate on its own rows
+        if self.n_estimators > 1 and n_val and (member_noise is None or replicated):
+            holdout = self._member_holdout(len(X), n_val, seed)
+            if replicated:  # replicate r of every level holds out replicate r's rows
+                holdout = holdout[np.arange(len(member_noise)) % replicates]
+            holdout = torch.as_tensor(holdout, device=device)
             result = train(self.module_, x_all, y_all, config=config, generator=generator,
                            nll_offset=self._nll_offset, holdout=holdout, state=state)
         else:
@@ -672,7 +679,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             if not issubclass(warning.category, (ConvergenceWarning, TrainingInterrupted)):
                 warnings.warn(warning.message, warning.category, stacklevel=4)
         if self._keeps_noise_mixture():
-            self._adopt_mixture(search, X_checked, seed, interrupted)
+            self._adopt_mixture(search, X_checked, y_checked, seed, interrupted)
         elif self.n_estimators > 1 and not interrupted:
             stage(f"fitting {self.n_estimators} members at noise {levels[index]:.3g}")
             chosen = {"input_noise": levels[index], **({"target_noise": levels[index]} if noisy_targets else {})}
@@ -706,10 +713,11 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         if needs is not None:
             raise ValueError(f"input_noise='mixture' needs {needs}.")
 
-    def _adopt_mixture(self, search: MDNRegressor, X: np.ndarray, seed: int, interrupted: bool) -> None:
+    def _adopt_mixture(self, search: MDNRegressor, X: np.ndarray, y: np.ndarray, seed: int, interrupted: bool) -> None:
         """Keep every level of a noise search, each member weighted by :func:`mixture_weights`
         of the members' log-likelihoods of the validation rows they were all stopped on (their
-        bins' log-probabilities for rounded targets, as :meth:`score_samples` scores them)."""
+        bins' log-probabilities for rounded targets, as :meth:`score_samples` scores them); with
+        several replicates per level, each replicate's levels on that replicate's own rows."""
         self._adopt(search)
         del self._member_history
         X_val, y_val = self.validation_rows_
@@ -721,16 +729,29 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             members = self.module_.members(x)
             return members.log_prob(y) if half is None else members.interval_log_prob(y - half, y + half)
 
+        def held_out_scores(X_rows: np.ndarray, y_rows: np.ndarray) -> torch.Tensor:  # [M, rows], float64
+            with torch.no_grad():
+                return torch.cat([member_scores(x, y).double().cpu() for x, y in zip(
+                    torch.as_tensor(X_rows, dtype=torch.float64, device=device).split(_PREDICT_CHUNK),
+                    torch.as_tensor(y_rows.reshape(len(y_rows), -1), dtype=torch.float64, device=device)
+                    .split(_PREDICT_CHUNK))], dim=1)
+
         self.module_.eval()
-        with torch.no_grad():
-            held_out = torch.cat([
-                member_scores(x, y).double().cpu() for x, y in zip(
-                    torch.as_tensor(X_val, dtype=torch.float64, device=device).split(_PREDICT_CHUNK),
-                    torch.as_tensor(y_val.reshape(len(y_val), -1), dtype=torch.float64, device=device).split(_PREDICT_CHUNK))
-            ], dim=1)  # [M, n_val]
-        self.member_weights_ = mixture_weights(held_out.numpy())
+        replicates = self._noise_replicates
+        if replicates == 1:
+            held_out = held_out_scores(X_val, y_val)
+            self.member_weights_ = mixture_weights(held_out.numpy())
+            self.validation_nll_ = _mixture_nll(held_out, self.member_weights_)
+        else:  # each replicate's levels weighed on the rows that replicate held out; replicates equally
+            holdout = search._member_holdout(len(X), len(X_val), seed)[:replicates]
+            weights, nlls = np.zeros(search.n_estimators), []
+            for r, rows in enumerate(holdout):
+                own = np.arange(r, search.n_estimators, replicates)  # replicate r of every level
+                held_out = held_out_scores(X[rows], y[rows])[own]
+                weights[own] = mixture_weights(held_out.numpy()) / replicates
+                nlls.append(_mixture_nll(held_out, weights[own] * replicates))
+            self.member_weights_, self.validation_nll_ = weights, float(np.mean(nlls))
         self.module_.set_member_weights(self.member_weights_)
-        self.validation_nll_ = _mixture_nll(held_out, self.member_weights_)
         state = self.train_state_
         improving = any(active and self.n_iter_ - best < self._patience(len(X) - len(X_val)) // 4
                         for active, best in zip(state.active, state.best_epochs))
