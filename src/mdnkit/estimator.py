@@ -737,20 +737,19 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                     .split(_PREDICT_CHUNK))], dim=1)
 
         self.module_.eval()
+        # Each replicate's levels weighed on the rows it held out (replicate 0's are
+        # validation_rows_), the replicates equally.
         replicates = self._noise_replicates
-        if replicates == 1:
-            held_out = held_out_scores(X_val, y_val)
-            self.member_weights_ = mixture_weights(held_out.numpy())
-            self.validation_nll_ = _mixture_nll(held_out, self.member_weights_)
-        else:  # each replicate's levels weighed on the rows that replicate held out; replicates equally
-            holdout = search._member_holdout(len(X), len(X_val), seed)[:replicates]
-            weights, nlls = np.zeros(search.n_estimators), []
-            for r, rows in enumerate(holdout):
-                own = np.arange(r, search.n_estimators, replicates)  # replicate r of every level
-                held_out = held_out_scores(X[rows], y[rows])[own]
-                weights[own] = mixture_weights(held_out.numpy()) / replicates
-                nlls.append(_mixture_nll(held_out, weights[own] * replicates))
-            self.member_weights_, self.validation_nll_ = weights, float(np.mean(nlls))
+        holdout = search._member_holdout(len(X), len(X_val), seed) if replicates > 1 else None
+        weights, nlls = np.zeros(search.n_estimators), []
+        for r in range(replicates):
+            X_own, y_own = (X_val, y_val) if r == 0 else (X[holdout[r]], y[holdout[r]])
+            own = np.arange(r, search.n_estimators, replicates)  # replicate r of every level
+            held_out = held_out_scores(X_own, y_own)[own]
+            replicate_weights = mixture_weights(held_out.numpy())
+            weights[own] = replicate_weights / replicates
+            nlls.append(_mixture_nll(held_out, replicate_weights))
+        self.member_weights_, self.validation_nll_ = weights, float(np.mean(nlls))
         self.module_.set_member_weights(self.member_weights_)
         state = self.train_state_
         improving = any(active and self.n_iter_ - best < self._patience(len(X) - len(X_val)) // 4

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mdnkit._gaussian_hot_path import component_major_density, component_major_log_prob
+from mdnkit._gaussian_hot_path import component_major_log_prob
 from mdnkit.distributions import CovarianceType
-from mdnkit.family import positive
 from mdnkit.families import FamilyName, make_family
 from mdnkit.mixture import Mixture, mixture_of_members
 from mdnkit.model import DensityNetwork
@@ -156,8 +155,8 @@ class MixtureHead(nn.Module):
             # ``dtype`` first, so the same numbers as self.params(features, dtype)'s mixture to
             # the precision of ``dtype``. One cast of the contiguous [3K, N] product, not three
             # transposing casts of its parts.
-            logits, loc, raw_scale = self._component_major(features).to(dtype).split(self.n_components, dim=-2)
-            return component_major_density(logits, loc, positive(raw_scale, self.min_scale), _rows_last(y).to(dtype))
+            raw = self._component_major(features).to(dtype)
+            return component_major_log_prob(raw, _rows_last(y).to(dtype), self.min_scale, self.n_components)
         return component_major_log_prob(self._component_major(features), _rows_last(y), self.min_scale, self.n_components)
 
     @torch.no_grad()
