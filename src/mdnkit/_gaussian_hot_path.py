@@ -99,27 +99,39 @@ class _MixtureLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, raw: Tensor, y: Tensor, floor: float, k: int) -> Tensor:
-        logits, loc, raw_scale = raw.split(k, dim=-2)  # [*B, K, N] each
-        scale = F.softplus(raw_scale) + floor
-        z = (y - loc) / scale
-        log_evidence, responsibility = _log_sum_exp(logits - 0.5 * z * z - scale.log() - _HALF_LOG_2PI)
-        log_normaliser, weight = _log_sum_exp(logits)
-        ctx.save_for_backward(raw_scale, z, scale, responsibility, weight)
-        ctx.k = k
-        return (log_evidence - log_normaliser).squeeze(-2)  # [*B, N]
+        log_prob, saved = log_prob_and_parts(raw, y, floor, k)
+        ctx.save_for_backward(*saved)
+        return log_prob
 
     @staticmethod
     @once_differentiable  # the backward is written out, not itself differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        raw_scale, z, scale, responsibility, weight = ctx.saved_tensors
-        grad = grad.unsqueeze(-2)  # [*B, 1, N]
-        # One gradient tensor for the flat output: no concatenation of three parts afterwards.
-        d_raw = torch.empty(*z.shape[:-2], 3 * ctx.k, z.shape[-1], dtype=z.dtype, device=z.device)
-        d_logits, d_loc, d_raw_scale = d_raw.split(ctx.k, dim=-2)
-        weighted_r = responsibility * grad  # g · r_k (out of place: backward may run again)
-        torch.sub(weighted_r, weight * grad, out=d_logits)
-        z_over_scale = z / scale
-        torch.mul(weighted_r, z_over_scale, out=d_loc)
-        weighted_r.mul_((z * z).sub_(1.0).div_(scale))  # g · r_k (z² - 1) / σ
-        torch.mul(weighted_r, torch.sigmoid(raw_scale), out=d_raw_scale)
-        return d_raw, None, None, None
+        return raw_gradient(ctx.saved_tensors, grad), None, None, None
+
+
+def log_prob_and_parts(raw: Tensor, y: Tensor, floor: float, k: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``log p(y) [*B, N]`` from ``raw [*B, 3K, N]`` (as :func:`component_major_log_prob`,
+    without autograd) and the parts :func:`raw_gradient` needs."""
+    logits, loc, raw_scale = raw.split(k, dim=-2)  # [*B, K, N] each
+    scale = F.softplus(raw_scale) + floor
+    z = (y - loc) / scale
+    log_evidence, responsibility = _log_sum_exp(logits - 0.5 * z * z - scale.log() - _HALF_LOG_2PI)
+    log_normaliser, weight = _log_sum_exp(logits)
+    return (log_evidence - log_normaliser).squeeze(-2), (raw_scale, z, scale, responsibility, weight)
+
+
+def raw_gradient(parts: tuple[Tensor, ...], grad: Tensor) -> Tensor:
+    """``d loss / d raw [*B, 3K, N]`` from ``grad = d loss / d log p(y) [*B, N]`` and the parts of
+    :func:`log_prob_and_parts` (the module docstring's derivatives; the parts are not changed)."""
+    raw_scale, z, scale, responsibility, weight = parts
+    k = z.shape[-2]
+    grad = grad.unsqueeze(-2)  # [*B, 1, N]
+    # One gradient tensor for the flat output: no concatenation of three parts afterwards.
+    d_raw = torch.empty(*z.shape[:-2], 3 * k, z.shape[-1], dtype=z.dtype, device=z.device)
+    d_logits, d_loc, d_raw_scale = d_raw.split(k, dim=-2)
+    weighted_r = responsibility * grad  # g · r_k (out of place: backward may run again)
+    torch.sub(weighted_r, weight * grad, out=d_logits)
+    torch.mul(weighted_r, z / scale, out=d_loc)
+    weighted_r.mul_((z * z).sub_(1.0).div_(scale))  # g · r_k (z² - 1) / σ
+    torch.mul(weighted_r, torch.sigmoid(raw_scale), out=d_raw_scale)
+    return d_raw

@@ -312,7 +312,10 @@ class MDN(DensityNetwork):
         """``(nll [1], nll)``: the mean NLL of standardised ``y [N, D]`` given ``x [N, F]`` (of
         the density, or of the bins: :meth:`target_log_prob`), as a one-member ensemble; with
         ``row_weights [1, N]`` a weighted mean."""
-        log_prob = self.target_log_prob(self.head, self.backbone(x), y)  # [N]
+        return self.losses(self.target_log_prob(self.head, self.backbone(x), y), row_weights)
+
+    def losses(self, log_prob: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`training_losses` from ``log p(y_i | x_i) [N]``."""
         if row_weights is None:
             nll = -log_prob.mean()
         else:
@@ -437,6 +440,10 @@ class MDNEnsemble(DensityNetwork):
         """
         features = self.backbone(x if member_inputs else x.expand(self.n_members, *x.shape))
         log_prob = self.target_log_prob(self.head, features, y).reshape(self.n_members, -1)  # [M, N]
+        return self.losses(log_prob, row_weights)
+
+    def losses(self, log_prob: Tensor, row_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`training_losses` from the members' ``log p_m(y_i | x_i) [M, N]``."""
         if row_weights is None:
             member_nll = -log_prob.mean(1)
             ensemble_nll = -self.mixed(log_prob.detach()).mean()

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from mdnkit import distributed
+from mdnkit._fused_step import FusedStep
 
 Optimizer = Literal["adam", "lbfgs"]
 Batch = tuple[Tensor, Tensor, "Tensor | None"]  # x [N, F], y [N, D], row weights [M, N] or None
@@ -190,10 +191,10 @@ def _clip_grad_norm_per_member(parameters: list[nn.Parameter], max_norm: float, 
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
-    squares = torch.stack([g.reshape(n_members, -1).square().sum(1) for g in grads]).sum(0)  # [M]
-    scale = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
-    for grad in grads:
-        grad.mul_(scale.view(n_members, *[1] * (grad.dim() - 1)))
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(n_members, -1), dim=1) for g in grads])  # [P, M]
+    scale = (max_norm / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)
+    # One call for every gradient: a small network's step is per-operation overhead.
+    torch._foreach_mul_(grads, [scale.view(n_members, *[1] * (grad.dim() - 1)) for grad in grads])
 
 
 def _clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> None:
@@ -281,12 +282,11 @@ class _MemberRates:
         with torch.no_grad():
             if not self.previous:
                 self.previous.extend(torch.empty_like(p) for p in self.parameters)
-            for old, p in zip(self.previous, self.parameters):
-                old.copy_(p)
+            torch._foreach_copy_(self.previous, self.parameters)
         value = self.optimizer.step(closure)
-        with torch.no_grad():
-            for p, old, factor in zip(self.parameters, self.previous, self.factors):
-                p.copy_(old.lerp_(p, factor))
+        with torch.no_grad():  # one call per operation for every parameter (per-op overhead, as above)
+            torch._foreach_lerp_(self.previous, self.parameters, self.factors)
+            torch._foreach_copy_(self.parameters, self.previous)
         return value
 
 
@@ -359,6 +359,9 @@ class TrainState:
         self.module, self.config, self.generator = module, config, generator
         self.step_module = TrainStep(module)
         self.parallel_step = distributed.data_parallel(self.step_module)  # itself on one process
+        # mdnkit's own batched network, on one process: its backward written out (_fused_step).
+        self.fused_step = FusedStep(module) if config.optimizer != "lbfgs" and distributed.world()[1] == 1 \
+            and FusedStep.supports(module) else None
         self.n = self.step_module.n_members
         if self.n > 1:
             unbatched = [name for name, value in module.state_dict().items()
@@ -528,9 +531,12 @@ class TrainState:
         if _has_noise(config):
             x, y = _perturbed(x, y, config, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        member_nll, reported = self.parallel_step(x, y, weights, self.member_inputs)
-        loss_weights = self.loss_weights(member_nll)
-        (member_nll.sum() if loss_weights is None else member_nll @ loss_weights).backward()
+        if self.fused_step is not None:
+            member_nll, reported = self.fused_step(x, y, weights, self.member_inputs, self.loss_weights(x))
+        else:
+            member_nll, reported = self.parallel_step(x, y, weights, self.member_inputs)
+            loss_weights = self.loss_weights(member_nll)
+            (member_nll.sum() if loss_weights is None else member_nll @ loss_weights).backward()
         if config.gradient_clip:
             if self.n == 1:
                 _clip_grad_norm(self.parameters, config.gradient_clip)
