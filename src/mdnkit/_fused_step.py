@@ -82,7 +82,9 @@ class FusedStep:
             self._set_grad(head.linear, features, d_raw.transpose(1, 2))
             delta = torch.bmm(d_raw.transpose(1, 2), self._batched(head.linear)[0].transpose(1, 2))  # [M, N, H]
             for depth in range(len(self.layers) - 1, -1, -1):
-                delta.mul_(activations[depth + 1] > 0)  # through the ReLU
+                # Through the ReLU with autograd's own kernel for it: one pass, where a mask
+                # (``> 0``, then a multiply or a fill) takes 7-30 times longer at 4096 rows.
+                delta = torch.ops.aten.threshold_backward(delta, activations[depth + 1], 0)
                 self._set_grad(self.layers[depth], activations[depth], delta)
                 if depth:
                     delta = torch.bmm(delta, self._batched(self.layers[depth])[0].transpose(1, 2))
