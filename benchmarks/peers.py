@@ -261,6 +261,7 @@ def _linear(X, y, X_test, seed, n_samples):
 
 METHODS: dict[str, Method] = {
     "mdn": _mdn(1), "mdn-select": _mdn(1, input_noise="select"), "mdn-ens5": _mdn(5),
+    "mdn-periodic": _mdn(1, feature_embedding="periodic"),
     "ngboost": _ngboost(False), "ngboost-es": _ngboost(True),
     "catboost": _catboost, "treeffuser": _treeffuser, "flow": _flow, "linear": _linear,
 }

@@ -103,6 +103,8 @@ METHODS: dict[str, Callable[[np.ndarray, np.ndarray, int], object]] = {
                                                                 target_noise="auto"),
     # Three networks per noise level, nine in one pass (MDNRegressor._noise_replicates; a candidate).
     "mdnkit mixture x3": lambda X, y, seed: _mdn(X, y, seed, replicates=3),
+    # Periodic feature embeddings before the MLP (feature_embedding="periodic"; issue 13).
+    "mdnkit periodic": lambda X, y, seed: _mdn(X, y, seed, feature_embedding="periodic"),
     "ConditionalGMM (BIC)": bic_gmm,
 }
 

@@ -318,6 +318,8 @@ CONFIGS: dict[str, Factory] = {
     "lr1e-2": _mdn(learning_rate=1e-2),
     # The noise mixture with three networks per level (nine in one pass; README, Defaults).
     "noise-mixture-x3": _replicated_mixture(3),
+    # Periodic feature embeddings (PLR, Gorishniy et al. 2022) before the MLP, for issue 13's CRPS.
+    "periodic": _mdn(feature_embedding="periodic"),
 }
 
 

@@ -20,6 +20,9 @@ M, N, F = 3, 37, 4
 
 
 def _ensemble(hidden: tuple[int, ...], k: int, seed: int = 0, **kwargs) -> MDNEnsemble:
+    """A float64 ensemble of ``M`` members; ``hidden`` may start with "periodic" (the embedding)."""
+    if hidden and hidden[0] == "periodic":
+        hidden, kwargs = hidden[1:], dict(kwargs, feature_embedding="periodic")
     torch.manual_seed(seed)
     module = MDNEnsemble(F, 1, n_components=k, hidden_sizes=hidden, n_members=M, **kwargs).double()
     with torch.no_grad():  # away from the zero-initialised start, so every gradient is non-trivial
@@ -39,7 +42,7 @@ def _reference(module: MDNEnsemble, x, y, row_weights, member_inputs, loss_weigh
     return member_nll.detach(), reported.detach(), {name: p.grad.clone() for name, p in module.named_parameters()}
 
 
-@pytest.mark.parametrize("hidden", [(), (16,), (8, 6)])
+@pytest.mark.parametrize("hidden", [(), (16,), (8, 6), ("periodic",), ("periodic", 8)])
 @pytest.mark.parametrize("member_inputs", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_losses_and_gradients_match_autograd(hidden, member_inputs, weighted):
@@ -88,11 +91,12 @@ def test_float32_gradients_match_autograd_to_float32_precision():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("hidden", [(), (16, 8)])
+@pytest.mark.parametrize("hidden", [(), (16, 8), ("periodic", 8)])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_one_network_matches_autograd(hidden, weighted):
     torch.manual_seed(5)
-    module = MDN(F, 1, n_components=4, hidden_sizes=hidden).double()
+    embedding = "periodic" if hidden and hidden[0] == "periodic" else None
+    module = MDN(F, 1, n_components=4, hidden_sizes=hidden[bool(embedding):], feature_embedding=embedding).double()
     with torch.no_grad():
         for p in module.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -147,8 +151,9 @@ def _fit(monkeypatch, fused: bool, **params) -> MDNRegressor:
     return model
 
 
-@pytest.mark.parametrize("params", [{}, {"n_estimators": 3, "input_noise": 0.1}, {"input_noise": 0.1}],
-                         ids=["noise-mixture", "ensemble", "one-network"])
+@pytest.mark.parametrize("params", [{}, {"n_estimators": 3, "input_noise": 0.1}, {"input_noise": 0.1},
+                                    {"feature_embedding": "periodic"}],
+                         ids=["noise-mixture", "ensemble", "one-network", "periodic-embedding"])
 def test_a_fit_through_the_written_out_step_is_the_autograd_fit(monkeypatch, params):
     fused, plain = _fit(monkeypatch, True, **params), _fit(monkeypatch, False, **params)
     assert [round(h["train_nll"], 9) for h in fused.history_] == [round(h["train_nll"], 9) for h in plain.history_]

@@ -10,7 +10,8 @@ with a Gaussian head over one target, the gradients are a handful of batched pro
 
     ∂loss/∂W_l = h_{l-1}ᵀ δ_l,   ∂loss/∂b_l = Σ_rows δ_l,   δ_{l-1} = (δ_l W_lᵀ) ⊙ [h_{l-1} > 0],
 
-and the head's ``δ`` is the mixture's closed form (:func:`~mdnkit._gaussian_hot_path.raw_gradient`).
+and the head's ``δ`` is the mixture's closed form (:func:`~mdnkit._gaussian_hot_path.raw_gradient`);
+a :class:`~mdnkit.networks.PeriodicEmbedding` in front adds its own few products.
 :class:`FusedStep` computes them straight into each parameter's ``.grad``; every other network
 (a user's backbone, other activations or families, binned targets, several processes) goes
 through autograd. Tests compare every gradient with autograd's.
@@ -18,12 +19,14 @@ through autograd. Tests compare every gradient with autograd's.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from mdnkit._gaussian_hot_path import log_prob_and_parts, raw_gradient
 from mdnkit.heads import MDN, MDNEnsemble, _rows_last
-from mdnkit.networks import MLP, EnsembleLinear
+from mdnkit.networks import MLP, EnsembleLinear, PeriodicEmbedding
 
 __all__ = ["FusedStep"]
 
@@ -40,13 +43,16 @@ class FusedStep:
     def __init__(self, module: MDN | MDNEnsemble) -> None:
         self.module = module
         self.batched = isinstance(module, MDNEnsemble)
+        first = module.backbone[0] if len(module.backbone) else None
+        self.embedding = first if isinstance(first, PeriodicEmbedding) else None
         self.layers = [layer for layer in module.backbone if isinstance(layer, (EnsembleLinear, nn.Linear))]
 
     @staticmethod
     def supports(module: nn.Module) -> bool:
         """Whether ``module`` is the network this step writes out: an :class:`MDN` or
-        :class:`MDNEnsemble` of linear and ReLU layers whose head takes the Gaussian hot path on
-        unbinned targets, with no hooks and no parameters besides the layers'."""
+        :class:`MDNEnsemble` of linear and ReLU layers (after a periodic embedding or not) whose
+        head takes the Gaussian hot path on unbinned targets, with no hooks and no parameters
+        besides the layers'."""
         if type(module) not in (MDN, MDNEnsemble) or getattr(module, "custom_backbone", False) \
                 or module.bin_half_width is not None:
             return False
@@ -54,10 +60,12 @@ class FusedStep:
         if not head.has_hot_path or head.linear.weight.dtype not in (torch.float32, torch.float64):
             return False
         linear = EnsembleLinear if isinstance(module, MDNEnsemble) else nn.Linear
-        if type(module.backbone) is not MLP or not all(type(layer) in (linear, nn.ReLU) for layer in module.backbone):
+        layers = list(module.backbone) if type(module.backbone) is MLP else [None]
+        embedding = layers.pop(0) if layers and type(layers[0]) is PeriodicEmbedding else None
+        if not all(type(layer) in (linear, nn.ReLU) for layer in layers):
             return False
-        layers = [layer for layer in module.backbone if isinstance(layer, linear)]
-        written = [p for layer in [*layers, head.linear] for p in (layer.weight, layer.bias)]
+        written = [p for layer in [*layers, head.linear] if type(layer) is not nn.ReLU for p in (layer.weight, layer.bias)]
+        written += [] if embedding is None else [embedding.frequencies, embedding.weight, embedding.bias]
         if {id(p) for p in module.parameters()} != {id(p) for p in written}:
             return False
         return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in module.modules())
@@ -70,7 +78,9 @@ class FusedStep:
         module, head = self.module, self.module.head
         n_members = module.n_members if self.batched else 1
         with torch.no_grad():
-            activations = [x if member_inputs else x.expand(n_members, *x.shape)]  # [M, N, F]
+            inputs = x if member_inputs else x.expand(n_members, *x.shape)  # [M, N, F]
+            embedded = None if self.embedding is None else self._embed(inputs)
+            activations = [inputs if embedded is None else embedded[-1]]
             for layer in self.layers:
                 weight, bias = self._batched(layer)
                 activations.append(torch.baddbmm(bias, activations[-1], weight).relu_())  # [M, N, H]
@@ -86,9 +96,41 @@ class FusedStep:
                 # (``> 0``, then a multiply or a fill) takes 7-30 times longer at 4096 rows.
                 delta = torch.ops.aten.threshold_backward(delta, activations[depth + 1], 0)
                 self._set_grad(self.layers[depth], activations[depth], delta)
-                if depth:
+                if depth or embedded is not None:
                     delta = torch.bmm(delta, self._batched(self.layers[depth])[0].transpose(1, 2))
+            if embedded is not None:
+                self._embedding_grad(inputs, embedded, delta)
         return member_nll, reported
+
+    def _embedding_parameters(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The embedding's ``(frequencies [M, F, k], weight [M, F, 2k, d], bias [M, F, d])``."""
+        parameters = (self.embedding.frequencies, self.embedding.weight, self.embedding.bias)
+        return parameters if self.batched else tuple(p.unsqueeze(0) for p in parameters)
+
+    def _embed(self, inputs: Tensor) -> tuple[Tensor, ...]:
+        """:class:`PeriodicEmbedding`'s forward on ``inputs [M, N, F]``, keeping what its
+        backward needs: ``(cos, sin [M, N, F, k], [cos, sin] [M, N, F, 2k], relu output
+        [M, N, F, d])`` and that output as the next layer's input ``[M, N, F·d]`` last."""
+        frequencies, weight, bias = self._embedding_parameters()
+        angle = (2 * math.pi) * inputs.unsqueeze(-1) * frequencies.unsqueeze(1)  # [M, N, F, k]
+        cos, sin = angle.cos(), angle.sin()
+        periodic = torch.cat([cos, sin], -1)
+        embedded = torch.einsum("mnfk,mfkd->mnfd", periodic, weight).add_(bias.unsqueeze(1)).relu_()
+        return cos, sin, periodic, embedded, embedded.flatten(2)
+
+    def _embedding_grad(self, inputs: Tensor, embedded: tuple[Tensor, ...], delta: Tensor) -> None:
+        """The embedding's ``.grad`` from ``delta [M, N, F·d]`` at its output: with ``a = 2π c x``
+        and ``u = [cos a, sin a]``, ``∂/∂W = uᵀ δ'``, ``∂/∂b = Σ δ'`` and ``∂/∂c = 2π x (cos a ∂/∂sin
+        - sin a ∂/∂cos)`` for ``δ'`` through the ReLU."""
+        cos, sin, periodic, out, _ = embedded
+        weight = self._embedding_parameters()[1]
+        delta = torch.ops.aten.threshold_backward(delta.view_as(out), out, 0)  # [M, N, F, d]
+        d_cos, d_sin = torch.einsum("mnfd,mfkd->mnfk", delta, weight).split(cos.shape[-1], -1)
+        d_angle = d_sin.mul_(cos).sub_(d_cos.mul_(sin))  # [M, N, F, k]
+        grads = (torch.einsum("mnf,mnfk->mfk", (2 * math.pi) * inputs, d_angle),
+                 torch.einsum("mnfk,mnfd->mfkd", periodic, delta), delta.sum(1))
+        for parameter, grad in zip((self.embedding.frequencies, self.embedding.weight, self.embedding.bias), grads):
+            parameter.grad = grad if self.batched else grad[0]
 
     def _batched(self, layer: nn.Module) -> tuple[Tensor, Tensor]:
         """A layer's ``(weight [M, in, out], bias [M, 1, out])``, views of its parameters."""

@@ -32,7 +32,7 @@ from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.families import FAMILY_NAMES, FamilyName, make_family
 from mdnkit.heads import COVARIANCE_TYPES, MDN, MDNEnsemble
 from mdnkit.mixture import cat
-from mdnkit.networks import ACTIVATIONS, Activation, build_backbone
+from mdnkit.networks import ACTIVATIONS, FEATURE_EMBEDDINGS, Activation, FeatureEmbedding, build_backbone
 from mdnkit.novelty import InputNovelty
 from mdnkit.search import AUTO_N_COMPONENTS, successive_halving
 from mdnkit.training import Optimizer, TrainingConfig, TrainingInterrupted, train
@@ -169,6 +169,11 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             when a target column has at most one distinct value per 5 rows, all on a regular grid
             (:func:`~mdnkit.rounding.find_grid`).
 
+        feature_embedding: ``"periodic"``: each standardised input enters the MLP as 16 learned
+            periodic features (:class:`~mdnkit.networks.PeriodicEmbedding`, PLR of Gorishniy et
+            al. 2022), which let it fit sharp or repeated-value features as trees do; ``None``
+            (the default): the raw standardised inputs. Not with ``module``.
+
     Attributes:
         module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` for
             ``n_estimators > 1`` or a noise mixture (the default; works on standardised data).
@@ -256,6 +261,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         module_kwargs: dict | None = None,
         family_options: dict | None = None,
         target_resolution: float | Sequence[float] | None = None,
+        feature_embedding: FeatureEmbedding | None = None,
     ) -> None:
         self.n_components = n_components
         self.hidden_sizes = hidden_sizes
@@ -283,6 +289,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.module_kwargs = module_kwargs
         self.family_options = family_options
         self.target_resolution = target_resolution
+        self.feature_embedding = feature_embedding
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any = None) -> MDNRegressor:
@@ -613,6 +620,11 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             if not (isinstance(value, numbers.Real) and value >= 0):
                 allowed = "a number >= 0" + "".join(f" or {word!r}" for word in allowed_words)
                 raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+        embedding = getattr(self, "feature_embedding", None)
+        if embedding is not None and embedding not in FEATURE_EMBEDDINGS:
+            raise ValueError(f"feature_embedding must be None or one of {list(FEATURE_EMBEDDINGS)}, got {embedding!r}.")
+        if embedding is not None and self.module is not None:
+            raise ValueError("feature_embedding applies to the built-in MLP; with module=, embed the inputs in your module.")
         if self.module is not None and not callable(self.module):
             raise ValueError(f"module must be an nn.Module class or a factory returning one, got {self.module!r}.")
         if self.family_options is not None and not isinstance(self.family_options, dict):
@@ -913,11 +925,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         members = None if n_members == 1 else n_members
         backbone = None if self.module is None else build_backbone(
             self.module, self.module_kwargs, self._input_shape, members)
+        embedding = getattr(self, "feature_embedding", None)  # absent from estimators pickled before it
         if members is None:
-            module = MDN(*arguments, family=self.family, family_options=self.family_options, backbone=backbone)
+            module = MDN(*arguments, family=self.family, family_options=self.family_options, backbone=backbone,
+                         feature_embedding=embedding)
         else:
             module = MDNEnsemble(*arguments, n_members=members, family=self.family,
-                                 family_options=self.family_options, backbone=backbone)
+                                 family_options=self.family_options, backbone=backbone, feature_embedding=embedding)
         widths = self._bin_widths
         # Bins of width h in the user's units are h / σ_y wide in the network's.
         module.set_bin_half_width(None if widths is None else widths / (2.0 * self.y_scale_))

@@ -78,6 +78,7 @@ class FileStateMixin:
     def _from_file_state(cls, params: dict[str, Any], fitted: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
         """The fitted estimator that :meth:`_file_state` described."""
         params = dict(params, hidden_sizes=tuple(params["hidden_sizes"]))  # JSON has lists
+        params.setdefault("feature_embedding", None)  # files from before embeddings: raw inputs
         estimator = cls(**params)
         for name in _ARRAYS:  # x_mean_ and x_scale_ have the shape of an input row
             setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))

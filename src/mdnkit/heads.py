@@ -25,7 +25,7 @@ from mdnkit.distributions import CovarianceType
 from mdnkit.families import FamilyName, make_family
 from mdnkit.mixture import Mixture, mixture_of_members
 from mdnkit.model import DensityNetwork
-from mdnkit.networks import MLP, Activation, EnsembleLinear
+from mdnkit.networks import MLP, Activation, EnsembleLinear, FeatureEmbedding
 
 COVARIANCE_TYPES: tuple[str, ...] = get_args(CovarianceType)
 _HOT_PATH_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
@@ -276,6 +276,8 @@ class MDN(DensityNetwork):
         backbone: Any module ``[*B, *shape] -> [*B, H]`` with an ``out_features = H`` attribute
             (:func:`~mdnkit.networks.build_backbone` sets it) instead of the MLP; then
             ``in_features``, ``hidden_sizes`` and ``activation`` are not used.
+        feature_embedding: ``"periodic"``: the MLP starts with a
+            :class:`~mdnkit.networks.PeriodicEmbedding` of each input; ``None``: raw inputs.
 
     Example:
         >>> mdn = MDN(1, 1, n_components=3, hidden_sizes=(16,))
@@ -296,9 +298,11 @@ class MDN(DensityNetwork):
         family: FamilyName = "gaussian",
         family_options: dict | None = None,
         backbone: nn.Module | None = None,
+        feature_embedding: FeatureEmbedding | None = None,
     ) -> None:
         super().__init__()
-        self.backbone = MLP(in_features, hidden_sizes, activation) if backbone is None else backbone
+        self.backbone = MLP(in_features, hidden_sizes, activation, embedding=feature_embedding) if backbone is None \
+            else backbone
         self.head = MixtureHead(self.backbone.out_features, out_features, n_components, covariance_type,
                                 min_scale, family=family, family_options=family_options)
         self._init_units()
@@ -344,7 +348,7 @@ class MDNEnsemble(DensityNetwork):
 
     Args:
         in_features, out_features, n_components, hidden_sizes, activation, covariance_type,
-        min_scale, family, family_options: As for :class:`MDN`, per member.
+        min_scale, family, family_options, feature_embedding: As for :class:`MDN`, per member.
         n_members: Number of members ``M``.
         backbone: Instead of the batched MLP, a module ``[M, *B, *shape] -> [M, *B, H]`` whose
             parameters all have the member first (:class:`~mdnkit.networks.StackedBackbone`).
@@ -368,16 +372,18 @@ class MDNEnsemble(DensityNetwork):
         family: FamilyName = "gaussian",
         family_options: dict | None = None,
         backbone: nn.Module | None = None,
+        feature_embedding: FeatureEmbedding | None = None,
     ) -> None:
         super().__init__()
         self.n_members = int(n_members)
         self.config = dict(
             in_features=in_features, out_features=out_features, hidden_sizes=tuple(hidden_sizes),
             activation=activation, covariance_type=covariance_type, min_scale=min_scale,
-            family=family, family_options=family_options,
+            family=family, family_options=family_options, feature_embedding=feature_embedding,
         )
         # EnsembleLinear layers for the MLP; any other backbone as a StackedBackbone of M copies.
-        self.backbone = MLP(in_features, hidden_sizes, activation, n_members=self.n_members) if backbone is None \
+        self.backbone = MLP(in_features, hidden_sizes, activation, n_members=self.n_members,
+                            embedding=feature_embedding) if backbone is None \
             else backbone
         self.custom_backbone = backbone is not None
         self.head = MixtureHead(
@@ -479,6 +485,7 @@ class MDNEnsemble(DensityNetwork):
             config["in_features"], config["out_features"], self.head.n_components, config["hidden_sizes"],
             config["activation"], config["covariance_type"], config["min_scale"], config["family"],
             config["family_options"], backbone=self.backbone.member(index) if self.custom_backbone else None,
+            feature_embedding=config["feature_embedding"],
         )
         weight = self.head.linear.weight
         mdn.to(device=weight.device, dtype=weight.dtype)
@@ -487,6 +494,8 @@ class MDNEnsemble(DensityNetwork):
         for single, batched in zip([*single_backbone, mdn.head.linear], [*batched_backbone, self.head.linear]):
             single.weight.copy_(batched.weight[index].T)
             single.bias.copy_(batched.bias[index])
+        if config["feature_embedding"] is not None:
+            mdn.backbone[0] = self.backbone[0].member(index)
         masked = self.head.logit_mask[index].isinf()
         if bool(masked.any()):
             mdn.head.prune(~masked.cpu())

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 Activation = Literal["relu", "tanh", "elu", "gelu", "silu", "leaky_relu", "softplus", "sigmoid"]
+FeatureEmbedding = Literal["periodic"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -69,6 +70,74 @@ class EnsembleLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, n_members={self.n_members}"
 
 
+class PeriodicEmbedding(nn.Module):
+    r"""Each input feature as ``d`` learned periodic features (PLR, Gorishniy et al. 2022).
+
+    .. math:: e_j(x) = \operatorname{relu}\big([\cos(2π c_j x_j), \sin(2π c_j x_j)]\, W_j + b_j\big),
+
+    with ``k`` learned frequencies ``c_j`` per feature (initially ``N(0, scale²)``; inputs are
+    standardised) and a linear map ``W_j [2k, d]`` per feature; the output is the ``F·d``
+    embeddings side by side. An MLP on raw numbers must bend a few ReLU units into every sharp
+    or repeated-value feature (a concrete's age in days); per-feature embeddings give it that
+    shape directly.
+
+    Args:
+        in_features: Number of input features ``F``.
+        n_members: ``None`` for one network; ``M`` for ``M`` independent embeddings side by
+            side (every parameter ``[M, ...]``, inputs ``[M, *B, F]``).
+        n_frequencies, d_embedding: ``k`` and ``d``.
+        scale: Standard deviation of the initial frequencies.
+
+    Shapes:
+        ``[(M,) *B, F] -> [(M,) *B, F·d]``.
+
+    Example:
+        >>> PeriodicEmbedding(3)(torch.zeros(5, 3)).shape
+        torch.Size([5, 48])
+    """
+
+    def __init__(self, in_features: int, n_members: int | None = None, n_frequencies: int = 16,
+                 d_embedding: int = 16, scale: float = 1.0) -> None:
+        super().__init__()
+        self.in_features, self.n_members = in_features, n_members
+        self.out_features = in_features * d_embedding
+        members = () if n_members is None else (n_members,)
+        bound = 1.0 / math.sqrt(2 * n_frequencies)  # nn.Linear's, per feature
+        self.frequencies = nn.Parameter(scale * torch.randn(*members, in_features, n_frequencies))
+        self.weight = nn.Parameter(torch.empty(*members, in_features, 2 * n_frequencies, d_embedding).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(*members, in_features, d_embedding).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[(M,) *B, F] -> [(M,) *B, F·d]``."""
+        if self.n_members is None:
+            rows = x.reshape(-1, self.in_features)  # [N, F]
+            angle = (2 * math.pi) * rows.unsqueeze(-1) * self.frequencies  # [N, F, k]
+            periodic = torch.cat([angle.cos(), angle.sin()], -1)  # [N, F, 2k]
+            embedded = torch.einsum("nfk,fkd->nfd", periodic, self.weight) + self.bias
+            return embedded.relu_().reshape(*x.shape[:-1], self.out_features)
+        rows = x.reshape(self.n_members, -1, self.in_features)  # [M, N, F]
+        angle = (2 * math.pi) * rows.unsqueeze(-1) * self.frequencies.unsqueeze(1)  # [M, N, F, k]
+        periodic = torch.cat([angle.cos(), angle.sin()], -1)  # [M, N, F, 2k]
+        embedded = torch.einsum("mnfk,mfkd->mnfd", periodic, self.weight) + self.bias.unsqueeze(1)
+        return embedded.relu_().reshape(*x.shape[:-1], self.out_features)
+
+    def member(self, index: int) -> PeriodicEmbedding:
+        """Member ``index`` as a standalone embedding (a copy)."""
+        single = PeriodicEmbedding(self.in_features, None, self.frequencies.shape[-1], self.weight.shape[-1])
+        single.to(device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            for name, value in single.named_parameters():
+                value.copy_(getattr(self, name)[index])
+        return single
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, n_frequencies={self.frequencies.shape[-1]}, "
+                f"d_embedding={self.weight.shape[-1]}, n_members={self.n_members}")
+
+
+FEATURE_EMBEDDINGS: dict[str, type[nn.Module]] = {"periodic": PeriodicEmbedding}
+
+
 class MLP(nn.Sequential):
     """Fully connected layers, each followed by the activation.
 
@@ -78,6 +147,8 @@ class MLP(nn.Sequential):
         activation: Name of the nonlinearity, one of :data:`ACTIVATIONS`.
         n_members: ``None`` for one network ``[*B, F] -> [*B, H]``; ``M`` for ``M`` independent
             networks in :class:`EnsembleLinear` layers, ``[M, *B, F] -> [M, *B, H]``.
+        embedding: ``"periodic"`` starts with a :class:`PeriodicEmbedding` of the inputs;
+            ``None``, the raw inputs.
 
     Example:
         >>> import torch
@@ -93,11 +164,17 @@ class MLP(nn.Sequential):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: Activation = "relu",
         n_members: int | None = None,
+        embedding: FeatureEmbedding | None = None,
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+        if embedding is not None and embedding not in FEATURE_EMBEDDINGS:
+            raise ValueError(f"feature_embedding must be None or one of {sorted(FEATURE_EMBEDDINGS)}, got {embedding!r}.")
         layers: list[nn.Module] = []
         width = in_features
+        if embedding is not None:
+            layers.append(FEATURE_EMBEDDINGS[embedding](in_features, n_members))
+            width = layers[-1].out_features
         for size in hidden_sizes:
             linear = (
                 nn.Linear(width, int(size)) if n_members is None
