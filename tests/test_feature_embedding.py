@@ -13,9 +13,10 @@ from mdnkit.heads import MDNEnsemble
 from mdnkit.networks import MLP, PeriodicEmbedding
 
 
-def _reference(x: np.ndarray, frequencies: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """relu([cos 2πcx, sin 2πcx] W_j + b_j) per feature j, side by side, in float64 NumPy."""
-    out = []
+def _reference(x: np.ndarray, frequencies: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+               with_inputs: bool = True) -> np.ndarray:
+    """x, then relu([cos 2πcx, sin 2πcx] W_j + b_j) per feature j, side by side, in float64 NumPy."""
+    out = [x] if with_inputs else []
     for j in range(x.shape[1]):
         angle = 2 * np.pi * x[:, j:j + 1] * frequencies[j]  # [N, k]
         periodic = np.concatenate([np.cos(angle), np.sin(angle)], axis=1)  # [N, 2k]
@@ -23,13 +24,15 @@ def _reference(x: np.ndarray, frequencies: np.ndarray, weight: np.ndarray, bias:
     return np.concatenate(out, axis=1)
 
 
-def test_one_embedding_matches_numpy():
+@pytest.mark.parametrize("with_inputs", [True, False])
+def test_one_embedding_matches_numpy(with_inputs):
     torch.manual_seed(0)
-    layer = PeriodicEmbedding(3, n_frequencies=4, d_embedding=5).double()
+    layer = PeriodicEmbedding(3, n_frequencies=4, d_embedding=5, with_inputs=with_inputs).double()
     x = torch.randn(7, 3, dtype=torch.float64)
-    expected = _reference(x.numpy(), *(p.detach().numpy() for p in (layer.frequencies, layer.weight, layer.bias)))
+    parameters = (p.detach().numpy() for p in (layer.frequencies, layer.weight, layer.bias))
+    expected = _reference(x.numpy(), *parameters, with_inputs=with_inputs)
     np.testing.assert_allclose(layer(x).detach().numpy(), expected, rtol=1e-12, atol=1e-12)
-    assert layer(x.reshape(7, 1, 3)).shape == (7, 1, 15)  # any batch shape
+    assert layer(x.reshape(7, 1, 3)).shape == (7, 1, 18 if with_inputs else 15)  # any batch shape
 
 
 def test_each_member_is_its_own_embedding():
@@ -45,7 +48,7 @@ def test_each_member_is_its_own_embedding():
 
 def test_the_mlp_starts_with_it_and_gradients_reach_every_parameter():
     mlp = MLP(4, (8,), embedding="periodic", n_members=2)
-    assert isinstance(mlp[0], PeriodicEmbedding) and mlp[1].in_features == 4 * 16
+    assert isinstance(mlp[0], PeriodicEmbedding) and mlp[1].in_features == 4 + 4 * 16
     mlp(torch.randn(2, 5, 4)).square().sum().backward()
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in mlp.parameters())
     with pytest.raises(ValueError, match="feature_embedding must be None or one of"):
@@ -96,7 +99,29 @@ def test_files_from_before_embeddings_load_as_raw_inputs():
 
 def test_bad_settings_are_named():
     X, y = _data(50)
-    with pytest.raises(ValueError, match="feature_embedding must be None or one of"):
+    with pytest.raises(ValueError, match="feature_embedding must be 'auto', None or one of"):
         MDNRegressor(feature_embedding="fourier").fit(X, y)
     with pytest.raises(ValueError, match="embed the inputs in your module"):
         MDNRegressor(feature_embedding="periodic", module=torch.nn.Identity).fit(X, y)
+
+
+@pytest.mark.parametrize("n_features, expected", [(1, None), (2, None), (3, "periodic"), (8, "periodic")])
+def test_auto_embeds_tables_of_three_features_or_more(tmp_path, n_features, expected):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, n_features))
+    y = X[:, 0] + 0.1 * rng.normal(size=120)
+    model = MDNRegressor(hidden_sizes=(8,), max_epochs=3, random_state=0)
+    with pytest.warns(Warning):
+        model.fit(X, y)
+    assert model.feature_embedding == "auto"
+    assert isinstance(model.module_.backbone[0], PeriodicEmbedding) == (expected == "periodic")
+    path = tmp_path / "model.mdnkit"
+    model.save(path)
+    loaded = mdnkit.load(path)  # the file says which network it holds, whatever "auto" will mean later
+    assert loaded._embedding_for(n_features) == expected
+    np.testing.assert_allclose(loaded.score_samples(X, y), model.score_samples(X, y), rtol=1e-12, atol=1e-12)
+
+
+def test_auto_leaves_a_custom_module_alone():
+    model = MDNRegressor(module=torch.nn.Linear, module_kwargs={"in_features": 4, "out_features": 8})
+    assert model._embedding_for(4) is None

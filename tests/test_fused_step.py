@@ -15,16 +15,22 @@ import mdnkit.training as training
 from mdnkit import MDNRegressor
 from mdnkit._fused_step import FusedStep
 from mdnkit.heads import MDN, MDNEnsemble
+from mdnkit.networks import EnsembleLinear
 
 M, N, F = 3, 37, 4
 
 
 def _ensemble(hidden: tuple[int, ...], k: int, seed: int = 0, **kwargs) -> MDNEnsemble:
     """A float64 ensemble of ``M`` members; ``hidden`` may start with "periodic" (the embedding)."""
-    if hidden and hidden[0] == "periodic":
+    alone = False
+    if hidden and isinstance(hidden[0], str):
+        alone = hidden[0] == "periodic-alone"  # the embeddings without the inputs beside them
         hidden, kwargs = hidden[1:], dict(kwargs, feature_embedding="periodic")
     torch.manual_seed(seed)
     module = MDNEnsemble(F, 1, n_components=k, hidden_sizes=hidden, n_members=M, **kwargs).double()
+    if alone:
+        module.backbone[0].with_inputs, module.backbone[0].out_features = False, 16 * F
+        module.backbone[1] = EnsembleLinear(16 * F, module.backbone[1].out_features, M).double()
     with torch.no_grad():  # away from the zero-initialised start, so every gradient is non-trivial
         for p in module.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -42,7 +48,7 @@ def _reference(module: MDNEnsemble, x, y, row_weights, member_inputs, loss_weigh
     return member_nll.detach(), reported.detach(), {name: p.grad.clone() for name, p in module.named_parameters()}
 
 
-@pytest.mark.parametrize("hidden", [(), (16,), (8, 6), ("periodic",), ("periodic", 8)])
+@pytest.mark.parametrize("hidden", [(), (16,), (8, 6), ("periodic",), ("periodic", 8), ("periodic-alone", 8)])
 @pytest.mark.parametrize("member_inputs", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_losses_and_gradients_match_autograd(hidden, member_inputs, weighted):

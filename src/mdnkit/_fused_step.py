@@ -116,7 +116,8 @@ class FusedStep:
         cos, sin = angle.cos(), angle.sin()
         periodic = torch.cat([cos, sin], -1)
         embedded = torch.einsum("mnfk,mfkd->mnfd", periodic, weight).add_(bias.unsqueeze(1)).relu_()
-        return cos, sin, periodic, embedded, embedded.flatten(2)
+        flat = embedded.flatten(2)
+        return cos, sin, periodic, embedded, torch.cat([inputs, flat], -1) if self.embedding.with_inputs else flat
 
     def _embedding_grad(self, inputs: Tensor, embedded: tuple[Tensor, ...], delta: Tensor) -> None:
         """The embedding's ``.grad`` from ``delta [M, N, F·d]`` at its output: with ``a = 2π c x``
@@ -124,7 +125,9 @@ class FusedStep:
         - sin a ∂/∂cos)`` for ``δ'`` through the ReLU."""
         cos, sin, periodic, out, _ = embedded
         weight = self._embedding_parameters()[1]
-        delta = torch.ops.aten.threshold_backward(delta.view_as(out), out, 0)  # [M, N, F, d]
+        if self.embedding.with_inputs:  # the raw inputs' share of delta comes first and needs no gradient
+            delta = delta[..., inputs.shape[-1]:]
+        delta = torch.ops.aten.threshold_backward(delta.reshape(out.shape), out, 0)  # [M, N, F, d]
         d_cos, d_sin = torch.einsum("mnfd,mfkd->mnfk", delta, weight).split(cos.shape[-1], -1)
         d_angle = d_sin.mul_(cos).sub_(d_cos.mul_(sin))  # [M, N, F, k]
         grads = (torch.einsum("mnf,mnfk->mfk", (2 * math.pi) * inputs, d_angle),

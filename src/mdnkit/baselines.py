@@ -350,6 +350,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         warm_start: bool = False,
         n_estimators: int = 1,
         target_resolution: float | Sequence[float] | None = None,
+        feature_embedding: Literal["periodic", "auto"] | None = "auto",
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.activation = activation
@@ -372,6 +373,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         self.warm_start = warm_start
         self.n_estimators = n_estimators
         self.target_resolution = target_resolution
+        self.feature_embedding = feature_embedding
 
 
 # ---------------------------------------------------------------------- squared-error network

@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="noise on the standardised inputs: 'auto' (the default) trains three levels in one "
                      "pass and keeps them as a weighted mixture for one network, 'select' keeps the best one, "
                      "a number fixes it")
+    fit.add_argument("--feature-embedding", choices=["auto", "periodic", "none"], default="auto",
+                     help="'periodic': learned periodic features of each input beside it; 'none': raw inputs; "
+                     "'auto' (the default): periodic from 3 features on")
     fit.add_argument("--validation-fraction", type=_fraction, default=0.1,
                      help="rows held out for early stopping (default 0.1; 0 trains on all for --epochs)")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
@@ -490,6 +493,7 @@ def _model(args: argparse.Namespace) -> Any:
         random_state=args.random_state, n_estimators=args.estimators, family=args.family,
         family_options=None if args.bounds is None else {"low": args.bounds[0], "high": args.bounds[1]},
         target_resolution=args.target_resolution, input_noise=args.input_noise,
+        feature_embedding=None if args.feature_embedding == "none" else args.feature_embedding,
     )
 
 

@@ -59,6 +59,8 @@ class FileStateMixin:
         fitted.update({name: np.asarray(getattr(self, name)).tolist() for name in _USAGE if hasattr(self, name)})
         if hasattr(self, "n_components_"):
             fitted["n_components_"] = int(self.n_components_)
+        # The embedding the network has, whatever rule "auto" followed when it was fitted.
+        fitted["feature_embedding_used"] = _embedding_of(self.module_)
         if hasattr(self, "input_shape_"):
             fitted["input_shape_"] = list(self.input_shape_)
         if hasattr(self, "batch_size_"):  # rows per step the fit used (None: full batch)
@@ -78,7 +80,8 @@ class FileStateMixin:
     def _from_file_state(cls, params: dict[str, Any], fitted: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Any:
         """The fitted estimator that :meth:`_file_state` described."""
         params = dict(params, hidden_sizes=tuple(params["hidden_sizes"]))  # JSON has lists
-        params.setdefault("feature_embedding", None)  # files from before embeddings: raw inputs
+        if "feature_embedding" in cls._get_param_names():  # files from before embeddings: raw inputs
+            params.setdefault("feature_embedding", None)
         estimator = cls(**params)
         for name in _ARRAYS:  # x_mean_ and x_scale_ have the shape of an input row
             setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))
@@ -100,6 +103,8 @@ class FileStateMixin:
         for name in (n for n in _USAGE if n in fitted):
             setattr(estimator, name, np.asarray(fitted[name], dtype=bool if name == "dead_components_" else np.float64))
         estimator.n_components_ = int(fitted.get("n_components_", estimator.n_components))
+        if "feature_embedding_used" in fitted:
+            estimator._embedding_in_file_ = fitted["feature_embedding_used"]
         if "input_shape_" in fitted:
             estimator.input_shape_ = tuple(fitted["input_shape_"])
         if "batch_size_" in fitted:
@@ -151,3 +156,12 @@ def _pop_fold_tensors(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.
         index, _, key = name[len(_FOLD_PREFIX):].partition(".")
         folds.setdefault(int(index), {})[key] = tensors.pop(name)
     return [folds[k] for k in sorted(folds)]
+
+
+def _embedding_of(module: torch.nn.Module) -> str | None:
+    """``"periodic"`` when the network's MLP starts with a periodic embedding, else ``None``."""
+    from mdnkit.networks import MLP, PeriodicEmbedding
+
+    backbone = getattr(module, "backbone", None)
+    return "periodic" if isinstance(backbone, MLP) and len(backbone) and isinstance(backbone[0], PeriodicEmbedding) \
+        else None

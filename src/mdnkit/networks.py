@@ -76,10 +76,12 @@ class PeriodicEmbedding(nn.Module):
     .. math:: e_j(x) = \operatorname{relu}\big([\cos(2π c_j x_j), \sin(2π c_j x_j)]\, W_j + b_j\big),
 
     with ``k`` learned frequencies ``c_j`` per feature (initially ``N(0, scale²)``; inputs are
-    standardised) and a linear map ``W_j [2k, d]`` per feature; the output is the ``F·d``
-    embeddings side by side. An MLP on raw numbers must bend a few ReLU units into every sharp
-    or repeated-value feature (a concrete's age in days); per-feature embeddings give it that
-    shape directly.
+    standardised) and a linear map ``W_j [2k, d]`` per feature; the output is the inputs
+    themselves (``with_inputs``) and then the ``F·d`` embeddings, side by side. An MLP on raw
+    numbers must bend a few ReLU units into every sharp or repeated-value feature (a concrete's
+    age in days); per-feature embeddings give it that shape directly, and the raw inputs keep
+    smooth dependences as easy as before (without them, kin8nm's NLL was 0.05 worse and Boston's
+    0.08 than without embeddings at all; README, Defaults).
 
     Args:
         in_features: Number of input features ``F``.
@@ -87,20 +89,21 @@ class PeriodicEmbedding(nn.Module):
             side (every parameter ``[M, ...]``, inputs ``[M, *B, F]``).
         n_frequencies, d_embedding: ``k`` and ``d``.
         scale: Standard deviation of the initial frequencies.
+        with_inputs: Whether the inputs come first in the output, beside their embeddings.
 
     Shapes:
-        ``[(M,) *B, F] -> [(M,) *B, F·d]``.
+        ``[(M,) *B, F] -> [(M,) *B, F·(d + 1)]`` (``F·d`` without the inputs).
 
     Example:
         >>> PeriodicEmbedding(3)(torch.zeros(5, 3)).shape
-        torch.Size([5, 48])
+        torch.Size([5, 51])
     """
 
     def __init__(self, in_features: int, n_members: int | None = None, n_frequencies: int = 16,
-                 d_embedding: int = 16, scale: float = 1.0) -> None:
+                 d_embedding: int = 16, scale: float = 1.0, with_inputs: bool = True) -> None:
         super().__init__()
-        self.in_features, self.n_members = in_features, n_members
-        self.out_features = in_features * d_embedding
+        self.in_features, self.n_members, self.with_inputs = in_features, n_members, with_inputs
+        self.out_features = in_features * (d_embedding + with_inputs)
         members = () if n_members is None else (n_members,)
         bound = 1.0 / math.sqrt(2 * n_frequencies)  # nn.Linear's, per feature
         self.frequencies = nn.Parameter(scale * torch.randn(*members, in_features, n_frequencies))
@@ -108,22 +111,25 @@ class PeriodicEmbedding(nn.Module):
         self.bias = nn.Parameter(torch.empty(*members, in_features, d_embedding).uniform_(-bound, bound))
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[(M,) *B, F] -> [(M,) *B, F·d]``."""
+        """``[(M,) *B, F] -> [(M,) *B, F·(d + 1)]`` (``F·d`` without the inputs)."""
         if self.n_members is None:
             rows = x.reshape(-1, self.in_features)  # [N, F]
             angle = (2 * math.pi) * rows.unsqueeze(-1) * self.frequencies  # [N, F, k]
             periodic = torch.cat([angle.cos(), angle.sin()], -1)  # [N, F, 2k]
-            embedded = torch.einsum("nfk,fkd->nfd", periodic, self.weight) + self.bias
-            return embedded.relu_().reshape(*x.shape[:-1], self.out_features)
+            embedded = (torch.einsum("nfk,fkd->nfd", periodic, self.weight) + self.bias).relu_().flatten(1)
+            embedded = torch.cat([rows, embedded], -1) if self.with_inputs else embedded
+            return embedded.reshape(*x.shape[:-1], self.out_features)
         rows = x.reshape(self.n_members, -1, self.in_features)  # [M, N, F]
         angle = (2 * math.pi) * rows.unsqueeze(-1) * self.frequencies.unsqueeze(1)  # [M, N, F, k]
         periodic = torch.cat([angle.cos(), angle.sin()], -1)  # [M, N, F, 2k]
-        embedded = torch.einsum("mnfk,mfkd->mnfd", periodic, self.weight) + self.bias.unsqueeze(1)
-        return embedded.relu_().reshape(*x.shape[:-1], self.out_features)
+        embedded = (torch.einsum("mnfk,mfkd->mnfd", periodic, self.weight) + self.bias.unsqueeze(1)).relu_().flatten(2)
+        embedded = torch.cat([rows, embedded], -1) if self.with_inputs else embedded
+        return embedded.reshape(*x.shape[:-1], self.out_features)
 
     def member(self, index: int) -> PeriodicEmbedding:
         """Member ``index`` as a standalone embedding (a copy)."""
-        single = PeriodicEmbedding(self.in_features, None, self.frequencies.shape[-1], self.weight.shape[-1])
+        single = PeriodicEmbedding(self.in_features, None, self.frequencies.shape[-1], self.weight.shape[-1],
+                                   with_inputs=self.with_inputs)
         single.to(device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             for name, value in single.named_parameters():
