@@ -184,7 +184,7 @@ def test_evaluate_table_and_json(outputs):
 
 def test_info_help_and_version(outputs):
     info = outputs["info"].stdout
-    for part in ("MLP 4 -> 8 (relu) -> mixture of 2 Gaussians", "backbone.0.weight", "training: 20 epochs",
+    for part in ("MLP 4 + periodic embeddings -> 8 (relu) -> mixture of 2 Gaussians", "backbone.0.weight", "training: 20 epochs",
                  "season", "categorical, 3: spring, summer, winter", "eruptions  target"):
         assert part in info, part
     for command in ("fit", "predict", "sample", "evaluate", "report", "info", "export", "demo"):

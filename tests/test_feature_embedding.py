@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 import mdnkit
 from mdnkit import MDNRegressor
-from mdnkit.heads import MDNEnsemble
+from mdnkit.export import export_metadata, to_exported_program
+from mdnkit.heads import MDN, MDNEnsemble
 from mdnkit.networks import MLP, PeriodicEmbedding
 
 
@@ -75,7 +77,7 @@ def _data(n: int = 200):
 def test_the_estimator_fits_saves_and_loads_with_embeddings(tmp_path, params):
     X, y = _data()
     model = MDNRegressor(feature_embedding="periodic", hidden_sizes=(16,), max_epochs=20, random_state=0, **params)
-    with pytest.warns(Warning):  # unconverged after 20 epochs
+    with pytest.warns(ConvergenceWarning):  # unconverged after 20 epochs
         model.fit(X, y)
     assert isinstance(model.module_.backbone[0], PeriodicEmbedding)
     path = tmp_path / "model.mdnkit"
@@ -86,11 +88,14 @@ def test_the_estimator_fits_saves_and_loads_with_embeddings(tmp_path, params):
 
 
 def test_files_from_before_embeddings_load_as_raw_inputs():
-    X, y = _data()
-    model = MDNRegressor(hidden_sizes=(8,), max_epochs=3, input_noise=0.0, random_state=0)
-    with pytest.warns(Warning):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(150, 4))  # enough features for "auto" to embed them, were the rule asked
+    y = X[:, 0] + 0.1 * rng.normal(size=150)
+    model = MDNRegressor(hidden_sizes=(8,), max_epochs=3, input_noise=0.0, random_state=0, feature_embedding=None)
+    with pytest.warns(ConvergenceWarning):
         model.fit(X, y)
     fitted, tensors = model._file_state()
+    del fitted["feature_embedding_used"]  # as an older mdnkit wrote it: no parameter, no record
     params = {k: v for k, v in model.get_params(deep=False).items() if k != "feature_embedding"}
     loaded = MDNRegressor._from_file_state(params, fitted, tensors)
     assert loaded.feature_embedding is None
@@ -111,7 +116,7 @@ def test_auto_embeds_tables_of_three_features_or_more(tmp_path, n_features, expe
     X = rng.normal(size=(120, n_features))
     y = X[:, 0] + 0.1 * rng.normal(size=120)
     model = MDNRegressor(hidden_sizes=(8,), max_epochs=3, random_state=0)
-    with pytest.warns(Warning):
+    with pytest.warns(ConvergenceWarning):
         model.fit(X, y)
     assert model.feature_embedding == "auto"
     assert isinstance(model.module_.backbone[0], PeriodicEmbedding) == (expected == "periodic")
@@ -125,3 +130,31 @@ def test_auto_embeds_tables_of_three_features_or_more(tmp_path, n_features, expe
 def test_auto_leaves_a_custom_module_alone():
     model = MDNRegressor(module=torch.nn.Linear, module_kwargs={"in_features": 4, "out_features": 8})
     assert model._embedding_for(4) is None
+
+
+def test_a_loaded_model_refits_with_the_embedding_it_is_given_now(tmp_path):
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(120, 4)), rng.normal(size=120)
+    model = MDNRegressor(hidden_sizes=(8,), max_epochs=2, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(X, y)
+    model.save(tmp_path / "model.mdnkit")
+    loaded = mdnkit.load(tmp_path / "model.mdnkit").set_params(feature_embedding=None)
+    with pytest.warns(ConvergenceWarning):
+        loaded.fit(X, y)
+    assert not isinstance(loaded.module_.backbone[0], PeriodicEmbedding)
+
+
+def test_a_network_with_an_embedding_exports():
+    network = MDN(3, 1, n_components=2, hidden_sizes=(8,), feature_embedding="periodic").eval()
+    assert export_metadata(network) is not None
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        got, want = to_exported_program(network).module()(x), network.params(x.float())
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b.double(), rtol=0, atol=0)
+
+
+def test_a_custom_backbone_takes_no_embedding():
+    with pytest.raises(ValueError, match="embed the inputs in it"):
+        MDN(3, 1, backbone=torch.nn.Linear(3, 8), feature_embedding="periodic")

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 import mdnkit.training as training
@@ -89,7 +90,8 @@ def test_a_member_pruned_component_gets_no_real_gradient_and_matches_autograd():
 
 def test_float32_gradients_match_autograd_to_float32_precision():
     module = _ensemble((16, 16), k=5).float()
-    x, y = torch.randn(N, F), torch.randn(N, 1)
+    generator = torch.Generator().manual_seed(6)
+    x, y = torch.randn(N, F, generator=generator), torch.randn(N, 1, generator=generator)
     _, _, expected = _reference(module, x, y, None, False, None)
     module.zero_grad(set_to_none=True)
     FusedStep(module)(x, y, None, False, None)
@@ -133,6 +135,27 @@ def test_other_networks_are_left_to_autograd(make):
     assert not FusedStep.supports(make())
 
 
+def test_frozen_or_hooked_parameters_are_left_to_autograd():
+    module = MDNEnsemble(F, 1, n_components=3, n_members=M)
+    module.head.linear.bias.requires_grad_(False)
+    assert not FusedStep.supports(module)
+    module = MDNEnsemble(F, 1, n_components=3, n_members=M)
+    module.backbone[0].weight.register_hook(lambda grad: grad)
+    assert not FusedStep.supports(module)
+
+
+def test_a_warm_start_with_new_bins_leaves_the_written_out_step():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 2)), np.round(rng.normal(size=200), 1)
+    model = MDNRegressor(hidden_sizes=(8,), max_epochs=2, input_noise=0.0, random_state=0, warm_start=True)
+    with pytest.warns(Warning):  # unconverged; the targets look rounded
+        model.fit(X, y)
+    assert model.train_state_.fused_step is not None
+    with pytest.warns(ConvergenceWarning):
+        model.set_params(target_resolution=0.1).fit(X, y)
+    assert model.train_state_.fused_step is None  # the bins' probabilities go through autograd
+
+
 def test_binned_targets_and_hooks_are_left_to_autograd():
     module = MDNEnsemble(F, 1, n_components=3, n_members=M)
     assert FusedStep.supports(module)
@@ -150,7 +173,7 @@ def _fit(monkeypatch, fused: bool, **params) -> MDNRegressor:
     X = rng.uniform(-2, 2, (300, 2))
     y = np.sin(2 * X[:, 0]) + 0.2 * X[:, 1] * rng.normal(size=300)
     model = MDNRegressor(n_components=3, hidden_sizes=(16, 16), max_epochs=15, dtype="float64", random_state=0, **params)
-    with pytest.warns(Warning):  # unconverged after 15 epochs
+    with pytest.warns(ConvergenceWarning):  # unconverged after 15 epochs
         model.fit(X, y)
     monkeypatch.undo()
     assert (model.train_state_.fused_step is not None) == fused

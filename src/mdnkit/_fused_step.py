@@ -51,24 +51,25 @@ class FusedStep:
     def supports(module: nn.Module) -> bool:
         """Whether ``module`` is the network this step writes out: an :class:`MDN` or
         :class:`MDNEnsemble` of linear and ReLU layers (after a periodic embedding or not) whose
-        head takes the Gaussian hot path on unbinned targets, with no hooks and no parameters
-        besides the layers'."""
+        head takes the Gaussian hot path on unbinned targets, every parameter trained, and no
+        hooks anywhere (autograd would run them; this step does not)."""
         if type(module) not in (MDN, MDNEnsemble) or getattr(module, "custom_backbone", False) \
-                or module.bin_half_width is not None:
+                or module.bin_half_width is not None or type(module.backbone) is not MLP:
             return False
         head = module.head
         if not head.has_hot_path or head.linear.weight.dtype not in (torch.float32, torch.float64):
             return False
-        linear = EnsembleLinear if isinstance(module, MDNEnsemble) else nn.Linear
-        layers = list(module.backbone) if type(module.backbone) is MLP else [None]
+        layers = list(module.backbone)
         embedding = layers.pop(0) if layers and type(layers[0]) is PeriodicEmbedding else None
+        linear = EnsembleLinear if isinstance(module, MDNEnsemble) else nn.Linear
         if not all(type(layer) in (linear, nn.ReLU) for layer in layers):
             return False
-        written = [p for layer in [*layers, head.linear] if type(layer) is not nn.ReLU for p in (layer.weight, layer.bias)]
-        written += [] if embedding is None else [embedding.frequencies, embedding.weight, embedding.bias]
-        if {id(p) for p in module.parameters()} != {id(p) for p in written}:
-            return False
-        return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in module.modules())
+        written = [p for layer in [*layers, head.linear] if type(layer) is linear for p in (layer.weight, layer.bias)]
+        if embedding is not None:
+            written += [embedding.frequencies, embedding.weight, embedding.bias]
+        return {id(p) for p in module.parameters()} == {id(p) for p in written} \
+            and all(p.requires_grad and not _has_hooks(p) for p in written) \
+            and not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in module.modules())
 
     def __call__(
         self, x: Tensor, y: Tensor, row_weights: Tensor | None, member_inputs: bool, loss_weights: Tensor | None,
@@ -150,6 +151,11 @@ class FusedStep:
         else:
             layer.weight.grad = torch.mm(delta[0].t(), below[0])  # [out, in]
             layer.bias.grad = delta[0].sum(0)
+
+
+def _has_hooks(parameter: nn.Parameter) -> bool:
+    """Whether a parameter has tensor hooks (gradient or post-accumulation), which autograd would call."""
+    return bool(parameter._backward_hooks or getattr(parameter, "_post_accumulate_grad_hooks", None))
 
 
 def _log_prob_gradient(log_prob: Tensor, row_weights: Tensor | None, loss_weights: Tensor | None) -> Tensor:

@@ -49,7 +49,7 @@ from mdnkit import _validation
 from mdnkit.base import ConditionalDensityMixin, cuda_devices, resolve_device, seed_from
 from mdnkit.distributions import CovarianceType, GaussianMixture
 from mdnkit.estimator import MDNRegressor, _feature_names, default_patience, resolve_batch_size
-from mdnkit.networks import ACTIVATIONS, MLP, Activation
+from mdnkit.networks import ACTIVATIONS, MLP, Activation, FeatureEmbedding
 from mdnkit.training import TrainingConfig, TrainingInterrupted, train
 
 __all__ = [
@@ -350,7 +350,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         warm_start: bool = False,
         n_estimators: int = 1,
         target_resolution: float | Sequence[float] | None = None,
-        feature_embedding: Literal["periodic", "auto"] | None = "auto",
+        feature_embedding: FeatureEmbedding | Literal["auto"] | None = "auto",
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.activation = activation

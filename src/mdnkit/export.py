@@ -54,7 +54,7 @@ from mdnkit.families import make_family
 from mdnkit.io import _mdnkit_version, create_temp_file
 from mdnkit.mixture import Mixture, mixture_of_members
 from mdnkit.model import DensityNetwork
-from mdnkit.networks import EnsembleLinear
+from mdnkit.networks import EnsembleLinear, PeriodicEmbedding
 
 __all__ = [
     "EXPORT_FORMATS", "METADATA_FILE", "METADATA_KEY", "ExportFormat", "ParamsModule", "export_metadata",
@@ -140,7 +140,7 @@ def _row_shape(network: DensityNetwork) -> tuple[int, ...]:
     """The shape of one input row: ``(F,)``, or ``(T, F)`` and the like for a custom backbone."""
     if network.x_transform is not None:
         return tuple(network.x_transform.shift.shape)
-    first = next(m for m in network.modules() if isinstance(m, (nn.Linear, EnsembleLinear)))
+    first = next(m for m in network.modules() if isinstance(m, (nn.Linear, EnsembleLinear, PeriodicEmbedding)))
     return (int(first.in_features),)  # the backbone's first layer, or the head's for a linear MDN
 
 

@@ -18,6 +18,7 @@ import torch
 from mdnkit.base import resolve_device
 from mdnkit.conformal import Calibration, CrossCalibration
 from mdnkit.io import ModelFileError
+from mdnkit.networks import feature_embedding_of
 from mdnkit.novelty import InputNovelty
 
 _ARRAYS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_")
@@ -60,7 +61,7 @@ class FileStateMixin:
         if hasattr(self, "n_components_"):
             fitted["n_components_"] = int(self.n_components_)
         # The embedding the network has, whatever rule "auto" followed when it was fitted.
-        fitted["feature_embedding_used"] = _embedding_of(self.module_)
+        fitted["feature_embedding_used"] = feature_embedding_of(self.module_)
         if hasattr(self, "input_shape_"):
             fitted["input_shape_"] = list(self.input_shape_)
         if hasattr(self, "batch_size_"):  # rows per step the fit used (None: full batch)
@@ -156,12 +157,3 @@ def _pop_fold_tensors(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.
         index, _, key = name[len(_FOLD_PREFIX):].partition(".")
         folds.setdefault(int(index), {})[key] = tensors.pop(name)
     return [folds[k] for k in sorted(folds)]
-
-
-def _embedding_of(module: torch.nn.Module) -> str | None:
-    """``"periodic"`` when the network's MLP starts with a periodic embedding, else ``None``."""
-    from mdnkit.networks import MLP, PeriodicEmbedding
-
-    backbone = getattr(module, "backbone", None)
-    return "periodic" if isinstance(backbone, MLP) and len(backbone) and isinstance(backbone[0], PeriodicEmbedding) \
-        else None

@@ -301,6 +301,7 @@ class MDN(DensityNetwork):
         feature_embedding: FeatureEmbedding | None = None,
     ) -> None:
         super().__init__()
+        _check_backbone(backbone, feature_embedding)
         self.backbone = MLP(in_features, hidden_sizes, activation, embedding=feature_embedding) if backbone is None \
             else backbone
         self.head = MixtureHead(self.backbone.out_features, out_features, n_components, covariance_type,
@@ -375,6 +376,7 @@ class MDNEnsemble(DensityNetwork):
         feature_embedding: FeatureEmbedding | None = None,
     ) -> None:
         super().__init__()
+        _check_backbone(backbone, feature_embedding)
         self.n_members = int(n_members)
         self.config = dict(
             in_features=in_features, out_features=out_features, hidden_sizes=tuple(hidden_sizes),
@@ -505,6 +507,11 @@ class MDNEnsemble(DensityNetwork):
         if self.bin_half_width is not None:
             mdn.set_bin_half_width(self.bin_half_width.cpu().numpy())
         return mdn
+
+
+def _check_backbone(backbone: nn.Module | None, feature_embedding: str | None) -> None:
+    if backbone is not None and feature_embedding is not None:
+        raise ValueError("feature_embedding applies to the built-in MLP; with backbone=, embed the inputs in it.")
 
 
 def _rows_last(y: Tensor) -> Tensor:

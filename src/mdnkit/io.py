@@ -46,7 +46,8 @@ FORMAT_NAME = "mdnkit"
 # hold the saver's metadata. Files of version 1 still load; a release that reads only version 1
 # says the file is newer instead of failing on its tensors.
 # 3: a noise mixture (input_noise="mixture"): one noise level per member and member weights.
-FORMAT_VERSION = 3
+# 4: the feature_embedding parameter and the embedding the network has ("feature_embedding_used").
+FORMAT_VERSION = 4
 _METADATA_KEY = "mdnkit"
 
 
@@ -283,7 +284,7 @@ def read_model_file(
         >>> path = write_model_file(pathlib.Path(tempfile.mkdtemp()) / "m.mdn", {"w": torch.ones(2)}, {})
         >>> tensors, document = read_model_file(path)
         >>> document["format_version"], tensors["w"].tolist()
-        (3, [1.0, 1.0])
+        (4, [1.0, 1.0])
     """
     source = pathlib.Path(path)
     if not source.exists():

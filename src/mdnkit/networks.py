@@ -144,6 +144,13 @@ class PeriodicEmbedding(nn.Module):
 FEATURE_EMBEDDINGS: dict[str, type[nn.Module]] = {"periodic": PeriodicEmbedding}
 
 
+def feature_embedding_of(network: nn.Module | None) -> FeatureEmbedding | None:
+    """``"periodic"`` when ``network``'s MLP backbone starts with a :class:`PeriodicEmbedding`, else ``None``."""
+    backbone = getattr(network, "backbone", None)
+    first = backbone[0] if isinstance(backbone, MLP) and len(backbone) else None
+    return "periodic" if isinstance(first, PeriodicEmbedding) else None
+
+
 class MLP(nn.Sequential):
     """Fully connected layers, each followed by the activation.
 

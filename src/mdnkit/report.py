@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mdnkit.networks import feature_embedding_of
 from mdnkit.tabular import Schema
 
 __all__ = ["build_report", "calibrated_coverage", "describe_model", "parameter_table", "permutation_importance"]
@@ -46,6 +47,9 @@ def parameter_table(model: Any) -> list[dict[str, Any]]:
 
 def _architecture(model: Any) -> str:
     sizes = " -> ".join(str(s) for s in [model.n_features_in_, *model.hidden_sizes])
+    if feature_embedding_of(getattr(model, "module_", None)) == "periodic":
+        sizes = sizes.replace(" -> ", " + periodic embeddings -> ", 1) if model.hidden_sizes \
+            else f"{sizes} + periodic embeddings"
     kind = f"{model.n_outputs_}-D target" if model.n_outputs_ > 1 else "1-D target"
     covariance = f", {model.covariance_type} covariance" if model.n_outputs_ > 1 else ""
     n_components = getattr(model, "n_components_", model.n_components)

@@ -359,9 +359,7 @@ class TrainState:
         self.module, self.config, self.generator = module, config, generator
         self.step_module = TrainStep(module)
         self.parallel_step = distributed.data_parallel(self.step_module)  # itself on one process
-        # mdnkit's own batched network, on one process: its backward written out (_fused_step).
-        self.fused_step = FusedStep(module) if config.optimizer != "lbfgs" and distributed.world()[1] == 1 \
-            and FusedStep.supports(module) else None
+        self.fused_step = self._fused_step(config)
         self.n = self.step_module.n_members
         if self.n > 1:
             unbatched = [name for name, value in module.state_dict().items()
@@ -383,6 +381,12 @@ class TrainState:
         self.good_state = _snapshot(module)
         self.candidate_state: dict[str, Tensor] | None = None
         self._loss_weights: tuple[list[bool], Tensor] | None = None
+
+    def _fused_step(self, config: TrainingConfig) -> FusedStep | None:
+        """mdnkit's own network on one process: its backward written out (:mod:`mdnkit._fused_step`)."""
+        if config.optimizer == "lbfgs" or distributed.world()[1] > 1 or not FusedStep.supports(self.module):
+            return None
+        return FusedStep(self.module)
 
     # -------------------------------------------------------------- per-member bookkeeping
     @property
@@ -450,6 +454,7 @@ class TrainState:
             if "weight_decay" in group:
                 group["weight_decay"] = config.weight_decay
         self.config = config
+        self.fused_step = self._fused_step(config)  # the caller may have changed the module (bins, hooks)
         self.rollbacks = 0  # max_rollbacks is per call, as it always was
         if self.plateau is not None:
             self.plateau.factor, self.plateau.patience = config.lr_decay_factor, config.lr_decay_patience
