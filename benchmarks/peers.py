@@ -11,8 +11,11 @@ original units:
 - RMSE of the predicted mean (the sample mean for sampling methods).
 - Fit seconds: ``fit`` alone, not prediction.
 
-Methods (``--methods``): ``mdn`` (``MDNRegressor()``), ``mdn-select`` (one network,
-``input_noise="select"``, the default until 2026-12-03), ``mdn-ens5`` (``MDNRegressor(n_estimators=5)``),
+Methods (``--methods``): ``mdn`` (``MDNRegressor(feature_embedding=None)``, the default from
+2026-12-03 to 2026-12-07), ``mdn-select`` (one network, ``input_noise="select"``, the default until
+2026-12-03), ``mdn-ens5`` (``MDNRegressor(n_estimators=5, feature_embedding=None)``),
+``mdn-periodic`` and ``mdn-ens5-periodic`` (the same with ``feature_embedding="periodic"``, what the
+defaults give every UCI set since 2026-12-07),
 ``ngboost`` (``NGBRegressor(Dist=Normal)``, 500 stages), ``ngboost-es`` (up to 2000 stages, the
 NGBoost paper's UCI budget, best stage on validation rows, patience 50), ``catboost``
 (``loss_function="RMSEWithUncertainty"``, 1000 iterations, best iteration on validation rows,
@@ -260,8 +263,11 @@ def _linear(X, y, X_test, seed, n_samples):
 
 
 METHODS: dict[str, Method] = {
-    "mdn": _mdn(1), "mdn-select": _mdn(1, input_noise="select"), "mdn-ens5": _mdn(5),
+    # Measured before 2026-12-07 with the defaults of then: no feature embedding.
+    "mdn": _mdn(1, feature_embedding=None), "mdn-select": _mdn(1, input_noise="select", feature_embedding=None),
+    "mdn-ens5": _mdn(5, feature_embedding=None),
     "mdn-periodic": _mdn(1, feature_embedding="periodic"),
+    "mdn-ens5-periodic": _mdn(5, feature_embedding="periodic"),
     "ngboost": _ngboost(False), "ngboost-es": _ngboost(True),
     "catboost": _catboost, "treeffuser": _treeffuser, "flow": _flow, "linear": _linear,
 }
