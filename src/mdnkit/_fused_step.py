@@ -80,7 +80,7 @@ class FusedStep:
         n_members = module.n_members if self.batched else 1
         with torch.no_grad():
             inputs = x if member_inputs else x.expand(n_members, *x.shape)  # [M, N, F]
-            embedded = None if self.embedding is None else self._embed(inputs)
+            embedded = None if self.embedding is None else self.embedding.parts(inputs)
             activations = [inputs if embedded is None else embedded[-1]]
             for layer in self.layers:
                 weight, bias = self._batched(layer)
@@ -103,29 +103,12 @@ class FusedStep:
                 self._embedding_grad(inputs, embedded, delta)
         return member_nll, reported
 
-    def _embedding_parameters(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The embedding's ``(frequencies [M, F, k], weight [M, F, 2k, d], bias [M, F, d])``."""
-        parameters = (self.embedding.frequencies, self.embedding.weight, self.embedding.bias)
-        return parameters if self.batched else tuple(p.unsqueeze(0) for p in parameters)
-
-    def _embed(self, inputs: Tensor) -> tuple[Tensor, ...]:
-        """:class:`PeriodicEmbedding`'s forward on ``inputs [M, N, F]``, keeping what its
-        backward needs: ``(cos, sin [M, N, F, k], [cos, sin] [M, N, F, 2k], relu output
-        [M, N, F, d])`` and that output as the next layer's input ``[M, N, F·d]`` last."""
-        frequencies, weight, bias = self._embedding_parameters()
-        angle = (2 * math.pi) * inputs.unsqueeze(-1) * frequencies.unsqueeze(1)  # [M, N, F, k]
-        cos, sin = angle.cos(), angle.sin()
-        periodic = torch.cat([cos, sin], -1)
-        embedded = torch.einsum("mnfk,mfkd->mnfd", periodic, weight).add_(bias.unsqueeze(1)).relu_()
-        flat = embedded.flatten(2)
-        return cos, sin, periodic, embedded, torch.cat([inputs, flat], -1) if self.embedding.with_inputs else flat
-
     def _embedding_grad(self, inputs: Tensor, embedded: tuple[Tensor, ...], delta: Tensor) -> None:
         """The embedding's ``.grad`` from ``delta [M, N, F·d]`` at its output: with ``a = 2π c x``
         and ``u = [cos a, sin a]``, ``∂/∂W = uᵀ δ'``, ``∂/∂b = Σ δ'`` and ``∂/∂c = 2π x (cos a ∂/∂sin
         - sin a ∂/∂cos)`` for ``δ'`` through the ReLU."""
         cos, sin, periodic, out, _ = embedded
-        weight = self._embedding_parameters()[1]
+        weight = self.embedding.member_parameters()[1]
         if self.embedding.with_inputs:  # the raw inputs' share of delta comes first and needs no gradient
             delta = delta[..., inputs.shape[-1]:]
         delta = torch.ops.aten.threshold_backward(delta.reshape(out.shape), out, 0)  # [M, N, F, d]

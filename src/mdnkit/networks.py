@@ -112,19 +112,26 @@ class PeriodicEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``[(M,) *B, F] -> [(M,) *B, F·(d + 1)]`` (``F·d`` without the inputs)."""
-        if self.n_members is None:
-            rows = x.reshape(-1, self.in_features)  # [N, F]
-            angle = (2 * math.pi) * rows.unsqueeze(-1) * self.frequencies  # [N, F, k]
-            periodic = torch.cat([angle.cos(), angle.sin()], -1)  # [N, F, 2k]
-            embedded = (torch.einsum("nfk,fkd->nfd", periodic, self.weight) + self.bias).relu_().flatten(1)
-            embedded = torch.cat([rows, embedded], -1) if self.with_inputs else embedded
-            return embedded.reshape(*x.shape[:-1], self.out_features)
-        rows = x.reshape(self.n_members, -1, self.in_features)  # [M, N, F]
-        angle = (2 * math.pi) * rows.unsqueeze(-1) * self.frequencies.unsqueeze(1)  # [M, N, F, k]
-        periodic = torch.cat([angle.cos(), angle.sin()], -1)  # [M, N, F, 2k]
-        embedded = (torch.einsum("mnfk,mfkd->mnfd", periodic, self.weight) + self.bias.unsqueeze(1)).relu_().flatten(2)
-        embedded = torch.cat([rows, embedded], -1) if self.with_inputs else embedded
-        return embedded.reshape(*x.shape[:-1], self.out_features)
+        members = 1 if self.n_members is None else self.n_members
+        return self.parts(x.reshape(members, -1, self.in_features))[-1].reshape(*x.shape[:-1], self.out_features)
+
+    def parts(self, rows: Tensor) -> tuple[Tensor, ...]:
+        """The forward pass on ``rows [M, N, F]`` (``M = 1`` for one embedding) with what its
+        backward needs (:mod:`mdnkit._fused_step`): ``cos, sin [M, N, F, k]``, their
+        concatenation ``[M, N, F, 2k]``, the ReLU's output ``[M, N, F, d]`` and, last, the
+        layer's output ``[M, N, F·(d + 1)]``."""
+        frequencies, weight, bias = self.member_parameters()
+        angle = (2 * math.pi) * rows.unsqueeze(-1) * frequencies.unsqueeze(1)  # [M, N, F, k]
+        cos, sin = angle.cos(), angle.sin()
+        periodic = torch.cat([cos, sin], -1)
+        embedded = torch.einsum("mnfk,mfkd->mnfd", periodic, weight).add_(bias.unsqueeze(1)).relu_()
+        flat = embedded.flatten(2)
+        return cos, sin, periodic, embedded, torch.cat([rows, flat], -1) if self.with_inputs else flat
+
+    def member_parameters(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(frequencies [M, F, k], weight [M, F, 2k, d], bias [M, F, d])``, views (``M = 1`` for one embedding)."""
+        parameters = (self.frequencies, self.weight, self.bias)
+        return parameters if self.n_members is not None else tuple(p.unsqueeze(0) for p in parameters)
 
     def member(self, index: int) -> PeriodicEmbedding:
         """Member ``index`` as a standalone embedding (a copy)."""
