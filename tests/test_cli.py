@@ -350,9 +350,11 @@ def test_help_and_usage_errors_do_not_import_torch(tmp_path):
 
 # ---------------------------------------------------------------------- Ctrl-C
 def test_ctrl_c_stops_training_and_saves_the_best_model(work, tmp_path):
-    faithful(400, 3).to_csv(tmp_path / "data.tsv", sep="\t", index=False)
+    # 4000 rows in batches of 8: early stopping takes some 15 s here, so Ctrl-C reliably comes first
+    # (on 400 rows in one batch the fit could end before the signal arrived, under load)
+    faithful(4000, 3).to_csv(tmp_path / "data.tsv", sep="\t", index=False)
     process = start(["fit", "data.tsv", "--target", "eruptions", "-o", "stopped.mdn", "--epochs", "1000000",
-                     "--hidden", "8", "--components", "2", "--batch-size", "full"], tmp_path)
+                     "--hidden", "8", "--components", "2", "--batch-size", "8"], tmp_path)
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
     reader.start()
