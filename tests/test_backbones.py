@@ -105,7 +105,7 @@ def test_noise_search_with_a_custom_backbone_keeps_one_member_or_all():
     assert len(model.noise_selection_) == 3 and not isinstance(model.module_.backbone, StackedBackbone)
     assert np.isfinite(model.score(X, y))
     mixture = MDNRegressor(module=Conv1DFeatures, n_components=2, max_epochs=4, random_state=0).fit(X, y)
-    assert isinstance(mixture.module_.backbone, StackedBackbone) and mixture.member_weights_.shape == (3,)
+    assert isinstance(mixture.module_.backbone, StackedBackbone) and mixture.member_weights_.shape == (6,)  # two per level
     assert np.isfinite(mixture.score(X, y))
 
 

@@ -102,7 +102,7 @@ def test_fit_writes_a_loadable_model_with_its_schema(work):
     waiting = mdnkit.load(work / "waiting.mdn")
     assert waiting.metadata_["schema"]["features"] == ["waiting"] and waiting.batch_size_ is None  # --batch-size full
     assert waiting.input_noise == "select" and not hasattr(waiting, "member_weights_")  # one network
-    assert model.input_noise == "auto" and model.member_weights_.shape == (3,)  # the default: the noise mixture
+    assert model.input_noise == "auto" and model.member_weights_.shape == (6,)  # the default: the noise mixture, two per level
     gaps = (work / "fit_gaps.out").read_text()
     assert "dropped 2 row(s) with missing values, 158 left" in gaps
     assert "fit:" not in gaps and "saved" not in gaps  # --quiet, but the count is always said

@@ -432,8 +432,8 @@ def test_a_student_t_model_calibrates_through_the_generic_level_sets():
 # ---------------------------------------------------------------------- the validation rows by default
 def test_calibrate_without_rows_uses_the_fits_validation_rows(tmp_path):
     X, y = _data(200, 0.2, 3)
-    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=20, input_noise="auto", random_state=4)
-    model.fit(X, y).calibrate()
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=20, input_noise="select", random_state=4)
+    model.fit(X, y).calibrate()  # one network (the default mixture's networks hold out different rows)
     # The rows the seed holds out: the first ceil(0.1 n) of its permutation (every fit's contract).
     held_out = np.random.default_rng(4).permutation(200)[:20]
     reference = MDNRegressor().set_params(**model.get_params())
@@ -450,6 +450,8 @@ def test_calibrate_without_rows_uses_the_fits_validation_rows(tmp_path):
 @pytest.mark.parametrize("settings, why", [
     ({"n_estimators": 2}, "an ensemble's members hold out different rows"),
     ({"validation_fraction": 0.0}, "validation_fraction=0"),
+    ({}, "the noise mixture's networks \\(several per noise level\\) hold out different rows, so no row is "
+         "unseen by all of them; calibrate\\(X, y, cv=K\\) uses every row"),
 ])
 def test_calibrate_without_rows_says_why_there_are_none(settings, why):
     X, y = _data(60, 0.2, 0)

@@ -179,7 +179,7 @@ def test_fold_models_are_the_kind_of_model_calibrated():
         warnings.simplefilter("ignore")
         mixture = MDNRegressor(**settings).fit(X, y).calibrate(X, y, cv=2)
         single = MDNRegressor(**settings, warm_start=True).fit(X, y).calibrate(X, y, cv=2)
-    assert all(isinstance(m, MDNEnsemble) and m.n_members == 3 for m in mixture.calibration_modules_)
+    assert all(isinstance(m, MDNEnsemble) and m.n_members == 6 for m in mixture.calibration_modules_)
     assert type(single.module_) is MDN and all(type(m) is MDN for m in single.calibration_modules_)
 
 

@@ -919,7 +919,7 @@ def test_auto_target_noise_joins_the_search_at_each_level(monkeypatch):
         assert ensemble.target_noise_ in ensemble.noise_selection_
         configs.clear()
         MDNRegressor(**settings).fit(X, y)
-    assert configs[0].target_noise == 0.0 and len(configs[0].input_noise) == 3
+    assert configs[0].target_noise == 0.0 and len(configs[0].input_noise) == 6  # two networks per level
 
 
 # ---------------------------------------------------------------------------- input_noise="mixture"
@@ -950,10 +950,17 @@ def test_mixture_weights_are_the_dirichlet_posterior_mode():
     assert 0.5 < mdnkit.estimator.mixture_weights(clear[:, :3])[0] < 0.85
 
 
-def _mixture_model(**settings) -> tuple[MDNRegressor, np.ndarray, np.ndarray]:
+class OnePerLevel(MDNRegressor):
+    """The noise mixture with one network per level (the default until 2026-12-07), all three on
+    the same validation rows, where its weighting can be checked row for row."""
+
+    _noise_replicates = 1
+
+
+def _mixture_model(model_class: type[MDNRegressor] = MDNRegressor, **settings) -> tuple[MDNRegressor, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(7)
     X = rng.uniform(-2, 2, size=(300, 2)); y = np.sin(2 * X[:, 0]) + (0.1 + 0.2 * (X[:, 1] > 0)) * rng.normal(size=300)
-    model = MDNRegressor(input_noise="mixture", target_noise="auto", n_components=2, hidden_sizes=(16,),
+    model = model_class(input_noise="mixture", target_noise="auto", n_components=2, hidden_sizes=(16,),
                          max_epochs=30, random_state=0, **settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -961,9 +968,10 @@ def _mixture_model(**settings) -> tuple[MDNRegressor, np.ndarray, np.ndarray]:
 
 
 def test_noise_mixture_keeps_every_level_weighted_by_its_validation_likelihood():
-    """input_noise="mixture": the search's three networks are the model, each weighted by the
-    posterior mode of its likelihood of the validation rows; its density is their weighted mixture."""
-    model, X, y = _mixture_model()
+    """input_noise="mixture" with one network per level: the search's three networks are the
+    model, each weighted by the posterior mode of its likelihood of the validation rows; its
+    density is their weighted mixture (two per level: test_a_replicated_noise_mixture...)."""
+    model, X, y = _mixture_model(OnePerLevel)
     assert isinstance(model.module_, mdnkit.MDNEnsemble) and model.module_.n_members == 3
     assert model.input_noise_ == model.target_noise_ == tuple(model.noise_selection_) and model.input_noise_[0] == 0.0
     members = [model.module_.member(m) for m in range(3)]
@@ -984,13 +992,13 @@ def test_noise_mixture_keeps_every_level_weighted_by_its_validation_likelihood()
 
 @cov_and_dim
 def test_default_noise_mixture_equals_an_independent_weighted_mixture(covariance_type, d_out):
-    """The default model is the noise search's three networks weighted by member_weights_: its
+    """The default model is the noise search's six networks weighted by member_weights_: its
     density, mean and std against SciPy from each member's raw parameters, and score_samples
     equal to predict_dist's density to float64 precision (both renormalise the stored weights)."""
     X, y = _data(d_out=d_out)
     params = dict(TINY, n_components=3, max_epochs=15, learning_rate=0.02)
     model = MDNRegressor(covariance_type=covariance_type, **params).fit(X, y)
-    assert model.get_params()["input_noise"] == "auto" and model.member_weights_.shape == (3,)
+    assert model.get_params()["input_noise"] == "auto" and model.member_weights_.shape == (6,)
     X_test, y_test = _data(n=10, d_out=d_out, seed=7)
     rows = _as_rows(y_test)
     x = torch.as_tensor((X_test - model.x_mean_) / model.x_scale_, dtype=torch.float32)
@@ -1019,7 +1027,7 @@ def test_default_noise_mixture_equals_an_independent_weighted_mixture(covariance
 
 
 def test_auto_noise_is_a_mixture_where_one_applies():
-    """input_noise="auto" keeps the search's three networks for one network with a validation split
+    """input_noise="auto" keeps the search's six networks for one network with a validation split
     and a fixed K; a warm start, an ensemble, n_components="auto" and the Gaussian baseline keep one
     level (as "select"), and without a validation split it is the rule of thumb."""
     from mdnkit.baselines import GaussianNetworkRegressor
@@ -1030,7 +1038,8 @@ def test_auto_noise_is_a_mixture_where_one_applies():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         mixture = MDNRegressor(**settings).fit(X, y)
-        assert mixture.member_weights_.shape == (3,) and mixture.input_noise_ == tuple(mixture.noise_selection_)
+        assert mixture.member_weights_.shape == (6,)  # two networks per level
+        assert mixture.input_noise_ == tuple(level for level in mixture.noise_selection_ for _ in range(2))
         for other in ({"warm_start": True}, {"n_estimators": 2}, {"n_components": "auto"}, {"validation_fraction": 0.0}):
             model = MDNRegressor(**{**settings, **other}).fit(X, y)
             assert not hasattr(model, "member_weights_") and isinstance(model.input_noise_, float), other
@@ -1050,8 +1059,9 @@ def test_a_noise_mixture_reports_its_own_validation_nll(tmp_path):
     from mdnkit.report import describe_model
     from mdnkit.tabular import Schema
 
+    one_per_level, _, _ = _mixture_model(OnePerLevel)  # two per level: test_a_replicated_noise_mixture...
+    assert abs(one_per_level.validation_nll_ + one_per_level.score(*one_per_level.validation_rows_)) < 1e-9
     model, X, y = _mixture_model()
-    assert abs(model.validation_nll_ + model.score(*model.validation_rows_)) < 1e-9
     model.save(tmp_path / "mixture.mdn")
     loaded = mdnkit.load(tmp_path / "mixture.mdn")
     assert loaded.validation_nll_ == model.validation_nll_
@@ -1161,7 +1171,7 @@ def test_auto_noise_is_one_batched_pass_with_one_novelty_index(monkeypatch):
         assert type(model.module_).__name__ == "MDN" and model.n_estimators == 1
         calls.update(train=[], novelty=0)
         mixture = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
-        assert calls == {"train": [3], "novelty": 1} and type(mixture.module_).__name__ == "MDNEnsemble"
+        assert calls == {"train": [6], "novelty": 1} and type(mixture.module_).__name__ == "MDNEnsemble"
         calls.update(train=[], novelty=0)
         MDNRegressor(n_components="auto", hidden_sizes=(8,), max_epochs=5, random_state=0).fit(X, y)
     assert calls["train"][0] == 3 and set(calls["train"][1:]) == {1} and calls["novelty"] == 1
@@ -1270,7 +1280,7 @@ def test_a_noise_mixture_of_rounded_targets_weighs_its_members_by_bin_probabilit
     validation rows' bins (SciPy's normal cdf of their components here), as the model is scored."""
     rng = np.random.default_rng(10)
     X = rng.normal(size=(300, 1)); y = np.round(2 * X[:, 0] + rng.normal(size=300))
-    model = MDNRegressor(input_noise="mixture", target_resolution=1.0, n_components=2, hidden_sizes=(8,),
+    model = OnePerLevel(input_noise="mixture", target_resolution=1.0, n_components=2, hidden_sizes=(8,),
                          max_epochs=10, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -1298,12 +1308,12 @@ def test_float32_rows_score_as_their_float64_values_and_stay_untouched(d_out) ->
 
 
 def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
-    """With ``_noise_replicates = 2`` (the issue-13 candidate's hook) a noise mixture trains two
-    networks per level in one pass: replicate r of every level starts from the same weights and
-    holds out the same rows (replicate 0 a single fit's), the two replicates differ in both; a
-    level's score is its better network's; each replicate's levels share half the weight, and
-    validation_nll_ is the mean of the replicates' own mixtures' NLLs of their own rows; the
-    default (one per level) is unchanged."""
+    """The default noise mixture trains two networks per level in one pass: replicate r of every
+    level starts from the same weights and holds out the same rows (replicate 0 a single fit's),
+    the two replicates differ in both; a level's score is its better network's; each replicate's
+    levels share half the weight, and validation_nll_ is the mean of the replicates' own
+    mixtures' NLLs of their own rows; no row is held out by all, so calibrate() asks for rows.
+    With one network per level (``_noise_replicates = 1``) all start from the same weights."""
     starts, results, holdouts = [], [], []
     real_train = mdnkit.estimator.train
 
@@ -1315,15 +1325,12 @@ def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
 
     monkeypatch.setattr(mdnkit.estimator, "train", recording_train)
 
-    class Replicated(MDNRegressor):
-        _noise_replicates = 2
-
     rng = np.random.default_rng(12)
     X = rng.normal(size=(120, 2))
     y = X[:, 0] + 0.3 * rng.normal(size=120)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = Replicated(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X, y)
+        model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X, y)
     levels = sorted(model.noise_selection_)
     assert model.input_noise_ == (levels[0], levels[0], levels[1], levels[1], levels[2], levels[2])
     assert model.member_weights_.shape == (6,) and abs(model.member_weights_.sum() - 1) < 1e-12
@@ -1334,8 +1341,9 @@ def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
         assert model.noise_selection_[level] == min(epoch["val_nll"][m] for epoch in curves for m in (2 * i, 2 * i + 1))
     holdout = holdouts[0].cpu().numpy()  # [6, 120] booleans
     assert all((holdout[m] == holdout[m % 2]).all() for m in range(6)) and (holdout[0] != holdout[1]).any()
-    X_val, y_val = model.validation_rows_
-    np.testing.assert_array_equal(np.sort(X[holdout[0]][:, 0]), np.sort(X_val[:, 0]))  # the same rows
+    assert not hasattr(model, "validation_rows_")
+    with pytest.raises(ValueError, match="several per noise level"):
+        model.calibrate()
     np.testing.assert_allclose([model.member_weights_[r::2].sum() for r in range(2)], [0.5, 0.5], rtol=1e-12)
     own = []
     for r in range(2):  # each replicate's weighted mixture of its three networks, on its own rows
@@ -1344,10 +1352,12 @@ def test_a_replicated_noise_mixture_has_its_networks_per_level(monkeypatch):
         weights = 2 * model.member_weights_[r::2]
         own.append(-np.mean(np.log(np.exp(log_p).T @ weights)))
     assert abs(model.validation_nll_ - np.mean(own)) < 1e-9
-    plain = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0)
+    plain = OnePerLevel(n_components=2, hidden_sizes=(8,), max_epochs=3, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         plain.fit(X, y)
+    X_val, y_val = plain.validation_rows_  # a single fit's rows: replicate 0's above
+    np.testing.assert_array_equal(np.sort(X[holdout[0]][:, 0]), np.sort(X_val[:, 0]))
     assert plain.member_weights_.shape == (3,) and len(set(plain.input_noise_)) == 3
     first = starts[-1][0]  # one network per level, all from the same weights
     assert all(torch.equal(first[m], first[0]) for m in range(3))

@@ -175,7 +175,7 @@ def test_metadata_describes_the_model(models, onnx_file):
     assert ensemble["member_weights"] is None and metadata["member_weights"] is None  # equal weights
     mixture = export.export_metadata(models["noise-mixture-1d"])
     np.testing.assert_allclose(mixture["member_weights"], models["noise-mixture-1d"].member_weights_, rtol=1e-6)
-    assert mixture["n_members"] == 3 and len(set(mixture["member_weights"])) == 3
+    assert mixture["n_members"] == 6 and len(set(mixture["member_weights"])) == 6
     student = export.export_metadata(models["student_t-1d"])
     assert student["parameter_names"] == ["logits", "df", "loc", "scale"]
     assert student["family_options"] == {"min_df": 2.0}

@@ -59,7 +59,7 @@ def test_a_noise_mixture_fit_says_what_it_keeps(bars):
     X, y = _data()
     MDNRegressor(n_components=2, hidden_sizes=(4,), max_epochs=3, verbose=True, random_state=0).fit(X, y)
     (bar,) = bars
-    assert "input noise: 3 levels in one pass, keeping all, weighted" in " | ".join(d for d in bar.descriptions if d)
+    assert "input noise: 3 levels x 2 networks in one pass, keeping all, weighted" in " | ".join(d for d in bar.descriptions if d)
 
 
 def test_a_quiet_fit_draws_no_visible_bar(bars):

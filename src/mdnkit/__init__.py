@@ -5,8 +5,8 @@ Example:
     >>> import mdnkit
     >>> X = np.random.default_rng(0).uniform(size=(200, 1)); y = 2 * X[:, 0]
     >>> model = mdnkit.MDNRegressor(max_epochs=20, random_state=0).fit(X, y + 0.1)
-    >>> model.predict_dist(X[:3])  # the noise search's three networks, 5 components each
-    GaussianMixture(batch_shape=(3,), event_shape=(1,), n_components=15, covariance_type='diagonal')
+    >>> model.predict_dist(X[:3])  # the noise search's six networks, 5 components each
+    GaussianMixture(batch_shape=(3,), event_shape=(1,), n_components=30, covariance_type='diagonal')
 """
 
 from __future__ import annotations

@@ -325,7 +325,7 @@ class GaussianNetworkRegressor(MDNRegressor):
     family = "gaussian"
     family_options = None
     module = module_kwargs = None  # the MLP backbone
-    _mixes_noise_levels = False  # "auto" keeps one heteroscedastic Gaussian, not a mixture of three networks
+    _mixes_noise_levels = False  # "auto" keeps one heteroscedastic Gaussian, not a mixture of networks
 
     def __init__(
         self,

@@ -104,10 +104,12 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             batched pass on the same validation rows (``noise_selection_``), since on UCI sets
             noise gained up to 0.3 nats on small sets and lost 4 nats on naval, a deterministic
             map, so no single level suits all. ``"select"`` keeps the network with the best
-            validation NLL (an ensemble is then fitted at that level). ``"mixture"`` keeps all
-            three as one mixture (``member_weights_``, from their likelihood of the validation
-            rows by :func:`mixture_weights`), at no extra training but three networks' prediction
-            cost: it needs ``n_estimators=1``, a fixed ``n_components`` and a validation split.
+            validation NLL (an ensemble is then fitted at that level). ``"mixture"`` trains two
+            networks per level, six in one batched pass, each pair of levels' networks on its own
+            validation rows, and keeps all six as one mixture (``member_weights_``, from each
+            network's likelihood of its own validation rows by :func:`mixture_weights`), at six
+            networks' prediction cost: it needs ``n_estimators=1``, a fixed ``n_components`` and a
+            validation split.
             ``"auto"`` is ``"mixture"`` where that applies and ``warm_start`` is off, else
             ``"select"``; without a validation split ``"auto"`` and ``"select"`` are ``0.25 r``
             (``"mixture"`` refuses). ``target_noise="auto"``
@@ -206,15 +208,16 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             :attr:`~mdnkit.MDNRegressorCV.cv_results_` (not saved by :meth:`save`).
         noise_selection_: With a searched ``input_noise`` (a word) and a validation split:
             ``{level: best validation NLL}`` of the trial fits (not saved by :meth:`save`).
-        member_weights_: For a noise mixture: ``[L]``, the weight of each noise level's network in
-            the model's mixture (levels in ``input_noise_``, a tuple).
+        member_weights_: For a noise mixture: ``[M]``, the weight of each network in the model's
+            mixture (its noise level in ``input_noise_``, a tuple: two networks per level by default).
         validation_nll_: For a noise mixture: the weighted mixture's NLL of its validation rows
             (each network at its own best epoch; the weights were fitted on these rows, so it is
             optimistic; with several networks per level, the mean over the replicates of each
             one's mixture on its own rows). The curve in ``history_`` is the search's, its
             networks equally weighted.
-        validation_rows_: ``(X_val, y_val)``, the rows a single network or a noise mixture held out
-            for early stopping, as checked arrays; :meth:`calibrate` without rows uses them (not saved).
+        validation_rows_: ``(X_val, y_val)``, the rows a single network held out for early
+            stopping, as checked arrays; :meth:`calibrate` without rows uses them (not saved). Not
+            kept for the default noise mixture, whose two networks per level hold out different rows.
         component_weight_mean_, component_weight_max_: Mean and maximum over the rows given to
             ``fit`` (validation rows included) of each component's weight ``π_k(x)``: ``(K,)``,
             or ``(M, K)`` for an ensemble or a noise mixture of ``M`` networks.
@@ -239,9 +242,10 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     # model must stay one network, such as a Gaussian baseline, turns it off).
     _mixes_noise_levels = True
     # Networks per noise level in a noise mixture, each replicate with its own initial weights and
-    # validation rows (shared by its levels). 1 is the default; 3 is a measured candidate for
-    # issue 13 (README, Defaults), set by a subclass in benchmarks/uci.py and tiny_data.py.
-    _noise_replicates = 1
+    # validation rows (shared by its levels). 2 since 2026-12-07: with the periodic embeddings it
+    # beat one per level on every small set measured, at 1.2-1.9 times the fit time (README,
+    # Defaults); benchmarks/uci.py and tiny_data.py set other counts by a subclass.
+    _noise_replicates = 2
 
     def __init__(
         self,
@@ -558,9 +562,12 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         check_is_fitted(self, "module_")
         rows = getattr(self, "validation_rows_", None)
         if rows is None:
+            replicated = hasattr(self, "member_weights_") and len(set(self.input_noise_)) < len(self.input_noise_)
             why = (
                 "an ensemble's members hold out different rows"
                 if getattr(self.module_, "n_members", 1) > 1 and not hasattr(self, "member_weights_")
+                else "the noise mixture's networks (several per noise level) hold out different rows, so no row "
+                     "is unseen by all of them; calibrate(X, y, cv=K) uses every row" if replicated
                 else "it was fitted with validation_fraction=0" if self.validation_fraction == 0
                 else "a loaded model, or one fitted on a TableRows source, does not keep its training rows"
             )
@@ -774,6 +781,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             nlls.append(_mixture_nll(held_out, replicate_weights))
         self.member_weights_, self.validation_nll_ = weights, float(np.mean(nlls))
         self.module_.set_member_weights(self.member_weights_)
+        if replicates > 1:  # replicate 1 trained on replicate 0's rows: none is unseen by all networks
+            del self.validation_rows_
         state = self.train_state_
         improving = any(active and self.n_iter_ - best < self._patience(len(X) - len(X_val)) // 4
                         for active, best in zip(state.active, state.best_epochs))
