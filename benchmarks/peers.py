@@ -140,11 +140,15 @@ def _timed(fit: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def _mdn(n_estimators: int, **settings: Any) -> Method:
+def _mdn(n_estimators: int, replicates: int | None = None, **settings: Any) -> Method:
+    """``MDNRegressor(n_estimators=..., **settings)``; ``replicates``: networks per noise level of
+    the noise mixture (``MDNRegressor._noise_replicates``; ``None``: today's default)."""
     def method(X, y, X_test, seed, n_samples):
         from mdnkit import MDNRegressor
 
-        model, seconds = _timed(lambda: MDNRegressor(n_estimators=n_estimators, random_state=seed, **settings).fit(X, y))
+        model_class = MDNRegressor if replicates is None else type(
+            "ReplicatedMixture", (MDNRegressor,), {"_noise_replicates": replicates})
+        model, seconds = _timed(lambda: model_class(n_estimators=n_estimators, random_state=seed, **settings).fit(X, y))
         return mixture_forecast(model.predict_dist(X_test)), seconds
 
     return method
@@ -263,10 +267,13 @@ def _linear(X, y, X_test, seed, n_samples):
 
 
 METHODS: dict[str, Method] = {
-    # Measured before 2026-12-07 with the defaults of then: no feature embedding.
-    "mdn": _mdn(1, feature_embedding=None), "mdn-select": _mdn(1, input_noise="select", feature_embedding=None),
+    # Measured before 2026-12-07 with the defaults of then: no feature embedding, one network
+    # per noise level.
+    "mdn": _mdn(1, 1, feature_embedding=None), "mdn-select": _mdn(1, input_noise="select", feature_embedding=None),
     "mdn-ens5": _mdn(5, feature_embedding=None),
-    "mdn-periodic": _mdn(1, feature_embedding="periodic"),
+    "mdn-periodic": _mdn(1, 1, feature_embedding="periodic"),
+    # The default since 2026-12-07: periodic embeddings, two networks per noise level.
+    "mdn-periodic-x2": _mdn(1, 2, feature_embedding="periodic"),
     "mdn-ens5-periodic": _mdn(5, feature_embedding="periodic"),
     "ngboost": _ngboost(False), "ngboost-es": _ngboost(True),
     "catboost": _catboost, "treeffuser": _treeffuser, "flow": _flow, "linear": _linear,

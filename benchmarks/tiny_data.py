@@ -11,7 +11,8 @@ Each set ships inside a package (the ``bench`` extra), so nothing is downloaded:
 * ``cancer``: cancer deaths from a county's population (301 rows; ``statsmodels``), counts whose
   spread grows with the mean.
 
-Methods: ``MDNRegressor()`` (the defaults: the noise search's three networks as one mixture),
+Methods: ``MDNRegressor()`` (the defaults: the noise search's six networks, two per level, as one
+mixture), the noise mixture with one network per level (the default until 2026-12-07),
 one network at the best noise level (``input_noise="select"``), ``MDNRegressor(n_estimators=5)``,
 target noise searched too (``target_noise="auto"``, with either), the mixture with three
 networks per level (``mdnkit mixture x3``, a candidate default), and
@@ -95,6 +96,7 @@ def bic_gmm(X: np.ndarray, y: np.ndarray, seed: int):
 
 METHODS: dict[str, Callable[[np.ndarray, np.ndarray, int], object]] = {
     "mdnkit default": lambda X, y, seed: _mdn(X, y, seed),
+    "mdnkit one per level": lambda X, y, seed: _mdn(X, y, seed, replicates=1),
     # One network at the best of the three noise levels (the default until 2026-12-03).
     "mdnkit input_noise=select": lambda X, y, seed: _mdn(X, y, seed, input_noise="select"),
     "mdnkit 5 members": lambda X, y, seed: _mdn(X, y, seed, n_estimators=5),
@@ -109,10 +111,11 @@ METHODS: dict[str, Callable[[np.ndarray, np.ndarray, int], object]] = {
 }
 
 
-def _mdn(X: np.ndarray, y: np.ndarray, seed: int, replicates: int = 1, **settings):
+def _mdn(X: np.ndarray, y: np.ndarray, seed: int, replicates: int | None = None, **settings):
+    """``MDNRegressor(**settings)``; ``replicates``: networks per noise level (``None``: the default)."""
     from mdnkit import MDNRegressor
 
-    model = MDNRegressor if replicates == 1 else type("ReplicatedMixture", (MDNRegressor,), {"_noise_replicates": replicates})
+    model = MDNRegressor if replicates is None else type("ReplicatedMixture", (MDNRegressor,), {"_noise_replicates": replicates})
     return model(random_state=seed, **settings).fit(X, y)
 
 

@@ -264,7 +264,7 @@ def _noise_selected_ensemble(candidates: Sequence[float] = (0.0, 0.1, 0.25), siz
 
 def _replicated_mixture(replicates: int) -> Factory:
     """The default noise mixture with ``replicates`` networks per noise level, each replicate from
-    its own initial weights (``MDNRegressor._noise_replicates``, a candidate default)."""
+    its own initial weights (``MDNRegressor._noise_replicates``; 2 is the default since 2026-12-07)."""
 
     def factory(n_train: int, n_features: int, seed: int):
         from mdnkit import MDNRegressor
@@ -318,6 +318,8 @@ CONFIGS: dict[str, Factory] = {
     "lr1e-2": _mdn(learning_rate=1e-2),
     # The noise mixture with three networks per level (nine in one pass; README, Defaults).
     "noise-mixture-x3": _replicated_mixture(3),
+    # One network per level (the default until 2026-12-07).
+    "noise-mixture-x1": _replicated_mixture(1),
     # Periodic feature embeddings (PLR, Gorishniy et al. 2022) before the MLP, for issue 13's CRPS.
     "periodic": _mdn(feature_embedding="periodic"),
 }
