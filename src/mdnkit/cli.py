@@ -197,9 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "train and score on the probability of each value's bin, not the density")
     fit.add_argument("--learning-rate", type=float, default=3e-3, help="Adam step size (default 0.003)")
     fit.add_argument("--input-noise", type=_noise_setting, default="auto", metavar="auto|mixture|select|SD",
-                     help="noise on the standardised inputs: 'auto' (the default) trains three levels in one "
-                     "pass and keeps them as a weighted mixture for one network, 'select' keeps the best one, "
-                     "a number fixes it")
+                     help="noise on the standardised inputs: 'auto' (the default) trains three levels, two "
+                     "networks each, in one pass and keeps all six as a weighted mixture, 'select' keeps the "
+                     "best network, a number fixes it")
     fit.add_argument("--feature-embedding", choices=["auto", "periodic", "none"], default="auto",
                      help="'periodic': learned periodic features of each input beside it; 'none': raw inputs; "
                      "'auto' (the default): periodic from 3 features on")
