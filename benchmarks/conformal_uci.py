@@ -80,7 +80,7 @@ def evaluate_split(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
     if cv:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            full = MDNRegressor(device="cpu", random_state=seed, max_epochs=max_epochs).fit(X_train, y_train)
+            full = one_per_level(device="cpu", random_state=seed, max_epochs=max_epochs).fit(X_train, y_train)
             full.calibrate(X_train, y_train, cv=cv)
         result["nll_full"] = float(-full.predict_dist(X_test).log_prob(y).mean())
         for level in LEVELS:

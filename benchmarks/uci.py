@@ -284,7 +284,8 @@ CONFIGS: dict[str, Factory] = {
     "ensemble5": _ensemble(_mdn()),
     # target_noise="auto": each level of the input-noise search is its target noise too.
     "target-auto": _mdn(target_noise="auto"),
-    # The three networks of the noise search kept as one weighted mixture (input_noise="mixture").
+    # The noise search's networks kept as one weighted mixture (input_noise="mixture"; three until
+    # 2026-12-07, six since: "default" and these measure today's count, noise-mixture-x1 one per level).
     "input-noise-mixture": _mdn(input_noise="mixture"),
     "noise-mixture": _mdn(input_noise="mixture", target_noise="auto"),
     # Candidates of the configuration search (notes: /work/notes/uci_experiments.md).

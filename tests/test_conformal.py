@@ -430,10 +430,15 @@ def test_a_student_t_model_calibrates_through_the_generic_level_sets():
 
 
 # ---------------------------------------------------------------------- the validation rows by default
-def test_calibrate_without_rows_uses_the_fits_validation_rows(tmp_path):
+@pytest.mark.parametrize("input_noise", ["select", "auto"])
+def test_calibrate_without_rows_uses_the_fits_validation_rows(tmp_path, monkeypatch, input_noise):
+    """One network, and a noise mixture of one network per level (the default until 2026-12-07),
+    whose three networks share the validation rows; the default's two per level do not
+    (test_calibrate_without_rows_says_why_there_are_none)."""
+    monkeypatch.setattr(MDNRegressor, "_noise_replicates", 1)
     X, y = _data(200, 0.2, 3)
-    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=20, input_noise="select", random_state=4)
-    model.fit(X, y).calibrate()  # one network (the default mixture's networks hold out different rows)
+    model = MDNRegressor(n_components=2, hidden_sizes=(8,), max_epochs=20, input_noise=input_noise, random_state=4)
+    model.fit(X, y).calibrate()
     # The rows the seed holds out: the first ceil(0.1 n) of its permutation (every fit's contract).
     held_out = np.random.default_rng(4).permutation(200)[:20]
     reference = MDNRegressor().set_params(**model.get_params())

@@ -183,6 +183,24 @@ def test_fold_models_are_the_kind_of_model_calibrated():
     assert type(single.module_) is MDN and all(type(m) is MDN for m in single.calibration_modules_)
 
 
+def test_fold_models_keep_the_models_networks_per_level(tmp_path, monkeypatch):
+    """A mixture of one network per level (a file from before 2026-12-07) gets folds of one
+    network per level, which its file then loads as it does the model's own network."""
+    X, y = _data(60, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with monkeypatch.context() as before:  # the default of then
+            before.setattr(MDNRegressor, "_noise_replicates", 1)
+            MDNRegressor(n_components=1, hidden_sizes=(4,), max_epochs=3, random_state=0).fit(X, y).save(tmp_path / "old.mdn")
+        loaded = mdnkit.load(tmp_path / "old.mdn")  # an MDNRegressor with three networks
+        loaded.calibrate(X, y, cv=2)
+    assert loaded.module_.n_members == 3 and all(m.n_members == 3 for m in loaded.calibration_modules_)
+    loaded.save(tmp_path / "calibrated.mdn")
+    again = mdnkit.load(tmp_path / "calibrated.mdn")
+    np.testing.assert_allclose(again.predict_interval(X[:5], 0.8, calibrated=True),
+                               loaded.predict_interval(X[:5], 0.8, calibrated=True), rtol=1e-12)
+
+
 def test_a_split_calibration_replaces_a_cross_one():
     X, y = _data(60, 1)
     model = MDNRegressor(n_components=1, hidden_sizes=(4,), max_epochs=3, random_state=0).fit(X, y)

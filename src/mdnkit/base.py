@@ -154,7 +154,8 @@ class ConditionalDensityMixin:
         the model); refitting the model drops it.
 
         Without rows, the model's own validation rows of the last ``fit`` (where it keeps them: a
-        single network or a noise mixture with ``validation_fraction > 0``). Those rows chose the
+        single network with ``validation_fraction > 0``; not an ensemble nor the default noise
+        mixture, whose networks hold out different rows). Those rows chose the
         kept epoch (and the noise level, or the mixture's weights), so the guarantee is no longer exact; the slight optimism that selection
         leaves in their scores can only shrink the sets. Rows the model never saw are safer.
 

@@ -100,8 +100,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             standardised inputs and targets at every step (noise regularisation, Rothfuss et
             al., 2019), scaled by the rule of thumb ``r = n^(-1 / (4 + p + d))`` for ``n``
             training rows, ``p`` inputs and ``d`` targets (0.63 for 1000 rows, 10 inputs, 1 target).
-            A word searches the noise: one network per level ``0, 0.1 r, 0.25 r``, trained in one
-            batched pass on the same validation rows (``noise_selection_``), since on UCI sets
+            A word searches the noise: networks at the levels ``0, 0.1 r, 0.25 r``, trained in one
+            batched pass (``noise_selection_``), since on UCI sets
             noise gained up to 0.3 nats on small sets and lost 4 nats on naval, a deterministic
             map, so no single level suits all. ``"select"`` keeps the network with the best
             validation NLL (an ensemble is then fitted at that level). ``"mixture"`` trains two
@@ -243,8 +243,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     _mixes_noise_levels = True
     # Networks per noise level in a noise mixture, each replicate with its own initial weights and
     # validation rows (shared by its levels). 2 since 2026-12-07: with the periodic embeddings it
-    # beat one per level on every small set measured, at 1.2-1.9 times the fit time (README,
-    # Defaults); benchmarks/uci.py and tiny_data.py set other counts by a subclass.
+    # beat one per level on 11 of 13 sets measured (lost Boston and engel by under 0.01 nats), at
+    # 2-3 times the fit time on one thread (README, Defaults); benchmarks/uci.py and tiny_data.py set other counts by a subclass.
     _noise_replicates = 2
 
     def __init__(
@@ -670,8 +670,8 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         """A searched ``input_noise``: the levels of :data:`NOISE_FACTORS` trained in one batched pass,
         as the members of one ensemble, each with its own input noise (and, with
         ``target_noise="auto"``, the same target noise), schedule and early stopping, all on the
-        validation rows a single fit with this seed holds out; then the level with the best
-        validation NLL.
+        validation rows a single fit with this seed holds out (a noise mixture's replicates after
+        the first, on their own rows); then the level with the best validation NLL.
 
         A noise mixture (:meth:`_keeps_noise_mixture`) keeps every member (:meth:`_adopt_mixture`);
         otherwise a single model is the winning member itself (its weights, curve and training
@@ -734,7 +734,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         """What a noise mixture needs and these settings (or a table source) lack; ``None``: nothing."""
         return ("in-memory arrays (a table is not searched)" if table
                 else "validation rows to weigh the levels by; set validation_fraction > 0" if self.validation_fraction == 0
-                else "n_estimators=1 (it is an ensemble of one network per level)" if self.n_estimators != 1
+                else "n_estimators=1 (it is already an ensemble: two networks per noise level)" if self.n_estimators != 1
                 else "a fixed n_components" if isinstance(self.n_components, str) else None)
 
     def _check_noise_mixture(self, table: bool) -> None:
@@ -940,7 +940,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             tuple(int(s) for s in self.hidden_sizes), self.activation, self.covariance_type,
             float(self.min_scale),
         )
-        # A noise mixture (input_noise="mixture") has one member per level.
+        # A noise mixture has one member per network (two per noise level by default).
         n_members = len(self.member_weights_) if hasattr(self, "member_weights_") else int(self.n_estimators)
         members = None if n_members == 1 else n_members
         backbone = None if self.module is None else build_backbone(
