@@ -244,7 +244,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
     # Networks per noise level in a noise mixture, each replicate with its own initial weights and
     # validation rows (shared by its levels). 2 since 2026-12-07: with the periodic embeddings it
     # beat one per level on 11 of 13 sets measured (lost Boston and engel by under 0.01 nats), at
-    # 2-3 times the fit time on one thread (README, Defaults); benchmarks/uci.py and tiny_data.py set other counts by a subclass.
+    # 1.1-2.3 times the fit time (README, Defaults); benchmarks/uci.py and tiny_data.py set other counts by a subclass.
     _noise_replicates = 2
 
     def __init__(
