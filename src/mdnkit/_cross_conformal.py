@@ -39,17 +39,13 @@ def fit_folds(model: Any, X: Any, y: Any, n_folds: Any) -> tuple[list[nn.Module]
     template = clone(model).set_params(verbose=False, warm_start=False)
     if model.input_noise == "auto":  # each fold the kind of model this one is, whatever made it
         template.set_params(input_noise="mixture" if hasattr(model, "member_weights_") else "select")
-    # A mixture's folds have its own networks per level (a file rebuilds them with its member
-    # count): two by default, one for a model loaded from a file of before 2026-12-07.
-    replicates = (len(model.input_noise_) // len(set(model.input_noise_)) if hasattr(model, "member_weights_")
-                  else model._noise_replicates)
     splits = KFold(int(n_folds), shuffle=True, random_state=seed_from(model.random_state)).split(X)
     modules, components, dists, held_out = [], [], [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for train, held in splits:
             fold = clone(template)
-            fold._noise_replicates = replicates
+            fold._noise_replicates = model._networks_per_level  # a file rebuilds folds with the model's count
             fold.fit(X[train], targets[train])
             modules.append(fold.module_)
             components.append(int(fold.n_components_))

@@ -519,6 +519,14 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
                 warnings.warn(rounding.warning_text(column, grid), rounding.RoundedTargetWarning, stacklevel=4)
 
     @property
+    def _networks_per_level(self) -> int:
+        """Networks per noise level: a fitted noise mixture's own (one in files from before
+        2026-12-07), else what a fit of this class trains."""
+        if not hasattr(self, "member_weights_"):
+            return self._noise_replicates
+        return len(self.input_noise_) // len(set(self.input_noise_))
+
+    @property
     def _bin_widths(self) -> np.ndarray | None:
         """``target_resolution`` as one bin width per target, ``(d,)``, in the user's units."""
         return rounding.resolution_per_target(self.target_resolution, self.n_outputs_)
@@ -562,7 +570,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         check_is_fitted(self, "module_")
         rows = getattr(self, "validation_rows_", None)
         if rows is None:
-            replicated = hasattr(self, "member_weights_") and len(set(self.input_noise_)) < len(self.input_noise_)
+            replicated = hasattr(self, "member_weights_") and self._networks_per_level > 1
             why = (
                 "an ensemble's members hold out different rows"
                 if getattr(self.module_, "n_members", 1) > 1 and not hasattr(self, "member_weights_")
