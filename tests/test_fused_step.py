@@ -72,6 +72,15 @@ def test_losses_and_gradients_match_autograd(hidden, member_inputs, weighted):
         torch.testing.assert_close(p.grad, expected_grads[name], rtol=1e-9, atol=1e-12, msg=name)
     if loss_weights is not None:  # a frozen member gets no gradient at all
         assert all(float(p.grad[1].abs().max()) == 0 for p in module.parameters())
+        # ... also when the backward pass runs on the trained members alone
+        module.zero_grad(set_to_none=True)
+        trained = torch.tensor([0, 2])
+        member_nll, reported = FusedStep(module)(x, y, row_weights, member_inputs, loss_weights, trained)
+        torch.testing.assert_close(member_nll, expected_nll, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(reported, expected_reported, rtol=1e-12, atol=1e-12)
+        for name, p in module.named_parameters():
+            assert p.grad.shape == p.shape and float(p.grad[1].abs().max()) == 0, name
+            torch.testing.assert_close(p.grad, expected_grads[name], rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_a_member_pruned_component_gets_no_real_gradient_and_matches_autograd():

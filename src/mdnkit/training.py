@@ -380,7 +380,7 @@ class TrainState:
         self.best_state = _snapshot(module)
         self.good_state = _snapshot(module)
         self.candidate_state: dict[str, Tensor] | None = None
-        self._loss_weights: tuple[list[bool], Tensor] | None = None
+        self._loss_weights: tuple[list[bool], Tensor, Tensor] | None = None
 
     def _fused_step(self, config: TrainingConfig) -> FusedStep | None:
         """mdnkit's own network on one process: its backward written out (:mod:`mdnkit._fused_step`)."""
@@ -438,9 +438,19 @@ class TrainState:
         """``[M]`` 1 for active members, 0 for frozen ones; ``None`` while all are active."""
         if all(self.active):
             return None
+        return self._active_tensors(like)[0]
+
+    def trained_members(self, like: Tensor) -> Tensor | None:
+        """The indices of the active members, ``[T]``; ``None`` while all are active."""
+        return None if all(self.active) else self._active_tensors(like)[1]
+
+    def _active_tensors(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loss weights [M], active indices [T])`` on ``like``'s device, made once per change of ``active``."""
         if self._loss_weights is None or self._loss_weights[0] != self.active:
-            self._loss_weights = (list(self.active), torch.tensor(self.active, dtype=like.dtype, device=like.device))
-        return self._loss_weights[1]
+            indices = [m for m, alive in enumerate(self.active) if alive]
+            self._loss_weights = (list(self.active), torch.tensor(self.active, dtype=like.dtype, device=like.device),
+                                  torch.tensor(indices, dtype=torch.long, device=like.device))
+        return self._loss_weights[1:]
 
     def resume(self, config: TrainingConfig) -> None:
         """Go on under ``config``: a learning rate or weight decay the caller changed applies
@@ -537,7 +547,8 @@ class TrainState:
             x, y = _perturbed(x, y, config, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         if self.fused_step is not None:
-            member_nll, reported = self.fused_step(x, y, weights, self.member_inputs, self.loss_weights(x))
+            member_nll, reported = self.fused_step(x, y, weights, self.member_inputs, self.loss_weights(x),
+                                                   self.trained_members(x))
         else:
             member_nll, reported = self.parallel_step(x, y, weights, self.member_inputs)
             loss_weights = self.loss_weights(member_nll)
