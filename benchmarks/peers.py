@@ -333,6 +333,10 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _number(value: float, digits: int, scientific: bool) -> str:
+    return f"{value:.2e}" if scientific else f"{value:.{digits}f}"
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown, mean ± s.e.; the lowest mean of each column within a data set in bold."""
     lines = ["| data set | method | splits | NLL | CRPS | RMSE | fit s |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -347,7 +351,11 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                     cells.append("–")
                     continue
                 digits = 1 if c == "seconds" else 3
-                text = f"{r[c]:.{digits}f} ± {r[c + '_se']:.{digits}f}" if np.isfinite(r[c + "_se"]) else f"{r[c]:.{digits}f}"
+                # Powers of ten where three decimals would print zeros: naval's CRPS is about 5e-5.
+                scientific = c != "seconds" and 0 < abs(best[c]) < 0.01
+                text = _number(r[c], digits, scientific)
+                if np.isfinite(r[c + "_se"]):
+                    text += " ± " + _number(r[c + "_se"], digits, scientific)
                 cells.append(f"**{text}**" if r[c] == best[c] else text)
             lines.append(f"| {SHORT_NAMES.get(name, name)} | {r['method']} | {r['n_splits']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -47,6 +47,15 @@ def test_score_and_table_mark_the_lowest_mean(peers):
     assert peers.winners(rows) == ["Yacht: nll mdn, crps mdn, rmse mdn, seconds mdn"]
 
 
+def test_table_prints_tiny_columns_in_powers_of_ten(peers):
+    # Naval's CRPS is about 5e-5: three decimals would print every method's as 0.000.
+    runs = [{"dataset": "naval", "method": m, "split": s, "nll": -8.0, "crps": c * (1 + s), "rmse": 0.5,
+             "seconds": 0.004} for m, c in (("mdn", 4e-5), ("catboost", 1e-3)) for s in (0, 1)]
+    table = peers.format_table(peers.summarise(runs))
+    assert "**6.00e-05 ± 2.00e-05**" in table and "1.50e-03 ± 5.00e-04" in table
+    assert "0.500 ± 0.000" in table and "0.0 ± 0.0" in table  # other columns keep their decimals
+
+
 def test_catboost_forecast_on_a_small_problem(peers):
     pytest.importorskip("catboost")
     rng = np.random.default_rng(0)
