@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from mdnkit import distributed
+from mdnkit._adamw import AdamW
 from mdnkit._fused_step import FusedStep
 
 Optimizer = Literal["adam", "lbfgs"]
@@ -237,18 +238,16 @@ def _noised(values: Tensor, levels: tuple[float, ...], generator: torch.Generato
     return values + levels[0] * torch.randn(values.shape, **like) if levels[0] > 0 else values
 
 
-def _make_optimizer(config: TrainingConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+def _make_optimizer(config: TrainingConfig, parameters: list[nn.Parameter]) -> torch.optim.LBFGS | AdamW:
     if config.optimizer == "lbfgs":
         return torch.optim.LBFGS(
             parameters, lr=config.learning_rate, max_iter=20, history_size=50,
             line_search_fn="strong_wolfe",
         )
-    # AdamW: decoupled weight decay (AdamW with weight_decay=0 is Adam). The fused kernel updates
-    # every parameter in one call, which matters for the small networks MDNs usually are.
-    try:
-        return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    # AdamW: decoupled weight decay (AdamW with weight_decay=0 is Adam). torch's fused kernel,
+    # where it runs, updates every parameter in one call, which matters for the small networks MDNs
+    # usually are; mdnkit's holder of its state skips torch.optim's import of torch._dynamo (_adamw).
+    return AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
 class _MemberRates:
@@ -260,7 +259,7 @@ class _MemberRates:
     at factors 0, for frozen members, and 1).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], n_members: int) -> None:
+    def __init__(self, optimizer: torch.optim.LBFGS | AdamW, parameters: list[nn.Parameter], n_members: int) -> None:
         self.optimizer, self.parameters, self.n = optimizer, parameters, n_members
         self.factors: list[Tensor] | None = None  # per parameter [M, 1, ...]; None while all are equal
         self.previous: list[Tensor] = []
