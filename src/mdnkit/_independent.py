@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mdnkit import _univariate
 from mdnkit.family import Family, positive
 from mdnkit.mixture import Mixture
 
@@ -47,7 +48,7 @@ class IndependentMixture(Mixture):
         if any(parameters[name].shape[-2:] != first.shape[-2:] for name in names):
             shapes = {name: tuple(parameters[name].shape) for name in names}
             raise ValueError(f"every parameter must end in [K, D] = {tuple(first.shape[-2:])}, got {shapes}.")
-        batch_shape = torch.broadcast_shapes(logits.shape[:-1], *(parameters[n].shape[:-2] for n in names))
+        batch_shape = _univariate.broadcast_shapes(logits.shape[:-1], *(parameters[n].shape[:-2] for n in names))
         k, d = first.shape[-2:]
         self.logits = logits.expand(*batch_shape, k)
         for name in names:

@@ -8,13 +8,27 @@ Parameters arrive as ``(log_weights, loc, scale)``, each of shape ``[*B, K]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
+    """``torch.broadcast_shapes``, without its first call's import of sympy (0.7 s, torch 2.13,
+    through ``torch.fx.experimental.symbolic_shapes``): a process's first quantile paid for it.
+    Raises ``RuntimeError``, as torch's does, when the shapes do not broadcast."""
+    result = [1] * max((len(shape) for shape in shapes), default=0)
+    for shape in shapes:
+        for axis, size in enumerate(shape, start=len(result) - len(shape)):
+            if size != 1:
+                if result[axis] not in (1, size):
+                    raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+                result[axis] = size
+    return torch.Size(result)
 
 
 class HighestDensityIntervals(NamedTuple):
@@ -89,7 +103,7 @@ def mixture_quantile(log_weights: Tensor, loc: Tensor, scale: Tensor, q: Tensor 
         raise ValueError("Quantile probabilities must lie in [0, 1].")
     weights, loc, scale = log_weights.double().exp(), loc.double(), scale.double()
     batch_shape = loc.shape[:-1]
-    q = q.expand(torch.broadcast_shapes(q.shape, batch_shape))
+    q = q.expand(broadcast_shapes(q.shape, batch_shape))
     inner = q.clamp(1e-300, 1 - 1e-16)
     component_quantiles = loc + scale * torch.special.ndtri(inner).unsqueeze(-1)  # [*S, *B, K]
     lower = component_quantiles.amin(-1)
@@ -127,7 +141,7 @@ def quantile_by_bracketing(
     q = torch.as_tensor(q, dtype=torch.float64, device=lower.device)
     if torch.isnan(q).any() or (q < 0).any() or (q > 1).any():
         raise ValueError("Quantile probabilities must lie in [0, 1].")
-    q = q.expand(torch.broadcast_shapes(q.shape, lower.shape))
+    q = q.expand(broadcast_shapes(q.shape, lower.shape))
     inner = q.clamp(1e-300, 1 - 1e-16)
     width = (upper - lower).clamp_min(1e-300).expand_as(inner)
     lower, upper = lower.double().expand_as(inner), upper.double().expand_as(inner)

@@ -100,7 +100,7 @@ class GaussianMixture(Mixture):
             batch_shape = batch_shapes[0]
         else:
             try:
-                batch_shape = torch.broadcast_shapes(*batch_shapes)
+                batch_shape = _univariate.broadcast_shapes(*batch_shapes)
             except RuntimeError as error:
                 raise ValueError(f"Batch shapes do not broadcast: {batch_shapes}.") from error
             logits = logits.expand(*batch_shape, n_components)

@@ -197,7 +197,7 @@ class VonMisesMixture(IndependentMixture):
         q = torch.as_tensor(value, dtype=torch.float64, device=self.logits.device)
         if torch.isnan(q).any() or (q < 0).any() or (q > 1).any():
             raise ValueError("Quantile probabilities must lie in [0, 1].")
-        q = q.expand(torch.broadcast_shapes(q.shape, self.batch_shape))
+        q = q.expand(_univariate.broadcast_shapes(q.shape, self.batch_shape))
 
         def residual_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
             y = x.unsqueeze(-1)
