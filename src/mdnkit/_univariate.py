@@ -48,9 +48,19 @@ class HighestDensityIntervals(NamedTuple):
 def _mixture_terms(x: Tensor, weights: Tensor, loc: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Mixture cdf, pdf and pdf' at ``x [*S, *B]`` for parameters ``[*B, K]``; each ``[*S, *B]``."""
     z = (x.unsqueeze(-1) - loc) / scale
-    component_pdf = weights * torch.exp(-0.5 * z.square()) / (scale * _SQRT_2PI)
     cdf = (weights * torch.special.ndtr(z)).sum(-1)
-    return cdf, component_pdf.sum(-1), (-z / scale * component_pdf).sum(-1)
+    return (cdf, *_density_and_slope(z, weights, scale))
+
+
+def _mixture_density_and_slope(x: Tensor, weights: Tensor, loc: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """Mixture pdf and pdf' at ``x``, as :func:`_mixture_terms` without the cdf: the Newton steps
+    on a density's crossings need no cdf, the costliest of the three (``ndtr``)."""
+    return _density_and_slope((x.unsqueeze(-1) - loc) / scale, weights, scale)
+
+
+def _density_and_slope(z: Tensor, weights: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    component_pdf = weights * torch.exp(-0.5 * z.square()) / (scale * _SQRT_2PI)
+    return component_pdf.sum(-1), (-z / scale * component_pdf).sum(-1)
 
 
 def _solve_bracketed(
@@ -263,7 +273,7 @@ def highest_density_intervals(
             upper = torch.where(found, row_grid.gather(-1, cell + 1), lower)
 
             def residual_and_slope(x: Tensor) -> tuple[Tensor, Tensor]:
-                _, density, slope = _mixture_terms(x, *params)
+                density, slope = _mixture_density_and_slope(x, *params)
                 return sign * (density - lvl), sign * slope
 
             x = _solve_bracketed(residual_and_slope, lower, upper, scale[rows].amin(-1, keepdim=True), max_iter=100)
