@@ -1,9 +1,9 @@
-"""``predict_hdi`` of a default model (six networks of five components: 30 per row) with the
-Newton steps on the density's crossings computing the mixture cdf too (before 2026-12-08) and
-without it, alternating in one process, medians of ``--repeats``, one thread; both give the same
-intervals, which the script checks.
+"""``predict_hdi`` (90% highest-density intervals) against ``predict_quantiles`` (the equal-tailed
+90% interval, a root finder over the same mixtures) on the same rows, for a default model (six
+networks of five components: 30 per row) and one network (five); medians of ``--repeats``,
+alternating, one thread.
 
-    python benchmarks/hdi.py --rows 300 --repeats 3
+    python benchmarks/hdi.py --rows 300 1000 --repeats 3
 """
 
 from __future__ import annotations
@@ -16,43 +16,41 @@ import warnings
 import numpy as np
 
 
+def _median_seconds(call, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=300)
+    parser.add_argument("--rows", type=int, nargs="+", default=[300, 1000])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     import torch
 
-    from mdnkit import MDNRegressor, _univariate
+    from mdnkit import MDNRegressor
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(args.rows, 2))
-    y = np.sin(X[:, 0]) + 0.3 * rng.normal(size=args.rows)
+    X = rng.normal(size=(max(args.rows), 2))
+    y = np.sin(3 * X[:, 0]) * (X[:, 1] > 0) + 0.3 * rng.normal(size=len(X))  # bimodal where x1 > 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = MDNRegressor(random_state=0, max_epochs=30).fit(X, y)
-    without_cdf = _univariate._mixture_density_and_slope
-    variants = {"with the cdf (before)": lambda x, *parameters: _univariate._mixture_terms(x, *parameters)[1:],
-                "without (today)": without_cdf}
-    seconds: dict[str, list[float]] = {name: [] for name in variants}
-    intervals = {}
-    model.predict_hdi(X[:20])  # warm-up
-    try:
-        for _ in range(args.repeats):
-            for name, density_and_slope in variants.items():  # alternating: both see the same machine
-                _univariate._mixture_density_and_slope = density_and_slope
-                start = time.perf_counter()
-                intervals[name] = model.predict_hdi(X)
-                seconds[name].append(time.perf_counter() - start)
-    finally:
-        _univariate._mixture_density_and_slope = without_cdf
-    before, after = (np.median(seconds[name]) for name in variants)
-    same = np.array_equal(*intervals.values(), equal_nan=True)
-    print("| rows | components per row | with the cdf s | without s | ratio | same intervals |")
-    print("|---:|---:|---:|---:|---:|---|")
-    print(f"| {args.rows} | {model.predict_dist(X[:1]).n_components} | {before:.2f} | {after:.2f} | "
-          f"{after / before:.2f} | {same} |")
+        models = {"default": MDNRegressor(random_state=0, max_epochs=40).fit(X, y),
+                  "one network": MDNRegressor(random_state=0, max_epochs=40, input_noise=0.0).fit(X, y)}
+    print("| model | components | rows | predict_hdi s | predict_quantiles s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, model in models.items():
+        model.predict_hdi(X[:20])  # warm-up
+        for rows in args.rows:
+            hdi = _median_seconds(lambda: model.predict_hdi(X[:rows]), args.repeats)
+            quantiles = _median_seconds(lambda: model.predict_quantiles(X[:rows], [0.05, 0.95]), args.repeats)
+            print(f"| {name} | {model.predict_dist(X[:1]).n_components} | {rows} | {hdi:.3f} | {quantiles:.3f} | "
+                  f"{hdi / quantiles:.1f} |", flush=True)
     return 0
 
 

@@ -258,15 +258,18 @@ def highest_density_intervals(
     level = 0.5 * (low + high)
 
     def intervals(level: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Crossings of ``level [R]`` in ``rows [R]``: start, stop, found ``[R, K]``; mass and
-        ``Σ 1/|p'(end)|`` ``[R]``."""
+        """Crossings of ``level [R]`` in ``rows [R]``: start, stop, found ``[R, I]`` for the most
+        intervals ``I <= K`` any of these rows has; mass and ``Σ 1/|p'(end)|`` ``[R]``."""
         params = (weights[rows, None], loc[rows, None], scale[rows, None])  # [R, 1, K]
         lvl = level.unsqueeze(-1)
         row_left, row_right, row_grid = left[rows], right[rows], grid[rows]
+        starts, stops = (row_left < lvl) & (row_right >= lvl), (row_left >= lvl) & (row_right < lvl)
+        # A 1-D mixture of K Gaussians has at most K modes, hence at most K intervals; most rows
+        # have one or two, and each slot costs a Newton solve over all K components.
+        n_slots = max(1, int(torch.maximum(starts.sum(-1), stops.sum(-1)).max()))
 
         def crossing(is_crossing: Tensor, sign: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-            # A 1-D mixture of K Gaussians has at most K modes, hence at most K intervals.
-            cell = (~is_crossing).to(torch.int8).argsort(dim=-1, stable=True)[:, :n_components]
+            cell = (~is_crossing).to(torch.int8).argsort(dim=-1, stable=True)[:, :n_slots]
             found = is_crossing.gather(-1, cell)
             lower = row_grid.gather(-1, cell)
             # Empty slots get an empty bracket, so they converge at once.
@@ -281,8 +284,8 @@ def highest_density_intervals(
             # The mass adds F(stop) and subtracts F(start): sign -1 at starts, +1 at stops.
             return x, found, torch.where(found, -sign * cdf_x, 0.0), torch.where(found, 1.0 / slope.abs(), 0.0)
 
-        start, found, start_term, start_sensitivity = crossing((row_left < lvl) & (row_right >= lvl), 1.0)
-        stop, _, stop_term, stop_sensitivity = crossing((row_left >= lvl) & (row_right < lvl), -1.0)
+        start, found, start_term, start_sensitivity = crossing(starts, 1.0)
+        stop, _, stop_term, stop_sensitivity = crossing(stops, -1.0)
         mass = (start_term + stop_term).sum(-1)
         sensitivity = (start_sensitivity + stop_sensitivity).sum(-1)
         return start, stop, found, mass, sensitivity
@@ -306,7 +309,10 @@ def highest_density_intervals(
         level[rows] = torch.where(inside, new_level, 0.5 * (below[rows] + above[rows]))
 
     start, stop, found, _, _ = intervals(level, torch.arange(len(level), device=level.device))
-    bounds = torch.stack([start, stop], -1).masked_fill(~found.unsqueeze(-1), math.nan)
+    padding = n_components - found.shape[-1]  # the result keeps K slots, NaN where empty
+    found = torch.nn.functional.pad(found, (0, padding), value=False)
+    bounds = torch.nn.functional.pad(torch.stack([start, stop], -1), (0, 0, 0, padding))
+    bounds = bounds.masked_fill(~found.unsqueeze(-1), math.nan)
     return HighestDensityIntervals(
         bounds.to(out_dtype).reshape(*batch_shape, n_components, 2),
         found.reshape(*batch_shape, n_components),
