@@ -16,13 +16,15 @@ import warnings
 import numpy as np
 
 
-def _median_seconds(call, repeats: int) -> float:
-    times = []
+def _median_seconds(calls: list, repeats: int) -> list[float]:
+    """Median seconds of each call, the calls alternating so that all see the same machine."""
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for call, spent in zip(calls, times):
+            start = time.perf_counter()
+            call()
+            spent.append(time.perf_counter() - start)
+    return [float(np.median(spent)) for spent in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in models.items():
         model.predict_hdi(X[:20])  # warm-up
         for rows in args.rows:
-            hdi = _median_seconds(lambda: model.predict_hdi(X[:rows]), args.repeats)
-            quantiles = _median_seconds(lambda: model.predict_quantiles(X[:rows], [0.05, 0.95]), args.repeats)
+            hdi, quantiles = _median_seconds([lambda: model.predict_hdi(X[:rows]),
+                                              lambda: model.predict_quantiles(X[:rows], [0.05, 0.95])], args.repeats)
             print(f"| {name} | {model.predict_dist(X[:1]).n_components} | {rows} | {hdi:.3f} | {quantiles:.3f} | "
                   f"{hdi / quantiles:.1f} |", flush=True)
     return 0
