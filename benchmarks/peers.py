@@ -15,7 +15,10 @@ Methods (``--methods``): ``mdn`` (``MDNRegressor(feature_embedding=None)``, the 
 2026-12-03 to 2026-12-07), ``mdn-select`` (one network, ``input_noise="select"``, the default until
 2026-12-03), ``mdn-ens5`` (``MDNRegressor(n_estimators=5, feature_embedding=None)``),
 ``mdn-periodic`` and ``mdn-ens5-periodic`` (the same with ``feature_embedding="periodic"``, what the
-defaults give every UCI set since 2026-12-07),
+defaults give every UCI set since 2026-12-07), ``mdn-periodic-x2`` (two networks per noise level,
+the default from 2026-12-07 to 2026-12-08), all these with the last step's weights
+(``weight_averaging=0.0``); ``mdn-averaged`` and ``mdn-ens5-averaged`` (the default since
+2026-12-08, ``weight_averaging=0.99``, and five members with it),
 ``ngboost`` (``NGBRegressor(Dist=Normal)``, 500 stages), ``ngboost-es`` (up to 2000 stages, the
 NGBoost paper's UCI budget, best stage on validation rows, patience 50), ``catboost``
 (``loss_function="RMSEWithUncertainty"``, 1000 iterations, best iteration on validation rows,
@@ -268,13 +271,17 @@ def _linear(X, y, X_test, seed, n_samples):
 
 METHODS: dict[str, Method] = {
     # Measured before 2026-12-07 with the defaults of then: no feature embedding, one network
-    # per noise level.
-    "mdn": _mdn(1, 1, feature_embedding=None), "mdn-select": _mdn(1, input_noise="select", feature_embedding=None),
-    "mdn-ens5": _mdn(5, feature_embedding=None),
-    "mdn-periodic": _mdn(1, 1, feature_embedding="periodic"),
-    # The default since 2026-12-07: periodic embeddings, two networks per noise level.
-    "mdn-periodic-x2": _mdn(1, 2, feature_embedding="periodic"),
-    "mdn-ens5-periodic": _mdn(5, feature_embedding="periodic"),
+    # per noise level, the last step's weights.
+    "mdn": _mdn(1, 1, feature_embedding=None, weight_averaging=0.0),
+    "mdn-select": _mdn(1, input_noise="select", feature_embedding=None, weight_averaging=0.0),
+    "mdn-ens5": _mdn(5, feature_embedding=None, weight_averaging=0.0),
+    "mdn-periodic": _mdn(1, 1, feature_embedding="periodic", weight_averaging=0.0),
+    # The default from 2026-12-07 to 2026-12-08: periodic embeddings, two networks per noise level.
+    "mdn-periodic-x2": _mdn(1, 2, feature_embedding="periodic", weight_averaging=0.0),
+    "mdn-ens5-periodic": _mdn(5, feature_embedding="periodic", weight_averaging=0.0),
+    # The default since 2026-12-08: the same with the weights' moving average.
+    "mdn-averaged": _mdn(1, 2, feature_embedding="periodic", weight_averaging=0.99),
+    "mdn-ens5-averaged": _mdn(5, feature_embedding="periodic", weight_averaging=0.99),
     "ngboost": _ngboost(False), "ngboost-es": _ngboost(True),
     "catboost": _catboost, "treeffuser": _treeffuser, "flow": _flow, "linear": _linear,
 }

@@ -96,6 +96,8 @@ def bic_gmm(X: np.ndarray, y: np.ndarray, seed: int):
 
 METHODS: dict[str, Callable[[np.ndarray, np.ndarray, int], object]] = {
     "mdnkit default": lambda X, y, seed: _mdn(X, y, seed),
+    # The default with the last step's weights (until 2026-12-08), not their moving average.
+    "mdnkit last weights": lambda X, y, seed: _mdn(X, y, seed, weight_averaging=0.0),
     "mdnkit one per level": lambda X, y, seed: _mdn(X, y, seed, replicates=1),
     # One network at the best of the three noise levels (the default until 2026-12-03).
     "mdnkit input_noise=select": lambda X, y, seed: _mdn(X, y, seed, input_noise="select"),

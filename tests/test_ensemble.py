@@ -151,12 +151,13 @@ def test_batched_training_equals_members_trained_alone(covariance_type):
             torch.testing.assert_close(trained, expected, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_batched_early_stopping_equals_members_stopped_alone(covariance_type):
+@pytest.mark.parametrize("covariance_type, weight_averaging", [(c, 0.0) for c in COVARIANCE_TYPES] + [("diagonal", 0.9)])
+def test_batched_early_stopping_equals_members_stopped_alone(covariance_type, weight_averaging):
     """With validation each member keeps its own best weights, decays its own learning rate and
     stops on its own NLL: the batched fit ends with the weights of separate early-stopped fits,
     though the members stop (and decay) at different epochs. Minibatches and target noise draw
-    the same random numbers epoch by epoch, alone or batched."""
+    the same random numbers epoch by epoch, alone or batched. With the weights averaged, each
+    member validates, keeps and is frozen at its own average."""
     torch.manual_seed(0)
     x = torch.randn(96, 2, dtype=torch.float64)
     y = torch.sin(2 * x[:, :1]) + 0.3 * torch.randn(96, 2, dtype=torch.float64)
@@ -165,7 +166,7 @@ def test_batched_early_stopping_equals_members_stopped_alone(covariance_type):
     ensemble.initialize(y_train, random_state=0)
     alone = [ensemble.member(m) for m in range(3)]
     config = TrainingConfig(batch_size=32, max_epochs=300, learning_rate=0.005, patience=10, lr_decay_patience=3,
-                            gradient_clip=0.5, target_noise=0.05)
+                            gradient_clip=0.5, target_noise=0.05, weight_averaging=weight_averaging)
     batched = train(ensemble, x_train, y_train, x_val, y_val, config=config, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         member_val = -ensemble.members(x_val).log_prob(y_val).mean(1)  # [M]

@@ -131,11 +131,12 @@ class _Flaky(nn.Module):
         return _NaNMixture(mixture) if bad else mixture
 
 
-def test_non_finite_loss_once_rolls_back_halves_lr_and_continues():
+@pytest.mark.parametrize("weight_averaging", [0.0, 0.9])
+def test_non_finite_loss_once_rolls_back_halves_lr_and_continues(weight_averaging):
     x, y = _data()
     module = _Flaky(_module(y), bad_calls={3})  # full batch, no validation: call 3 = epoch 3
     lr = 0.01
-    config = TrainingConfig(learning_rate=lr, max_epochs=8)
+    config = TrainingConfig(learning_rate=lr, max_epochs=8, weight_averaging=weight_averaging)
     with pytest.warns(RuntimeWarning, match=r"Non-finite loss at epoch 3.*halved the learning rate") as record:
         result = train(module, x, y, config=config, generator=torch.Generator().manual_seed(0))
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
@@ -395,14 +396,15 @@ class _PoisonStep(nn.Module):
         return mixture
 
 
-@pytest.mark.parametrize("poisoned_epoch", [10, 11])
-def test_rollback_never_restores_weights_no_loss_has_checked(poisoned_epoch):
+@pytest.mark.parametrize("poisoned_epoch, weight_averaging", [(10, 0.0), (11, 0.0), (10, 0.9), (11, 0.9)])
+def test_rollback_never_restores_weights_no_loss_has_checked(poisoned_epoch, weight_averaging):
     """Without validation, weights snapshotted after a step are unchecked; a finite-loss step with
-    NaN gradients must not become the state that rollbacks restore."""
+    NaN gradients must not become the state that rollbacks restore (nor the average's restart)."""
     x, y = _data(seed=0)
     module = _PoisonStep(_module(y), call=poisoned_epoch)
     with pytest.warns(RuntimeWarning, match="Non-finite loss"):
-        result = train(module, x, y, config=TrainingConfig(learning_rate=0.01, max_epochs=40),
+        config = TrainingConfig(learning_rate=0.01, max_epochs=40, weight_averaging=weight_averaging)
+        result = train(module, x, y, config=config,
                        generator=torch.Generator().manual_seed(0))
     assert result.rollbacks == 1
     assert all(torch.isfinite(p).all() for p in module.parameters())

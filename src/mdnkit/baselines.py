@@ -351,6 +351,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         n_estimators: int = 1,
         target_resolution: float | Sequence[float] | None = None,
         feature_embedding: FeatureEmbedding | Literal["auto"] | None = "auto",
+        weight_averaging: float = 0.99,
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.activation = activation
@@ -374,6 +375,7 @@ class GaussianNetworkRegressor(MDNRegressor):
         self.n_estimators = n_estimators
         self.target_resolution = target_resolution
         self.feature_embedding = feature_embedding
+        self.weight_averaging = weight_averaging
 
 
 # ---------------------------------------------------------------------- squared-error network

@@ -185,6 +185,13 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             real sets of 150-400 rows and one or two features it lost 0.04-0.13 nats on four of
             six; README, Defaults). Only for the built-in MLP: with ``module``, ``"auto"`` is
             ``None``.
+        weight_averaging: Decay per gradient step of an exponential moving average of the
+            weights (Polyak averaging), which validation scores, early stopping keeps and the
+            model holds in the end; it spans about ``1 / (1 - weight_averaging)`` steps (100 by
+            default). ``0.0``: the weights of the last step, as before 2026-12-08. Noise and
+            small batches make the weights jitter from step to step; on UCI splits 0-4 the
+            average gained 0.02-0.09 nats on every set tried (README, Defaults). Adam only:
+            L-BFGS ignores it.
 
     Attributes:
         module_: The fitted :class:`~mdnkit.heads.MDN`, or :class:`~mdnkit.heads.MDNEnsemble` for
@@ -276,6 +283,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         family_options: dict | None = None,
         target_resolution: float | Sequence[float] | None = None,
         feature_embedding: FeatureEmbedding | Literal["auto"] | None = "auto",
+        weight_averaging: float = 0.99,
     ) -> None:
         self.n_components = n_components
         self.hidden_sizes = hidden_sizes
@@ -304,6 +312,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
         self.family_options = family_options
         self.target_resolution = target_resolution
         self.feature_embedding = feature_embedding
+        self.weight_averaging = weight_averaging
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any = None) -> MDNRegressor:
@@ -551,6 +560,7 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             input_noise=self.input_noise_,
             target_noise=self.target_noise_,
             verbose=bool(self.verbose),
+            weight_averaging=float(self.weight_averaging),
         )
 
     def _warn_unfinished(self, interrupted: bool, still_improving: bool, kept_epoch: int) -> None:
@@ -662,6 +672,9 @@ class MDNRegressor(FileStateMixin, ConditionalDensityMixin, RegressorMixin, Base
             raise ValueError(f"gradient_clip must be a positive number or None, got {clip!r}.")
         if not (isinstance(self.validation_fraction, numbers.Real) and 0 <= self.validation_fraction < 1):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
+        averaging = self.weight_averaging
+        if isinstance(averaging, bool) or not (isinstance(averaging, numbers.Real) and 0 <= averaging < 1):
+            raise ValueError(f"weight_averaging must be a decay in [0, 1) (0: no averaging), got {averaging!r}.")
 
     def _reset_fitted(self) -> None:
         """Forget every learned attribute, so nothing of a previous fit survives a fresh one."""

@@ -83,6 +83,8 @@ class FileStateMixin:
         params = dict(params, hidden_sizes=tuple(params["hidden_sizes"]))  # JSON has lists
         if "feature_embedding" in cls._get_param_names():  # files from before embeddings: raw inputs
             params.setdefault("feature_embedding", None)
+        if "weight_averaging" in cls._get_param_names():  # files from before averaging: the last weights
+            params.setdefault("weight_averaging", 0.0)
         estimator = cls(**params)
         for name in _ARRAYS:  # x_mean_ and x_scale_ have the shape of an input row
             setattr(estimator, name, np.asarray(fitted[name], dtype=np.float64))

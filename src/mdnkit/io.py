@@ -47,7 +47,8 @@ FORMAT_NAME = "mdnkit"
 # says the file is newer instead of failing on its tensors.
 # 3: a noise mixture (input_noise="mixture"): one noise level per member and member weights.
 # 4: the feature_embedding parameter and the embedding the network has ("feature_embedding_used").
-FORMAT_VERSION = 4
+# 5: the weight_averaging parameter.
+FORMAT_VERSION = 5
 _METADATA_KEY = "mdnkit"
 
 
@@ -284,7 +285,7 @@ def read_model_file(
         >>> path = write_model_file(pathlib.Path(tempfile.mkdtemp()) / "m.mdn", {"w": torch.ones(2)}, {})
         >>> tensors, document = read_model_file(path)
         >>> document["format_version"], tensors["w"].tolist()
-        (4, [1.0, 1.0])
+        (5, [1.0, 1.0])
     """
     source = pathlib.Path(path)
     if not source.exists():

@@ -22,6 +22,7 @@ the caller's scaling) so that a caller can report them in the user's units.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from mdnkit import distributed
 from mdnkit._adamw import AdamW
 from mdnkit._fused_step import FusedStep
+from mdnkit._weight_average import WeightAverage
 
 Optimizer = Literal["adam", "lbfgs"]
 Batch = tuple[Tensor, Tensor, "Tensor | None"]  # x [N, F], y [N, D], row weights [M, N] or None
@@ -66,6 +68,8 @@ class TrainingConfig:
     target_noise: float | tuple[float, ...] = 0.0  # a tuple: each member its own level, as input_noise
     max_rollbacks: int = 5
     verbose: bool = False
+    # Decay per step of the weights' moving average that is validated and kept (Adam only); 0: none.
+    weight_averaging: float = 0.0
 
 
 @dataclass
@@ -368,6 +372,7 @@ class TrainState:
         self.parameters = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = _make_optimizer(config, self.parameters)
         self.rates = _MemberRates(self.optimizer, self.parameters, self.n)
+        self.average = self._weight_average(config)
         self.learning_rates = [config.learning_rate] * self.n
         self.plateau = None if config.optimizer == "lbfgs" else _Plateau(config, self.n)
         self.active = [True] * self.n
@@ -386,6 +391,22 @@ class TrainState:
         if config.optimizer == "lbfgs" or distributed.world()[1] > 1 or not FusedStep.supports(self.module):
             return None
         return FusedStep(self.module)
+
+    def _weight_average(self, config: TrainingConfig) -> WeightAverage | None:
+        """The weights' moving average, when asked for; L-BFGS's full-batch steps do not jitter."""
+        if not config.weight_averaging or config.optimizer == "lbfgs":
+            return None
+        return WeightAverage(self.parameters, config.weight_averaging, self.n)
+
+    @contextlib.contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Inside, the module holds the weights' average (when there is one): what validation
+        scores, early stopping keeps and a stopped member is frozen at."""
+        if self.average is None:
+            yield
+            return
+        with self.average.swapped_in(self.active):
+            yield
 
     # -------------------------------------------------------------- per-member bookkeeping
     @property
@@ -459,6 +480,9 @@ class TrainState:
                              f"with {config.optimizer!r}.")
         if config.learning_rate != self.config.learning_rate:
             self.learning_rates = [config.learning_rate] * self.n
+        # A run that ended on its average without validation goes on from its trained weights.
+        going_on = (self.average is not None and config.weight_averaging == self.config.weight_averaging
+                    and self.average.take_back())
         for group in self.optimizer.param_groups:
             if "weight_decay" in group:
                 group["weight_decay"] = config.weight_decay
@@ -470,6 +494,8 @@ class TrainState:
         # The weights the caller hands back are where this call starts and what it falls back
         # on (after a validated call they are each member's best; a caller may have edited them).
         self.best_state, self.good_state = _snapshot(self.module), _snapshot(self.module)
+        if not going_on:
+            self.average = self._weight_average(config)  # averaging from there on
         self.reactivate()
         self.apply_rates()
 
@@ -521,6 +547,8 @@ class TrainState:
         frozen = [m for m in range(self.n) if not self.active[m]]
         if frozen:  # frozen members stay at their best weights
             _copy_members(self.best_state, self.module.state_dict(), frozen, self.n)
+        if self.average is not None:  # the good weights are also where the average starts again
+            self.average.restart_from_parameters()
         if self.rollbacks >= self.config.max_rollbacks:
             raise TrainingDivergedError(
                 f"The loss became non-finite {self.rollbacks} times (last at epoch {self.epoch}) even "
@@ -558,6 +586,8 @@ class TrainState:
             else:
                 _clip_grad_norm_per_member(self.parameters, config.gradient_clip, self.n)
         self.rates.step()
+        if self.average is not None:
+            self.average.update()
         return member_nll.detach(), reported.detach()
 
     def lbfgs_step(self, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -714,7 +744,8 @@ def train(
     if validate and state.epoch > 0:
         # A continued run measures its start on this call's validation rows: on the same rows
         # that is the best score already recorded; on new rows the old score would mislead.
-        start_scores = state.evaluate(validation())[0].tolist()
+        with state.averaged():
+            start_scores = state.evaluate(validation())[0].tolist()
         state.best_scores = list(start_scores)
         if state.plateau is not None:
             state.plateau.best = list(start_scores)
@@ -729,42 +760,43 @@ def train(
             if state.epoch % 10 == 1:  # weights this epoch's loss will vouch for, if it is finite
                 state.candidate_state = _snapshot(module)
             member_train, train_loss = state.train_epoch(batches)
-            member_val, val_loss = state.evaluate(validation()) if validate else (None, None)
-            members_train = member_train.tolist()
-            members_val = member_val.tolist() if validate else [math.nan] * state.n
-            train_value = float(train_loss)
-            val_value = float(val_loss) if validate else math.nan
-            checked = [v for m in range(state.n) if state.active[m]
-                       for v in (members_train[m], *(members_val[m:m + 1] if validate else ()))]
-            if not all(map(math.isfinite, [*checked, train_value, *([val_value] if validate else [])])):
-                try:
-                    state.rollback()
-                finally:
-                    result.rollbacks += 1
-                continue
-            if state.candidate_state is not None:
-                state.good_state, state.candidate_state = state.candidate_state, None
-            monitored = members_val if validate else members_train
-            if state.plateau is not None and state.plateau.step(monitored, state.active, state.learning_rates):
-                state.apply_rates()
-            result.history.append({
-                "epoch": state.epoch - start_epoch,
-                "train_nll": train_value + nll_offset,
-                "val_nll": val_value + nll_offset,
-                "learning_rate": state.optimizer.param_groups[0]["lr"],
-                "time": time.perf_counter() - start,
-            })
-            result.member_history.append({"train_nll": [v + nll_offset for v in members_train],
-                                          "val_nll": [v + nll_offset for v in members_val],
-                                          "learning_rate": list(state.learning_rates),
-                                          "active": list(state.active)})
-            progress.update(1)
-            if state.epoch % 10 == 0 or state.epoch == 1:  # a disabled bar ignores it
-                progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
-                                     val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
-            if state.record(monitored, validate):
-                result.stopped_early = True
-                break
+            with state.averaged():  # validated, kept and frozen: the weights' average
+                member_val, val_loss = state.evaluate(validation()) if validate else (None, None)
+                members_train = member_train.tolist()
+                members_val = member_val.tolist() if validate else [math.nan] * state.n
+                train_value = float(train_loss)
+                val_value = float(val_loss) if validate else math.nan
+                checked = [v for m in range(state.n) if state.active[m]
+                           for v in (members_train[m], *(members_val[m:m + 1] if validate else ()))]
+                if not all(map(math.isfinite, [*checked, train_value, *([val_value] if validate else [])])):
+                    try:
+                        state.rollback()
+                    finally:
+                        result.rollbacks += 1
+                    continue
+                if state.candidate_state is not None:
+                    state.good_state, state.candidate_state = state.candidate_state, None
+                monitored = members_val if validate else members_train
+                if state.plateau is not None and state.plateau.step(monitored, state.active, state.learning_rates):
+                    state.apply_rates()
+                result.history.append({
+                    "epoch": state.epoch - start_epoch,
+                    "train_nll": train_value + nll_offset,
+                    "val_nll": val_value + nll_offset,
+                    "learning_rate": state.optimizer.param_groups[0]["lr"],
+                    "time": time.perf_counter() - start,
+                })
+                result.member_history.append({"train_nll": [v + nll_offset for v in members_train],
+                                              "val_nll": [v + nll_offset for v in members_val],
+                                              "learning_rate": list(state.learning_rates),
+                                              "active": list(state.active)})
+                progress.update(1)
+                if state.epoch % 10 == 0 or state.epoch == 1:  # a disabled bar ignores it
+                    progress.set_postfix(train_nll=f"{train_value + nll_offset:.4f}",
+                                         val_nll=f"{val_value + nll_offset:.4f}", refresh=False)
+                if state.record(monitored, validate):
+                    result.stopped_early = True
+                    break
     except KeyboardInterrupt:
         # Ctrl-C ends the fit, not the program: keep the best weights so far (restored below).
         result.interrupted = True
@@ -774,6 +806,8 @@ def train(
     result.best_epoch = max(result.member_best_epochs)
     if validate:
         module.load_state_dict(state.best_state)
+    elif state.average is not None:  # without validation the last weights are kept: their average
+        state.average.hand_over()
     module.eval()
     result.state = state
     return result
