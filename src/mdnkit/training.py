@@ -11,6 +11,8 @@ The pieces of a step are small and separate: noise regularisation (:func:`_pertu
 per-member clipping (:func:`_clip_grad_norm_per_member`), per-member learning rates
 (:class:`_MemberRates`), learning-rate decay on plateau (:class:`_Plateau`), per-member early
 stopping (:meth:`TrainState.record`), rollback after a non-finite loss (:meth:`TrainState.rollback`),
+the weights' moving average that validation scores and early stopping keeps
+(:class:`~mdnkit._weight_average.WeightAverage`, swapped in by :meth:`TrainState.averaged`),
 and a progress bar. Members are trained as if each were fitted alone (Lakshminarayanan et al.
 2017): clipped, decayed, stopped and restored member by member; only a rollback is shared.
 
