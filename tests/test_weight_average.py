@@ -111,6 +111,36 @@ def test_with_validation_the_kept_weights_are_the_average_at_the_best_epoch():
     assert result.stopped_early
     assert result.history[result.best_epoch - 1]["val_nll"] == pytest.approx(kept, abs=1e-12)
     assert min(r["val_nll"] for r in result.history) == pytest.approx(kept, abs=1e-12)
+    # the same seeds with the last step's weights: another curve and another model
+    plain = _module(y)
+    last = train(plain, x, y, x_val, y_val, config=TrainingConfig(**{**vars(config), "weight_averaging": 0.0}),
+                 generator=torch.Generator().manual_seed(0))
+    assert [r["val_nll"] for r in last.history[:5]] != [r["val_nll"] for r in result.history[:5]]
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), module.parameters()))
+
+
+def test_a_validated_continuation_of_an_unvalidated_run_keeps_weights_it_scored():
+    """A run without validation ends on its average; continued with validation, the first score
+    is that average's, and whatever is kept in the end scores what was recorded for it. The
+    validation rows follow the opposite relation, so training on makes them worse and the start
+    is what is kept."""
+    x, y = _data(160, seed=0)
+    x_val, y_val = _data(60, seed=1)
+    y_val = -y_val
+    module = _module(y)
+    config = TrainingConfig(learning_rate=0.02, batch_size=16, max_epochs=80, input_noise=0.1, weight_averaging=0.95)
+    state = train(module, x, y, config=config, generator=torch.Generator().manual_seed(0)).state
+
+    def val_nll() -> float:
+        module.eval()
+        with torch.no_grad():
+            return float(-module(x_val).log_prob(y_val).mean())
+
+    start = val_nll()  # the average handed over
+    more = train(module, x, y, x_val, y_val, config=TrainingConfig(**{**vars(config), "max_epochs": 30, "patience": 3}),
+                 state=state)
+    assert min(r["val_nll"] for r in more.history) > start  # no epoch beat the start
+    assert val_nll() == pytest.approx(start, abs=1e-12)
 
 
 def test_averaging_improves_a_noisy_small_batch_fit():

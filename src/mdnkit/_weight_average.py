@@ -24,6 +24,8 @@ from torch import Tensor, nn
 class WeightAverage:
     """The moving average ``a <- d a + (1 - d) w`` of ``parameters`` after each optimiser step.
 
+    ``average`` holds one tensor per parameter, of its shape.
+
     Args:
         parameters: The trained parameters; for an ensemble of ``n_members``, each with the
             member first (``[M, ...]``).
@@ -38,8 +40,8 @@ class WeightAverage:
             raise ValueError(f"decay must be in (0, 1), got {decay!r}.")
         self.parameters, self.decay, self.n = parameters, decay, n_members
         self.average: list[Tensor] = []
-        self.trained: list[Tensor] = []  # the weights as trained, while the average is swapped in
-        self.handed_over: list[Tensor] = []  # the weights as trained, once the run ended on the average
+        self._trained: list[Tensor] = []  # the weights as trained, while the average is swapped in
+        self._handed_over: list[Tensor] = []  # the weights as trained, once the run ended on the average
         self.reset()
 
     @torch.no_grad()
@@ -64,7 +66,7 @@ class WeightAverage:
         what the parameters hold, and its average becomes that, so it stays frozen.
         """
         with torch.no_grad():
-            self.trained = [p.detach().clone() for p in self.parameters]
+            self._trained = [p.detach().clone() for p in self.parameters]
             torch._foreach_copy_(self.parameters, self.average)
         try:
             yield
@@ -74,28 +76,29 @@ class WeightAverage:
     @torch.no_grad()
     def _swap_out(self, active: list[bool]) -> None:
         if all(active):
-            torch._foreach_copy_(self.parameters, self.trained)
+            torch._foreach_copy_(self.parameters, self._trained)
         elif any(active):
-            for p, trained, average in zip(self.parameters, self.trained, self.average):
-                training = torch.tensor(active, device=p.device).view(self.n, *[1] * (p.dim() - 1))
+            mask = torch.tensor(active, device=self.parameters[0].device)  # [M], one copy to the device
+            for p, trained, average in zip(self.parameters, self._trained, self.average):
+                training = mask.view(self.n, *[1] * (p.dim() - 1))
                 p.copy_(torch.where(training, trained, p))
                 average.copy_(torch.where(training, average, p))
         else:  # every member stopped: the parameters hold their best, and so does the average
             torch._foreach_copy_(self.average, [p.detach() for p in self.parameters])
-        self.trained = []
+        self._trained = []
 
     @torch.no_grad()
     def hand_over(self) -> None:
         """A run without validation ends: the parameters take the average, and the trained weights
         are kept so that a continued run (:meth:`take_back`) goes on exactly."""
-        self.handed_over = [p.detach().clone() for p in self.parameters]
+        self._handed_over = [p.detach().clone() for p in self.parameters]
         torch._foreach_copy_(self.parameters, self.average)
 
     @torch.no_grad()
     def take_back(self) -> bool:
         """A continued run: when the parameters still hold the average handed over, the trained
         weights come back and the average goes on (True); otherwise nothing changes (False)."""
-        handed_over, self.handed_over = self.handed_over, []
+        handed_over, self._handed_over = self._handed_over, []
         if not handed_over or not all(torch.equal(p, a) for p, a in zip(self.parameters, self.average)):
             return False
         torch._foreach_copy_(self.parameters, handed_over)
@@ -106,4 +109,4 @@ class WeightAverage:
         """After a rollback inside :meth:`swapped_in`: the restored weights are both the trained
         weights to go on from and the new average."""
         self.reset()
-        self.trained = [p.detach().clone() for p in self.parameters]
+        self._trained = [p.detach().clone() for p in self.parameters]

@@ -424,7 +424,8 @@ class TrainState:
         early-stopping record, and the shared generator and epoch.
 
         While a stopped member waited for the others its moments kept decaying, so this is the
-        member's state at the end of the whole run, not of a run alone.
+        member's state at the end of the whole run, not of a run alone. Its weights' average (with
+        ``weight_averaging``) starts afresh from the member's weights.
         """
         config = replace(self.config, **{
             name: levels[index] if len(levels) > 1 else levels[0]
@@ -482,7 +483,9 @@ class TrainState:
                              f"with {config.optimizer!r}.")
         if config.learning_rate != self.config.learning_rate:
             self.learning_rates = [config.learning_rate] * self.n
-        # A run that ended on its average without validation goes on from its trained weights.
+        # A run that ended on its average without validation goes on from its trained weights;
+        # the average handed over is what a validated continuation scores first, so its best.
+        handed_back = _snapshot(self.module)
         going_on = (self.average is not None and config.weight_averaging == self.config.weight_averaging
                     and self.average.take_back())
         for group in self.optimizer.param_groups:
@@ -495,7 +498,7 @@ class TrainState:
             self.plateau.factor, self.plateau.patience = config.lr_decay_factor, config.lr_decay_patience
         # The weights the caller hands back are where this call starts and what it falls back
         # on (after a validated call they are each member's best; a caller may have edited them).
-        self.best_state, self.good_state = _snapshot(self.module), _snapshot(self.module)
+        self.best_state, self.good_state = handed_back, _snapshot(self.module)
         if not going_on:
             self.average = self._weight_average(config)  # averaging from there on
         self.reactivate()
@@ -762,7 +765,8 @@ def train(
             if state.epoch % 10 == 1:  # weights this epoch's loss will vouch for, if it is finite
                 state.candidate_state = _snapshot(module)
             member_train, train_loss = state.train_epoch(batches)
-            with state.averaged():  # validated, kept and frozen: the weights' average
+            # validated, kept and frozen: the weights' average (without validation, the end's)
+            with state.averaged() if validate else contextlib.nullcontext():
                 member_val, val_loss = state.evaluate(validation()) if validate else (None, None)
                 members_train = member_train.tolist()
                 members_val = member_val.tolist() if validate else [math.nan] * state.n
