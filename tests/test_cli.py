@@ -355,6 +355,8 @@ def test_ctrl_c_stops_training_and_saves_the_best_model(work, tmp_path):
     faithful(4000, 3).to_csv(tmp_path / "data.tsv", sep="\t", index=False)
     process = start(["fit", "data.tsv", "--target", "eruptions", "-o", "stopped.mdn", "--epochs", "1000000",
                      "--hidden", "8", "--components", "2", "--batch-size", "8"], tmp_path)
+    # Only the reader thread reads stderr: with communicate() reading it too, the two took turns
+    # character by character under load and the log came back interleaved.
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)
     reader.start()
@@ -364,9 +366,9 @@ def test_ctrl_c_stops_training_and_saves_the_best_model(work, tmp_path):
         time.sleep(0.1)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
-    stdout, rest = process.communicate(timeout=300)  # shares stderr with the reader thread; slow under load
-    reader.join(timeout=10)
-    log = "".join(stderr) + rest
+    process.wait(timeout=300)  # slow under load; the fit prints one line to stdout, which cannot fill its pipe
+    reader.join(timeout=30)
+    stdout, log = process.stdout.read(), "".join(stderr)
     assert process.returncode == 0, log
     # in the input-noise pass (or the fit after it)
     assert "Training interrupted " in log and "Traceback" not in log
