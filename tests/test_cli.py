@@ -353,8 +353,17 @@ def test_ctrl_c_stops_training_and_saves_the_best_model(work, tmp_path):
     # 4000 rows in batches of 8: early stopping takes some 15 s here, so Ctrl-C reliably comes first
     # (on 400 rows in one batch the fit could end before the signal arrived, under load)
     faithful(4000, 3).to_csv(tmp_path / "data.tsv", sep="\t", index=False)
-    process = start(["fit", "data.tsv", "--target", "eruptions", "-o", "stopped.mdn", "--epochs", "1000000",
-                     "--hidden", "8", "--components", "2", "--batch-size", "8"], tmp_path)
+    args = ["fit", "data.tsv", "--target", "eruptions", "-o", "stopped.mdn", "--epochs", "1000000",
+            "--hidden", "8", "--components", "2", "--batch-size", "8"]
+    # The child takes Ctrl-C as a terminal would deliver it, whatever the test process inherited:
+    # under `make test`'s workers children sometimes ignored SIGINT (the disposition a process
+    # inherits when its parent ignores it), and the fit then ran to its early stop.
+    launcher = ("import runpy, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+                "signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv = ['mdnkit', *sys.argv[1:]]; "
+                "runpy.run_module('mdnkit', run_name='__main__', alter_sys=True)")
+    inherited = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    process = subprocess.Popen([sys.executable, "-c", launcher, *args], cwd=tmp_path, env=ENV, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # Only the reader thread reads stderr: with communicate() reading it too, the two took turns
     # character by character under load and the log came back interleaved.
     stderr: list[str] = []
@@ -381,7 +390,7 @@ def test_ctrl_c_stops_training_and_saves_the_best_model(work, tmp_path):
     stdout, log = process.stdout.read(), "".join(stderr)
     assert process.returncode == 0, log
     # in the input-noise pass (or the fit after it)
-    assert "Training interrupted " in log and "Traceback" not in log
+    assert "Training interrupted " in log and "Traceback" not in log, (inherited, log)
     assert "saved stopped.mdn" in stdout
     model = mdnkit.load(tmp_path / "stopped.mdn")
     assert 1 <= model.best_epoch_ <= model.n_iter_ < 1_000_000
