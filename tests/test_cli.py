@@ -374,17 +374,7 @@ def test_ctrl_c_stops_training_and_saves_the_best_model(work, tmp_path):
         assert process.poll() is None and time.monotonic() < deadline, "".join(stderr)
         time.sleep(0.1)
     time.sleep(0.5)
-    # Under `make test`'s two workers a child sometimes went on training after the SIGINT, as if it
-    # never arrived (cause not found; the fit itself ignores no signal): press Ctrl-C again every
-    # 10 s until the fit says it stopped, never after, so no second one can hit the saving.
-    deadline = time.monotonic() + 300
-    while process.poll() is None and "Training interrupted" not in "".join(stderr):
-        assert time.monotonic() < deadline, "".join(stderr)
-        process.send_signal(signal.SIGINT)
-        for _ in range(100):
-            if process.poll() is not None or "Training interrupted" in "".join(stderr):
-                break
-            time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
     process.wait(timeout=300)  # slow under load; the fit prints one line to stdout, which cannot fill its pipe
     reader.join(timeout=30)
     stdout, log = process.stdout.read(), "".join(stderr)

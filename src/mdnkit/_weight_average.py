@@ -55,7 +55,7 @@ class WeightAverage:
         """Fold in the parameters after one optimiser step."""
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (self.WARM_UP + self.updates))
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1 - decay)
+        torch._foreach_lerp_(self.average, self.parameters, 1 - decay)  # under no_grad: no detached copies per step
 
     @contextmanager
     def swapped_in(self, active: list[bool]) -> Iterator[None]:
@@ -84,7 +84,7 @@ class WeightAverage:
                 p.copy_(torch.where(training, trained, p))
                 average.copy_(torch.where(training, average, p))
         else:  # every member stopped: the parameters hold their best, and so does the average
-            torch._foreach_copy_(self.average, [p.detach() for p in self.parameters])
+            torch._foreach_copy_(self.average, self.parameters)
         self._trained = []
 
     @torch.no_grad()
