@@ -323,6 +323,8 @@ CONFIGS: dict[str, Factory] = {
     "noise-mixture-x1": _replicated_mixture(1),
     # Periodic feature embeddings (PLR, Gorishniy et al. 2022) before the MLP, for issue 13's CRPS.
     "periodic": _mdn(feature_embedding="periodic"),
+    # Log-normal components: the density of log y, for positive skewed targets.
+    "lognormal": _mdn(family="lognormal"),
 }
 
 

@@ -284,6 +284,14 @@ BAD = {
                        "argument --batch-size: expected a positive integer, 'auto' or 'full', got 'some'"),
     "bad noise": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--input-noise", "some"],
                   "argument --input-noise: expected auto, mixture, select or a number >= 0, got 'some'"),
+    "bad target noise": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--target-noise", "select"],
+                         "argument --target-noise: expected auto or a number >= 0, got 'select'"),
+    "bad patience": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--patience", "0"],
+                     "argument --patience: expected a positive integer or 'auto', got '0'"),
+    "bad averaging": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--weight-averaging", "1"],
+                      "argument --weight-averaging: expected a number in [0, 1), got '1'"),
+    "bad weight decay": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--weight-decay", "-1"],
+                         "argument --weight-decay: expected a number >= 0, got '-1'"),
     "bad resolution": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--target-resolution", "0"],
                        "argument --target-resolution: expected a positive number, got '0'"),
     "zero draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "0"],
@@ -324,6 +332,26 @@ def test_force_replaces_outputs(work, bad_results):
     kept = pd.read_json(work / "gaps_pred.jsonl", lines=True)
     assert len(kept) == 158 and 3 not in kept["row"].tolist() and 7 not in kept["row"].tolist()
     assert "skipped 2 row(s) with missing features" in results["predict_dropping"].stderr
+
+
+def test_fit_options_reach_the_estimator():
+    """Each training option of ``mdnkit fit`` sets its ``MDNRegressor`` parameter; left out, the
+    estimator's own default."""
+    from mdnkit.cli import _model, build_parser
+
+    base = ["fit", "train.csv", "--target", "y", "-o", "m.mdn"]
+    given = _model(build_parser().parse_args([
+        *base, "--target-noise", "auto", "--weight-decay", "0.01", "--patience", "7", "--weight-averaging", "0",
+    ])).get_params()
+    assert (given["target_noise"], given["weight_decay"], given["patience"], given["weight_averaging"]) \
+        == ("auto", 0.01, 7, 0.0)
+    assert _model(build_parser().parse_args([*base, "--target-noise", "0.05", "--patience", "auto"])).get_params()[
+        "target_noise"] == 0.05
+    defaults = mdnkit.MDNRegressor().get_params()
+    left_out = _model(build_parser().parse_args(base)).get_params()
+    for name in ("target_noise", "weight_decay", "patience", "weight_averaging", "input_noise", "learning_rate",
+                 "feature_embedding", "batch_size", "max_epochs", "validation_fraction", "n_components"):
+        assert left_out[name] == defaults[name], name
 
 
 # ---------------------------------------------------------------------- start-up time

@@ -74,16 +74,44 @@ def _batch_size(text: str) -> int | Literal["auto"] | None:
     return value
 
 
-def _noise_setting(text: str) -> float | str:
+def _noise_setting(text: str, words: tuple[str, ...] = ("auto", "mixture", "select")) -> float | str:
     """``--input-noise``: a word of ``MDNRegressor(input_noise=...)`` or a number >= 0."""
-    if text in ("auto", "mixture", "select"):
+    if text in words:
         return text
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected auto, mixture, select or a number >= 0, got {text!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected {', '.join(words)} or a number >= 0, got {text!r}")
+    return value
+
+
+def _target_noise_setting(text: str) -> float | str:
+    """``--target-noise``: ``auto`` or a number >= 0."""
+    return _noise_setting(text, ("auto",))
+
+
+def _patience(text: str) -> int | None:
+    """``--patience``: epochs, or ``auto`` (about 1000 gradient steps: ``patience=None``)."""
+    if text.lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -200,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="noise on the standardised inputs: 'auto' (the default) trains three levels, two "
                      "networks each, in one pass and keeps all six as a weighted mixture, 'select' keeps the "
                      "best network, a number fixes it")
+    fit.add_argument("--target-noise", type=_target_noise_setting, default=0.0, metavar="auto|SD",
+                     help="noise on the standardised targets (default 0); 'auto' gives each input-noise "
+                     "level the same target noise")
+    fit.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, metavar="W",
+                     help="decoupled L2 penalty, AdamW (default 0)")
+    fit.add_argument("--patience", type=_patience, default=None, metavar="N|auto",
+                     help="epochs without validation improvement before stopping (default auto: about "
+                     "1000 gradient steps, between 20 and 100 epochs)")
+    fit.add_argument("--weight-averaging", type=_fraction, default=0.99, metavar="D",
+                     help="decay per step of the weights' moving average, which validation scores and the "
+                     "model keeps (default 0.99, about the last 100 steps; 0 keeps the last step's weights)")
     fit.add_argument("--feature-embedding", choices=["auto", "periodic", "none"], default="auto",
                      help="'periodic': learned periodic features of each input beside it; 'none': raw inputs; "
                      "'auto' (the default): periodic from 3 features on")
@@ -492,7 +531,8 @@ def _model(args: argparse.Namespace) -> Any:
         validation_fraction=args.validation_fraction, device=args.device, verbose=not args.quiet,
         random_state=args.random_state, n_estimators=args.estimators, family=args.family,
         family_options=None if args.bounds is None else {"low": args.bounds[0], "high": args.bounds[1]},
-        target_resolution=args.target_resolution, input_noise=args.input_noise,
+        target_resolution=args.target_resolution, input_noise=args.input_noise, target_noise=args.target_noise,
+        weight_decay=args.weight_decay, patience=args.patience, weight_averaging=args.weight_averaging,
         feature_embedding=None if args.feature_embedding == "none" else args.feature_embedding,
     )
 
