@@ -1143,6 +1143,9 @@ def test_an_unfinished_noise_mixture_warns_and_reports_its_levels():
                              random_state=0).fit(X, y)
     rows = dict(_settings(model))
     assert rows["input noise"] == ", ".join(f"{level:.3g}" for level in model.input_noise_) + " (mixture)"
+    assert (rows["patience"], rows["weight decay"], rows["weight averaging"]) == ("auto", "0", "0.99")
+    rows = dict(_settings(model.set_params(weight_averaging=0.0, patience=7)))
+    assert "weight averaging" not in rows and rows["patience"] == "7"
 
 
 def test_auto_noise_is_one_batched_pass_with_one_novelty_index(monkeypatch):

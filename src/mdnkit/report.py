@@ -95,9 +95,14 @@ def _settings(model: Any) -> list[tuple[str, str]]:
         ("activation", model.activation), ("covariance", model.covariance_type),
         ("optimizer", model.optimizer), ("learning rate", f"{model.learning_rate:g}"),
         ("batch size", batch), ("max epochs", str(model.max_epochs)),
-        ("validation fraction", f"{model.validation_fraction:g}"), ("dtype", model.dtype),
+        ("validation fraction", f"{model.validation_fraction:g}"),
+        ("patience", "auto" if model.patience is None else str(model.patience)),
+        ("weight decay", f"{model.weight_decay:g}"), ("dtype", model.dtype),
         ("random state", str(model.random_state)),
     ]
+    averaging = getattr(model, "weight_averaging", 0.0)
+    if averaging and model.optimizer != "lbfgs":
+        rows.insert(-2, ("weight averaging", f"{averaging:g}"))
     for name, label in (("input_noise_", "input noise"), ("target_noise_", "target noise")):
         if hasattr(model, name) and (getattr(model, name) or getattr(model, name.rstrip("_")) == "auto"):
             setting = getattr(model, name.rstrip("_"))
