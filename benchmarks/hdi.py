@@ -1,7 +1,8 @@
 """``predict_hdi`` (90% highest-density intervals) against ``predict_quantiles`` (the equal-tailed
 90% interval, a root finder over the same mixtures) on the same rows, for a default model (six
-networks of five components: 30 per row) and one network (five); medians of ``--repeats``,
-alternating, one thread.
+networks of five components: 30 per row) and one network (five), and ``metrics.evaluate`` (what
+``mdnkit evaluate`` and the report compute: four central and four highest-density intervals,
+modes, CRPS); medians of ``--repeats``, alternating, one thread.
 
     python benchmarks/hdi.py --rows 300 1000 --repeats 3
 """
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from mdnkit import MDNRegressor
+    from mdnkit import MDNRegressor, metrics
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -44,15 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")
         models = {"default": MDNRegressor(random_state=0, max_epochs=40).fit(X, y),
                   "one network": MDNRegressor(random_state=0, max_epochs=40, input_noise=0.0).fit(X, y)}
-    print("| model | components | rows | predict_hdi s | predict_quantiles s | ratio |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| model | components | rows | predict_hdi s | predict_quantiles s | ratio | evaluate s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, model in models.items():
         model.predict_hdi(X[:20])  # warm-up
         for rows in args.rows:
-            hdi, quantiles = _median_seconds([lambda: model.predict_hdi(X[:rows]),
-                                              lambda: model.predict_quantiles(X[:rows], [0.05, 0.95])], args.repeats)
+            hdi, quantiles, evaluated = _median_seconds([
+                lambda: model.predict_hdi(X[:rows]), lambda: model.predict_quantiles(X[:rows], [0.05, 0.95]),
+                lambda: metrics.evaluate(model, X[:rows], y[:rows])], args.repeats)
             print(f"| {name} | {model.predict_dist(X[:1]).n_components} | {rows} | {hdi:.3f} | {quantiles:.3f} | "
-                  f"{hdi / quantiles:.1f} |", flush=True)
+                  f"{hdi / quantiles:.1f} | {evaluated:.2f} |", flush=True)
     return 0
 
 

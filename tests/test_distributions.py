@@ -926,6 +926,46 @@ def test_highest_density_intervals_hold_their_mass_on_random_mixtures():
         np.testing.assert_allclose(mass, coverage, atol=1e-6)
 
 
+def test_highest_density_intervals_at_several_coverages_equal_one_at_a_time():
+    """``highest_density_intervals_at`` tabulates the density once for all coverages; each region
+    is the single-coverage call's, bit for bit (same grid, same iterations)."""
+    from mdnkit._univariate import highest_density_intervals, highest_density_intervals_at
+
+    rng = np.random.default_rng(6)
+    log_weights = torch.from_numpy(np.log(rng.dirichlet(np.full(6, 0.5), size=(40, 3))))
+    loc = torch.from_numpy(rng.normal(0, 3, size=(40, 3, 6)))
+    scale = torch.from_numpy(np.exp(rng.uniform(np.log(0.05), np.log(3), size=(40, 3, 6))))
+    coverages = (0.95, 0.3, 0.8)
+    together = highest_density_intervals_at(log_weights, loc, scale, coverages)
+    assert len(together) == 3 and int(together[0].mask.sum(-1).max()) >= 2  # some regions are unions
+    for coverage, region in zip(coverages, together):
+        alone = highest_density_intervals(log_weights, loc, scale, coverage)
+        assert region.bounds.shape == (40, 3, 6, 2) and torch.equal(region.mask, alone.mask)
+        assert torch.equal(region.level, alone.level)
+        assert torch.equal(region.bounds.nan_to_num(123.0), alone.bounds.nan_to_num(123.0))
+    with pytest.raises(ValueError, match="coverage must be in"):
+        highest_density_intervals_at(log_weights, loc, scale, [0.5, 1.0])
+
+
+def test_elementwise_root_finder_gives_each_element_its_root():
+    """Roots of x³ = a for a over 12 decades (some take many more steps than others, so converged
+    elements drop out mid-way), with a ``[4, 1]`` parameter broadcast to ``[4, 5]``: each equals
+    NumPy's cube root, in the input's shape."""
+    from mdnkit._univariate import _solve_bracketed_elementwise
+
+    a = torch.from_numpy(np.geomspace(1e-6, 1e6, 20).reshape(4, 5))
+    offset = torch.tensor([[0.0], [1.0], [-2.0], [0.5]], dtype=torch.float64)  # x³ + offset = a + offset
+
+    def residual_and_slope(x, target, shift):
+        return x ** 3 + shift[:, 0] - target[:, 0] - shift[:, 0], 3 * x ** 2
+
+    lower, upper = torch.zeros_like(a), torch.full_like(a, 200.0)
+    roots = _solve_bracketed_elementwise(residual_and_slope, lower, upper, torch.zeros_like(a),  # relative steps
+                                         (a.unsqueeze(-1), offset.unsqueeze(-1)))
+    assert roots.shape == (4, 5)
+    np.testing.assert_allclose(roots.numpy(), np.cbrt(a.numpy()), rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------------------------
 # 11. Batched == one at a time
 # ----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
+from mdnkit._univariate import HighestDensityIntervals, highest_density_intervals_at
 from mdnkit.distributions import GaussianMixture
 
 __all__ = [
@@ -171,13 +172,26 @@ def interval_coverage(
         inside = (lower <= y[:, 0]) & (y[:, 0] <= upper)
         width = upper - lower
     elif kind == "hdi":
-        region = dist.highest_density_intervals(coverage)
-        lower, upper = region.bounds.unbind(-1)  # [n, K] each, NaN in padding (compares False)
-        inside = (region.mask & (lower <= y) & (y <= upper)).any(-1)
-        width = torch.where(region.mask, upper - lower, 0.0).sum(-1)
+        return _region_coverage(dist.highest_density_intervals(coverage), y)
     else:
         raise ValueError(f"kind must be 'central' or 'hdi', got {kind!r}.")
     return np.float64(inside.double().mean()), np.float64(width.mean())
+
+
+def _region_coverage(region: HighestDensityIntervals, y: Tensor) -> tuple[np.float64, np.float64]:
+    """``interval_coverage``'s ``(covered, width)`` of a highest-density region, ``y [n, 1]``."""
+    lower, upper = region.bounds.unbind(-1)  # [n, K] each, NaN in padding (compares False)
+    inside = (region.mask & (lower <= y) & (y <= upper)).any(-1)
+    width = torch.where(region.mask, upper - lower, 0.0).sum(-1)
+    return np.float64(inside.double().mean()), np.float64(width.mean())
+
+
+def _highest_density_regions(dist: Any, coverages: Sequence[float]) -> list[HighestDensityIntervals]:
+    """``dist.highest_density_intervals(c)`` for each of ``coverages``; a Gaussian mixture's
+    density is tabulated once for all of them, most of one region's cost."""
+    if isinstance(dist, GaussianMixture):
+        return highest_density_intervals_at(*dist._univariate_parts("highest_density_intervals"), coverages)
+    return [dist.highest_density_intervals(coverage) for coverage in coverages]
 
 
 def energy_score(
@@ -281,9 +295,10 @@ def evaluate(
     results.update({name: float(value) for name, value in point_errors(dist, y).items()})
     if one_d:
         results["pit_calibration_error"] = float(calibration_error(dist, y))
-        for kind in ("central", "hdi"):
-            for coverage in coverages:
-                covered, width = interval_coverage(dist, y, coverage, kind)
+        central = [interval_coverage(dist, y, coverage, "central") for coverage in coverages]
+        hdi = [_region_coverage(region, y) for region in _highest_density_regions(dist, coverages)]
+        for kind, found in (("central", central), ("hdi", hdi)):
+            for coverage, (covered, width) in zip(coverages, found):
                 results[f"coverage_{kind}_{_percent(coverage)}"] = float(covered)
                 results[f"width_{kind}_{_percent(coverage)}"] = float(width)
     return results
