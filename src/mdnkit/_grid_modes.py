@@ -4,7 +4,9 @@ Families without the Gaussian's fixed-point map (:mod:`mdnkit._modes`) still hav
 ``log_prob`` and, per component, a centre and a spread (``Mixture._bracket``). Their density is
 tabulated on a grid that resolves every component (65 points over ``±8`` spreads of each, as
 :func:`mdnkit._level_sets.level_set` does); each grid point above both neighbours brackets a
-local maximum, which golden-section search then locates to float64 precision. On the circle
+local maximum, which golden-section search then locates to float64 precision; where a family
+has corners (``Mixture._kinks``: a Laplace component's location) each corner is a candidate too,
+since the grid can step over a peak there. On the circle
 (von Mises) the grid is wrapped into one period and its ends are neighbours. A peak narrower
 than the grid's spacing (a quarter of its component's spread) between two grid points can be
 missed. Hand-written because no library finds every mode of batched non-Gaussian mixtures.
@@ -82,15 +84,23 @@ def _modes_of_rows(dist: Mixture, period: float | None) -> tuple[Tensor, Tensor]
     order = (~peak).to(torch.int8).argsort(dim=-1, stable=True)[:, :slots]  # the peaks first
     a, b = left.gather(-1, order), right.gather(-1, order)
     value = _golden_section(dist, a, b)
+    candidate = peak.gather(-1, order)
     if period is not None:
         value = torch.remainder(value + period / 2, period) - period / 2
+    kinks = dist._kinks()
+    if kinks is not None:  # a peak at a corner: checked as it is, unless the grid found it already
+        found = torch.where(candidate, value, math.nan)
+        again = ((kinks.unsqueeze(-1) - found.unsqueeze(-2)).abs() <= 1e-9 * spread.unsqueeze(-1)).any(-1)
+        value, candidate = torch.cat([value, kinks], -1), torch.cat([candidate, ~again], -1)
     # A polished point is a maximum only if it beats both sides (a bracket on a slope ends at its edge).
     # At a maximum the sides fall by O(nudge²), within rounding; on a slope by O(nudge), far more.
     nudge = 1e-6 * spread.amin(-1, keepdim=True)
     here = _log_prob(dist, value)
     slack = 1e-11 * (1.0 + here.abs())
+    if kinks is not None:  # at a corner both sides fall by O(nudge): no slack, or a corner on a slope would pass
+        slack[:, -kinks.shape[-1]:] = 0.0
     is_peak = (here + slack >= _log_prob(dist, value - nudge)) & (here + slack >= _log_prob(dist, value + nudge))
-    density = torch.where(peak.gather(-1, order) & is_peak, here, -math.inf)
+    density = torch.where(candidate & is_peak, here, -math.inf)
     density, rank = density.sort(-1, descending=True)
     value = torch.where(torch.isfinite(density), value.gather(-1, rank), math.nan)
     return value, density

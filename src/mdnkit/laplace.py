@@ -68,6 +68,10 @@ class LaplaceMixture(IndependentMixture):
         """``2 b²``, ``[*B, K, D]``."""
         return 2.0 * self.scale.square()
 
+    def _kinks(self) -> Tensor:
+        """Each component's location, where its density has a corner, ``[*B, K]``."""
+        return self.loc[..., 0]
+
     def _component_cdf(self, value: Tensor) -> Tensor:
         z = (value.unsqueeze(-1) - self.loc[..., 0]) / self.scale[..., 0]  # [*S, *B, K]
         # Each branch evaluated where it does not overflow: exp of a non-positive number only.

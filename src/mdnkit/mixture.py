@@ -191,6 +191,11 @@ class Mixture(Distribution):
         quantile search starts (the mean and standard deviation, when both are finite)."""
         return self.component_mean[..., 0], self.component_stddev[..., 0]
 
+    def _kinks(self) -> Tensor | None:
+        """Where a 1-D density may peak without being smooth, ``[*B, J]`` (``None``: nowhere):
+        the mode search's grid can step over a peak at a kink, and polishing assumes smoothness."""
+        return None
+
     def cdf(self, value: Tensor) -> Tensor:
         """``P(Y <= value)`` for a 1-D target: ``[*S, *B, 1] -> [*S, *B]``."""
         self._require_1d("cdf")
