@@ -283,15 +283,15 @@ BAD = {
     "bad batch size": (["fit", "train.csv", "--target", "eruptions", "-o", "x.mdn", "--batch-size", "some"],
                        "argument --batch-size: expected a positive integer, 'auto' or 'full', got 'some'"),
     "bad noise": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--input-noise", "some"],
-                  "argument --input-noise: expected auto, mixture, select or a number >= 0, got 'some'"),
+                  "argument --input-noise: expected auto, mixture, select or a finite number >= 0, got 'some'"),
     "bad target noise": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--target-noise", "select"],
-                         "argument --target-noise: expected auto or a number >= 0, got 'select'"),
+                         "argument --target-noise: expected auto or a finite number >= 0, got 'select'"),
     "bad patience": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--patience", "0"],
                      "argument --patience: expected a positive integer or 'auto', got '0'"),
     "bad averaging": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--weight-averaging", "1"],
                       "argument --weight-averaging: expected a number in [0, 1), got '1'"),
     "bad weight decay": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--weight-decay", "-1"],
-                         "argument --weight-decay: expected a number >= 0, got '-1'"),
+                         "argument --weight-decay: expected a finite number >= 0, got '-1'"),
     "bad resolution": (["fit", "train.csv", "--target", "waiting", "-o", "x.mdn", "--target-resolution", "0"],
                        "argument --target-resolution: expected a positive number, got '0'"),
     "zero draws": (["sample", "model.mdn", "test.csv", "-o", "x.csv", "-n", "0"],
@@ -345,8 +345,8 @@ def test_fit_options_reach_the_estimator():
     ])).get_params()
     assert (given["target_noise"], given["weight_decay"], given["patience"], given["weight_averaging"]) \
         == ("auto", 0.01, 7, 0.0)
-    assert _model(build_parser().parse_args([*base, "--target-noise", "0.05", "--patience", "auto"])).get_params()[
-        "target_noise"] == 0.05
+    other = _model(build_parser().parse_args([*base, "--target-noise", "0.05", "--patience", "auto"])).get_params()
+    assert other["target_noise"] == 0.05 and other["patience"] is None
     defaults = mdnkit.MDNRegressor().get_params()
     left_out = _model(build_parser().parse_args(base)).get_params()
     for name in ("target_noise", "weight_decay", "patience", "weight_averaging", "input_noise", "learning_rate",

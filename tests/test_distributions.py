@@ -948,22 +948,27 @@ def test_highest_density_intervals_at_several_coverages_equal_one_at_a_time():
 
 
 def test_elementwise_root_finder_gives_each_element_its_root():
-    """Roots of x³ = a for a over 12 decades (some take many more steps than others, so converged
-    elements drop out mid-way), with a ``[4, 1]`` parameter broadcast to ``[4, 5]``: each equals
-    NumPy's cube root, in the input's shape."""
+    """Roots of x³ = a + s for a over 12 decades (some take many more steps than others, so
+    converged elements drop out mid-way) and a shift s ``[4, 1]`` broadcast to ``[4, 5]``: each
+    equals NumPy's cube root, in the input's shape. One element's residual is NaN: it never
+    converges, runs to ``max_iter``, and the others are still solved."""
     from mdnkit._univariate import _solve_bracketed_elementwise
 
     a = torch.from_numpy(np.geomspace(1e-6, 1e6, 20).reshape(4, 5))
-    offset = torch.tensor([[0.0], [1.0], [-2.0], [0.5]], dtype=torch.float64)  # x³ + offset = a + offset
+    a[2, 3] = math.nan
+    shift = torch.tensor([[0.0], [1.0], [7.0], [0.5]], dtype=torch.float64)
 
     def residual_and_slope(x, target, shift):
-        return x ** 3 + shift[:, 0] - target[:, 0] - shift[:, 0], 3 * x ** 2
+        return x ** 3 - (target[:, 0] + shift[:, 0]), 3 * x ** 2
 
     lower, upper = torch.zeros_like(a), torch.full_like(a, 200.0)
     roots = _solve_bracketed_elementwise(residual_and_slope, lower, upper, torch.zeros_like(a),  # relative steps
-                                         (a.unsqueeze(-1), offset.unsqueeze(-1)))
+                                         (a.unsqueeze(-1), shift.unsqueeze(-1)))
     assert roots.shape == (4, 5)
-    np.testing.assert_allclose(roots.numpy(), np.cbrt(a.numpy()), rtol=1e-12)
+    expected = np.cbrt((a + shift).numpy())
+    solved = ~np.isnan(expected)
+    assert solved.sum() == 19
+    np.testing.assert_allclose(roots.numpy()[solved], expected[solved], rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,17 +4,18 @@ Families without the Gaussian's fixed-point map (:mod:`mdnkit._modes`) still hav
 ``log_prob`` and, per component, a centre and a spread (``Mixture._bracket``). Their density is
 tabulated on a grid that resolves every component (65 points over ``±8`` spreads of each, as
 :func:`mdnkit._level_sets.level_set` does); each grid point above both neighbours brackets a
-local maximum, which golden-section search then locates to float64 precision; where a family
-has corners (``Mixture._kinks``: a Laplace component's location) each corner is a candidate too,
-since the grid can step over a peak there. On the circle
-(von Mises) the grid is wrapped into one period and its ends are neighbours. A peak narrower
-than the grid's spacing (a quarter of its component's spread) between two grid points can be
-missed. Hand-written because no library finds every mode of batched non-Gaussian mixtures.
+local maximum, which golden-section search then locates to float64 precision. Where a family
+has corners (``Mixture._kinks``: a Laplace component's location) each corner is a candidate
+too, since the grid can step over a peak there. On the circle (von Mises) the grid is wrapped
+into one period and its ends are neighbours. A smooth peak narrower than the grid's spacing (a
+quarter of its component's spread) between two grid points can be missed. Hand-written
+because no library finds every mode of batched non-Gaussian mixtures.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -88,9 +89,12 @@ def _modes_of_rows(dist: Mixture, period: float | None) -> tuple[Tensor, Tensor]
     if period is not None:
         value = torch.remainder(value + period / 2, period) - period / 2
     kinks = dist._kinks()
-    if kinks is not None:  # a peak at a corner: checked as it is, unless the grid found it already
+    if kinks is not None:  # a peak at a corner: checked as it is, once, unless the grid found it already
+        kinks = kinks.sort(-1).values
+        close = 1e-9 * spread.amin(-1, keepdim=True)
         found = torch.where(candidate, value, math.nan)
-        again = ((kinks.unsqueeze(-1) - found.unsqueeze(-2)).abs() <= 1e-9 * spread.unsqueeze(-1)).any(-1)
+        again = ((kinks.unsqueeze(-1) - found.unsqueeze(-2)).abs() <= close.unsqueeze(-1)).any(-1)
+        again[:, 1:] |= kinks[:, 1:] - kinks[:, :-1] <= close  # two components at one location
         value, candidate = torch.cat([value, kinks], -1), torch.cat([candidate, ~again], -1)
     # A polished point is a maximum only if it beats both sides (a bracket on a slope ends at its edge).
     # At a maximum the sides fall by O(nudge²), within rounding; on a slope by O(nudge), far more.
@@ -103,7 +107,8 @@ def _modes_of_rows(dist: Mixture, period: float | None) -> tuple[Tensor, Tensor]
     density = torch.where(candidate & is_peak, here, -math.inf)
     density, rank = density.sort(-1, descending=True)
     value = torch.where(torch.isfinite(density), value.gather(-1, rank), math.nan)
-    return value, density
+    width = max(1, int(torch.isfinite(density).sum(-1).max()) if len(density) else 1)  # as many as a row has
+    return value[:, :width], density[:, :width]
 
 
 def _log_prob(dist: Mixture, points: Tensor) -> Tensor:
@@ -113,12 +118,18 @@ def _log_prob(dist: Mixture, points: Tensor) -> Tensor:
 
 def _golden_section(dist: Mixture, a: Tensor, b: Tensor) -> Tensor:
     """The maximum of ``log p`` in each bracket ``[a, b]`` ``[n, C]`` that holds one."""
+    return golden_maximum(lambda points: _log_prob(dist, points), a, b)
+
+
+def golden_maximum(f: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, steps: int = _GOLDEN_STEPS) -> Tensor:
+    """Golden-section search for the maximum of an elementwise ``f`` in each bracket ``[a, b]``
+    (any shape; one new evaluation per step), where ``f`` rises then falls."""
     c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-    fc, fd = _log_prob(dist, c), _log_prob(dist, d)
-    for _ in range(_GOLDEN_STEPS):
+    fc, fd = f(c), f(d)
+    for _ in range(steps):
         left = fc >= fd  # the maximum lies in [a, d]
         a, b = torch.where(left, a, c), torch.where(left, d, b)
         c, d = torch.where(left, b - _GOLDEN * (b - a), d), torch.where(left, c, a + _GOLDEN * (b - a))
-        new = _log_prob(dist, torch.where(left, c, d))
+        new = f(torch.where(left, c, d))
         fc, fd = torch.where(left, new, fd), torch.where(left, fc, new)
     return 0.5 * (a + b)

@@ -2,10 +2,10 @@
 
 The log-density is tabulated on a grid that resolves every component (65 points over the ±8
 spreads of each) and holds its local maxima and minima, each crossing of the level polished by
-bisection; the highest-density set of
-a given mass bisects on the level. Used by :meth:`mdnkit.mixture.Mixture.highest_density_intervals`
-and by the conformal sets of :mod:`mdnkit.conformal`. Hand-written because no library finds the
-level sets of batched non-Gaussian mixtures.
+bisection; the highest-density set of a given mass bisects on the level. Used by
+:meth:`mdnkit.mixture.Mixture.highest_density_intervals` and by the conformal sets of
+:mod:`mdnkit.conformal`. Hand-written because no library finds the level sets of batched
+non-Gaussian mixtures.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
+from mdnkit._grid_modes import golden_maximum
 from mdnkit._univariate import HighestDensityIntervals, _lowest_between, _uphill_points
 
 if TYPE_CHECKING:
@@ -59,13 +60,8 @@ def _extrema(dist: Mixture) -> Tensor:
     modes = dist.modes()
     centre = dist._bracket()[0]  # [n, K]
     peaks = torch.cat([torch.where(modes.mask, modes.value[..., 0], centre[:, :1]), centre], -1).sort(-1).values
-    a, b = peaks[:, :-1], peaks[:, 1:]
-    ratio = (math.sqrt(5.0) - 1.0) / 2.0
-    for _ in range(50):  # golden section, as _univariate._lowest_between, on the family's log-density
-        left, right = b - ratio * (b - a), a + ratio * (b - a)
-        left_is_lower = dist.log_prob(left.T.unsqueeze(-1)).T < dist.log_prob(right.T.unsqueeze(-1)).T
-        a, b = torch.where(left_is_lower, a, left), torch.where(left_is_lower, right, b)
-    return torch.cat([peaks, 0.5 * (a + b)], -1)
+    dips = golden_maximum(lambda points: -dist.log_prob(points.T.unsqueeze(-1)).T, peaks[:, :-1], peaks[:, 1:], 50)
+    return torch.cat([peaks, dips], -1)
 
 
 def _refine(dist: Mixture, log_level: Tensor, a: Tensor, b: Tensor, rising: bool) -> Tensor:
@@ -80,7 +76,7 @@ def _refine(dist: Mixture, log_level: Tensor, a: Tensor, b: Tensor, rising: bool
     return 0.5 * (a + b)
 
 
-def level_set(dist: Mixture, log_level: ArrayLike | Tensor) -> HighestDensityIntervals:
+def level_set(dist: Mixture, log_level: ArrayLike | Tensor, extrema: Tensor | None = None) -> HighestDensityIntervals:
     """The set ``{y : log p(y | x) >= log_level}`` of each row of a 1-D mixture, as intervals.
 
     The log-density is tabulated on a grid that resolves every component (65 points over the
@@ -95,6 +91,8 @@ def level_set(dist: Mixture, log_level: ArrayLike | Tensor) -> HighestDensityInt
     Args:
         dist: Batch shape ``(n,)``, event shape ``(1,)``.
         log_level: ``[n]`` or a scalar; ``-inf`` gives the whole line.
+        extrema: The density's local maxima and minima, ``[n, E]``, when already known (they do
+            not depend on the level, and a bisection on it asks 50 times); ``None``: found here.
 
     Returns:
         :class:`~mdnkit.distributions.HighestDensityIntervals`: ``bounds [n, M, 2]`` sorted,
@@ -114,7 +112,7 @@ def level_set(dist: Mixture, log_level: ArrayLike | Tensor) -> HighestDensityInt
         # Every local maximum and minimum on the grid too, so the density is monotone between
         # neighbouring grid points: a bump just above the level (or a dip just below it) can no
         # longer hide between two of them (it did: hpd_scores off by 0.04 on 3 components).
-        grid = torch.cat([grid, _extrema(dist)], -1).sort(-1).values
+        grid = torch.cat([grid, _extrema(dist) if extrema is None else extrema], -1).sort(-1).values
         lower, upper = _widened_ends(dist, log_level, grid[:, 0] - spread.amax(-1), grid[:, -1] + spread.amax(-1))
         grid = torch.cat([lower[:, None], grid, upper[:, None]], -1)
     else:  # one turn of the circle, [-π, π]; a set through ±π is two intervals, one at each end
@@ -168,9 +166,11 @@ def hpd_region(dist: Mixture, mass: ArrayLike | Tensor) -> HighestDensityInterva
     else:  # bisect on log p: the mass above a level falls as the level rises
         peak = dist.log_prob(dist.component_mean.transpose(0, 1)).amax(0)  # [K, n] -> [n]: near the top
         low, high = peak - 80.0, peak + 1.0
+        extrema = None if dist._period is not None else _extrema(dist)
         for _ in range(50):
             middle = 0.5 * (low + high)
-            too_low = _mass(dist, level_set(dist, middle)) > inner
+            too_low = _mass(dist, level_set(dist, middle, extrema)) > inner
             low, high = torch.where(too_low, middle, low), torch.where(too_low, high, middle)
         log_level = 0.5 * (low + high)
+        return level_set(dist, torch.where(whole, -math.inf, log_level), extrema)
     return level_set(dist, torch.where(whole, -math.inf, log_level))

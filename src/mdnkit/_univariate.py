@@ -276,6 +276,14 @@ def highest_density_intervals_at(
 
     The table (modes, dips and the grid's cdf and pdf) is most of one region's cost, and the
     same for every coverage: ``metrics.evaluate`` asks for four.
+
+    Args:
+        log_weights, loc, scale: ``[*B, K]``.
+        coverages: Each in ``(0, 1)``.
+
+    Returns:
+        One :class:`HighestDensityIntervals` per coverage, in their order: ``bounds [*B, K, 2]``,
+        ``mask [*B, K]``, ``level [*B]``, the same as :func:`highest_density_intervals` gives.
     """
     for coverage in coverages:
         if not 0.0 < coverage < 1.0:
@@ -380,7 +388,7 @@ def _crossings(table: _Table, level: Tensor, rows: Tensor) -> tuple[Tensor, Tens
     starts, stops = (row_left < lvl) & (row_right >= lvl), (row_left >= lvl) & (row_right < lvl)
     # A 1-D mixture of K Gaussians has at most K modes, hence at most K intervals; most rows
     # have one or two, and each slot costs a Newton solve over all K components.
-    n_slots = max(1, int(torch.maximum(starts.sum(-1), stops.sum(-1)).max()))
+    n_slots = max(1, int(torch.maximum(starts.sum(-1), stops.sum(-1)).max()) if len(rows) else 1)
     x_scale = table.scale[rows].amin(-1, keepdim=True)
 
     def crossing(is_crossing: Tensor, sign: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -75,7 +75,8 @@ def _batch_size(text: str) -> int | Literal["auto"] | None:
 
 
 def _noise_setting(text: str, words: tuple[str, ...] = ("auto", "mixture", "select")) -> float | str:
-    """``--input-noise``: a word of ``MDNRegressor(input_noise=...)`` or a number >= 0."""
+    """``--input-noise`` (and ``--target-noise``, with its ``words``): a word of the setting or a
+    finite number >= 0."""
     if text in words:
         return text
     try:
@@ -83,7 +84,7 @@ def _noise_setting(text: str, words: tuple[str, ...] = ("auto", "mixture", "sele
     except ValueError:
         value = -1.0
     if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected {', '.join(words)} or a number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {', '.join(words)} or a finite number >= 0, got {text!r}")
     return value
 
 
@@ -106,12 +107,13 @@ def _patience(text: str) -> int | None:
 
 
 def _nonnegative_float(text: str) -> float:
+    """``--weight-decay``: a finite number >= 0."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 

@@ -100,9 +100,8 @@ def _settings(model: Any) -> list[tuple[str, str]]:
         ("weight decay", f"{model.weight_decay:g}"), ("dtype", model.dtype),
         ("random state", str(model.random_state)),
     ]
-    averaging = getattr(model, "weight_averaging", 0.0)
-    if averaging and model.optimizer != "lbfgs":
-        rows.insert(-2, ("weight averaging", f"{averaging:g}"))
+    if model.weight_averaging and model.optimizer != "lbfgs":
+        rows.insert(-2, ("weight averaging", f"{model.weight_averaging:g}"))
     for name, label in (("input_noise_", "input noise"), ("target_noise_", "target noise")):
         if hasattr(model, name) and (getattr(model, name) or getattr(model, name.rstrip("_")) == "auto"):
             setting = getattr(model, name.rstrip("_"))
