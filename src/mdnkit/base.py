@@ -222,8 +222,10 @@ class ConditionalDensityMixin:
         """Every local maximum of ``p(y | x)``, sorted by density.
 
         Returns:
-            ``(modes, log_density)``: modes ``(n, K)`` for 1-D ``y`` or ``(n, K, d)``, NaN where a
-            row has fewer than ``K`` modes; log densities ``(n, K)``, ``-inf`` there.
+            ``(modes, log_density)``: modes ``(n, M)`` for 1-D ``y`` or ``(n, M, d)``, NaN where a
+            row has fewer than ``M`` modes; log densities ``(n, M)``, ``-inf`` there. ``M`` is the
+            number of components ``K`` for the Gaussian family, and the most modes any row has
+            for the others (whose search is on a grid).
         """
         found = self.predict_dist(X).modes()
         return self._shape_targets(found.value.numpy()), found.log_prob.numpy()
