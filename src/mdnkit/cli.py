@@ -18,8 +18,8 @@ import math
 import pathlib
 import sys
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -60,71 +60,41 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _batch_size(text: str) -> int | Literal["auto"] | None:
-    if text.lower() == "full":
-        return None
-    if text.lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, 'auto' or 'full', got {text!r}")
-    return value
+def _number_option(kind: type, accept: Callable[[Any], bool], expected: str,
+                   words: dict[str, Any] | None = None) -> Callable[[str], Any]:
+    """An argparse ``type``: one of ``words`` (any case, mapped to its setting), else a ``kind``
+    number that ``accept`` takes; anything else is the error "expected {expected}"."""
+    words = words or {}
+
+    def parse(text: str) -> Any:
+        if text.lower() in words:
+            return words[text.lower()]
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _noise_setting(text: str, words: tuple[str, ...] = ("auto", "mixture", "select")) -> float | str:
-    """``--input-noise`` (and ``--target-noise``, with its ``words``): a word of the setting or a
-    finite number >= 0."""
-    if text in words:
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected {', '.join(words)} or a finite number >= 0, got {text!r}")
-    return value
+def _finite_at_least_zero(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
 
 
-def _target_noise_setting(text: str) -> float | str:
-    """``--target-noise``: ``auto`` or a number >= 0."""
-    return _noise_setting(text, ("auto",))
-
-
-def _patience(text: str) -> int | None:
-    """``--patience``: epochs, or ``auto`` (about 1000 gradient steps: ``patience=None``)."""
-    if text.lower() == "auto":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    """``--weight-decay``: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_positive_int = _number_option(int, lambda value: value >= 1, "a positive integer")
+_positive_float = _number_option(float, lambda value: math.isfinite(value) and value > 0, "a positive number")
+_nonnegative_float = _number_option(float, _finite_at_least_zero, "a finite number >= 0")  # --weight-decay
+_fraction = _number_option(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
+_batch_size = _number_option(int, lambda value: value >= 1, "a positive integer, 'auto' or 'full'",
+                             {"auto": "auto", "full": None})
+# --patience: epochs, or auto (about 1000 gradient steps: patience=None)
+_patience = _number_option(int, lambda value: value >= 1, "a positive integer or 'auto'", {"auto": None})
+_noise_setting = _number_option(float, _finite_at_least_zero, "auto, mixture, select or a finite number >= 0",
+                                {word: word for word in ("auto", "mixture", "select")})
+_target_noise_setting = _number_option(float, _finite_at_least_zero, "auto or a finite number >= 0", {"auto": "auto"})
 
 
 def _bounds(text: str) -> tuple[float, float]:
@@ -135,16 +105,6 @@ def _bounds(text: str) -> tuple[float, float]:
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW < HIGH (e.g. 0,1), got {text!r}")
     return low, high
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 # The names of mdnkit.families.FAMILY_NAMES, spelled out: parsing must not import torch
@@ -160,16 +120,6 @@ def _probabilities(text: str) -> list[float]:
     if not values or not all(0 < v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected numbers strictly between 0 and 1, separated by commas, got {text!r}")
     return values
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
 
 
 # ---------------------------------------------------------------------- parser
