@@ -80,18 +80,24 @@ def _solve_bracketed(
     """
     x = 0.5 * (lower + upper)
     for _ in range(max_iter):
-        residual, slope = residual_and_slope(x)
-        below = residual < 0
-        lower = torch.where(below, x, lower)
-        upper = torch.where(below, upper, x)
-        newton = x - residual / slope
-        inside = (newton > lower) & (newton < upper)
-        x_next = torch.where(inside, newton, 0.5 * (lower + upper))
+        x_next, lower, upper = _safeguarded_step(x, *residual_and_slope(x), lower, upper)
         converged = (x_next - x).abs() <= tol * (x_scale + x.abs())
         x = x_next
         if bool(converged.all()):
             break
     return x
+
+
+def _safeguarded_step(x: Tensor, residual: Tensor, slope: Tensor, lower: Tensor, upper: Tensor
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of the bracketed root finders: the bracket shrunk to ``x`` on the side its residual
+    is, then the Newton step if it lands inside, else the bracket's midpoint; ``(x_next, lower, upper)``."""
+    below = residual < 0
+    lower = torch.where(below, x, lower)
+    upper = torch.where(below, upper, x)
+    newton = x - residual / slope
+    inside = (newton > lower) & (newton < upper)
+    return torch.where(inside, newton, 0.5 * (lower + upper)), lower, upper
 
 
 def _solve_bracketed_elementwise(
@@ -120,13 +126,7 @@ def _solve_bracketed_elementwise(
     index = torch.arange(len(x), device=x.device)
     done = torch.zeros_like(x, dtype=torch.bool)
     for _ in range(max_iter):
-        residual, slope = residual_and_slope(x, *params)
-        below = residual < 0
-        lower = torch.where(below, x, lower)
-        upper = torch.where(below, upper, x)
-        newton = x - residual / slope
-        inside = (newton > lower) & (newton < upper)
-        x_next = torch.where(inside, newton, 0.5 * (lower + upper))
+        x_next, lower, upper = _safeguarded_step(x, *residual_and_slope(x, *params), lower, upper)
         newly = ((x_next - x).abs() <= tol * (x_scale + x.abs())) & ~done
         x = x_next
         solved[index[newly]] = x[newly]
