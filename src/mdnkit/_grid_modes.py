@@ -15,20 +15,19 @@ because no library finds every mode of batched non-Gaussian mixtures.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from mdnkit._modes import Modes
+from mdnkit._univariate import _GOLDEN, golden_maximum
 
 if TYPE_CHECKING:
     from mdnkit.mixture import Mixture
 
 _GRID = torch.linspace(-8.0, 8.0, 65, dtype=torch.float64)  # per component, in its spreads
 _STEP = 0.25
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _GOLDEN_STEPS = 90  # 0.618^90 of a grid cell: below a float64 ulp of the mode
 _ROWS = 512  # rows per pass: the grid holds rows x 65 K points
 
@@ -118,18 +117,4 @@ def _log_prob(dist: Mixture, points: Tensor) -> Tensor:
 
 def _golden_section(dist: Mixture, a: Tensor, b: Tensor) -> Tensor:
     """The maximum of ``log p`` in each bracket ``[a, b]`` ``[n, C]`` that holds one."""
-    return golden_maximum(lambda points: _log_prob(dist, points), a, b)
-
-
-def golden_maximum(f: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, steps: int = _GOLDEN_STEPS) -> Tensor:
-    """Golden-section search for the maximum of an elementwise ``f`` in each bracket ``[a, b]``
-    (any shape; one new evaluation per step), where ``f`` rises then falls."""
-    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(steps):
-        left = fc >= fd  # the maximum lies in [a, d]
-        a, b = torch.where(left, a, c), torch.where(left, d, b)
-        c, d = torch.where(left, b - _GOLDEN * (b - a), d), torch.where(left, c, a + _GOLDEN * (b - a))
-        new = f(torch.where(left, c, d))
-        fc, fd = torch.where(left, new, fd), torch.where(left, fc, new)
-    return 0.5 * (a + b)
+    return golden_maximum(lambda points: _log_prob(dist, points), a, b, _GOLDEN_STEPS)

@@ -18,8 +18,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
-from mdnkit._grid_modes import golden_maximum
-from mdnkit._univariate import HighestDensityIntervals, _lowest_between, _uphill_points
+from mdnkit._univariate import HighestDensityIntervals, _lowest_between, _uphill_points, golden_maximum
 
 if TYPE_CHECKING:
     from mdnkit.mixture import Mixture

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> torch.Size:
@@ -243,15 +244,24 @@ def _lowest_between(a: Tensor, b: Tensor, weights: Tensor, loc: Tensor, scale: T
     so the density falls then rises there); ``a, b [*B, M]`` for parameters ``[*B, K]``."""
     weights, loc, scale = weights.unsqueeze(-2), loc.unsqueeze(-2), scale.unsqueeze(-2)  # [*B, 1, K]
 
-    def density(x: Tensor) -> Tensor:  # up to a constant factor, which the comparison ignores
-        return (weights / scale * torch.exp(-0.5 * ((x.unsqueeze(-1) - loc) / scale).square())).sum(-1)
+    def minus_density(x: Tensor) -> Tensor:  # up to a constant factor, which the comparison ignores
+        return -(weights / scale * torch.exp(-0.5 * ((x.unsqueeze(-1) - loc) / scale).square())).sum(-1)
 
-    ratio = (math.sqrt(5.0) - 1.0) / 2.0
     # 50 steps shrink the bracket 3e10-fold: a dip missed by that little holds no visible mass.
-    for _ in range(50):
-        left, right = b - ratio * (b - a), a + ratio * (b - a)
-        left_is_lower = density(left) < density(right)
-        a, b = torch.where(left_is_lower, a, left), torch.where(left_is_lower, right, b)
+    return golden_maximum(minus_density, a, b, 50)
+
+
+def golden_maximum(f: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, steps: int) -> Tensor:
+    """Golden-section search for the maximum of an elementwise ``f`` in each bracket ``[a, b]``
+    (any shape; one new evaluation per step), where ``f`` rises then falls."""
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(steps):
+        left = fc >= fd  # the maximum lies in [a, d]
+        a, b = torch.where(left, a, c), torch.where(left, d, b)
+        c, d = torch.where(left, b - _GOLDEN * (b - a), d), torch.where(left, c, a + _GOLDEN * (b - a))
+        new = f(torch.where(left, c, d))
+        fc, fd = torch.where(left, new, fd), torch.where(left, fc, new)
     return 0.5 * (a + b)
 
 
